@@ -1,0 +1,10 @@
+# conduit_component(<name> SOURCES ... [PUBLIC_DEPS ...] [PRIVATE_DEPS ...])
+# -> static library conduit_<name>, alias conduit::<name>, include root src/.
+function(conduit_component name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;PUBLIC_DEPS;PRIVATE_DEPS" ${ARGN})
+  add_library(conduit_${name} STATIC ${ARG_SOURCES})
+  add_library(conduit::${name} ALIAS conduit_${name})
+  target_include_directories(conduit_${name} PUBLIC ${PROJECT_SOURCE_DIR}/src)
+  target_link_libraries(conduit_${name} PUBLIC ${ARG_PUBLIC_DEPS} PRIVATE ${ARG_PRIVATE_DEPS})
+  conduit_set_warnings(conduit_${name})
+endfunction()
