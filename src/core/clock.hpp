@@ -36,7 +36,8 @@ public:
     }
 };
 
-/// Formats Unix milliseconds as ISO-8601 UTC with millisecond precision ("2026-01-02T03:04:05.678Z").
+/// Formats Unix milliseconds as ISO-8601 UTC with millisecond precision
+/// ("2026-01-02T03:04:05.678Z").
 std::string FormatIso8601(int64_t unix_ms);
 /// Parses ISO-8601 ("2026-01-02T03:04:05Z", fractional seconds and +hh:mm offsets accepted).
 /// Returns false on malformed input.

@@ -1,13 +1,13 @@
 #include "core/crypto.hpp"
 
-#include <array>
-#include <cstdlib>
-#include <cstring>
-
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
+
+#include <array>
+#include <cstdlib>
+#include <cstring>
 
 namespace conduit::core {
 

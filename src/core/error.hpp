@@ -1,31 +1,31 @@
 #pragma once
 
+#include <tl/expected.hpp>
+
 #include <string>
 #include <utility>
-
-#include <tl/expected.hpp>
 
 namespace conduit::core {
 
 /// Every failure the gateway reports to a client maps to one of these codes; the HTTP status and
 /// the OpenAI error body are derived from the code in one place (gateway/error_mapping).
 enum class ErrorCode {
-    kInvalidRequest,      // 400 invalid_request_error / invalid_request
-    kUnauthorized,        // 401 authentication_error / invalid_api_key
-    kInsufficientBalance, // 402 insufficient_quota / insufficient_balance
-    kModelNotAllowed,     // 403 permission_error / model_not_allowed
-    kForbidden,           // 403 permission_error / forbidden
-    kModelNotFound,       // 404 invalid_request_error / model_not_found
-    kNotFound,            // 404 invalid_request_error / not_found
-    kMethodNotAllowed,    // 405
-    kConflict,            // 409 invalid_request_error / conflict
-    kRequestTooLarge,     // 413 invalid_request_error / request_too_large
-    kRateLimited,         // 429 rate_limit_error / rate_limit_exceeded
-    kInternal,            // 500 api_error / internal_error
-    kUpstreamError,       // 502 api_error / upstream_error
-    kUnavailable,         // 503 api_error / service_unavailable
-    kUpstreamTimeout,     // 504 api_error / upstream_timeout
-    kRequestTimeout,      // 408 invalid_request_error / request_timeout
+    kInvalidRequest,       // 400 invalid_request_error / invalid_request
+    kUnauthorized,         // 401 authentication_error / invalid_api_key
+    kInsufficientBalance,  // 402 insufficient_quota / insufficient_balance
+    kModelNotAllowed,      // 403 permission_error / model_not_allowed
+    kForbidden,            // 403 permission_error / forbidden
+    kModelNotFound,        // 404 invalid_request_error / model_not_found
+    kNotFound,             // 404 invalid_request_error / not_found
+    kMethodNotAllowed,     // 405
+    kConflict,             // 409 invalid_request_error / conflict
+    kRequestTooLarge,      // 413 invalid_request_error / request_too_large
+    kRateLimited,          // 429 rate_limit_error / rate_limit_exceeded
+    kInternal,             // 500 api_error / internal_error
+    kUpstreamError,        // 502 api_error / upstream_error
+    kUnavailable,          // 503 api_error / service_unavailable
+    kUpstreamTimeout,      // 504 api_error / upstream_timeout
+    kRequestTimeout,       // 408 invalid_request_error / request_timeout
 };
 
 /// A failure: a code plus a human-readable message (never containing a secret) and, for

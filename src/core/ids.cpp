@@ -1,11 +1,11 @@
 #include "core/ids.hpp"
 
+#include "core/crypto.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
-
-#include "core/crypto.hpp"
 
 namespace conduit::core {
 

@@ -3,7 +3,9 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace conduit::testing {
 
@@ -23,6 +25,30 @@ public:
 
 private:
     std::filesystem::path path_;
+};
+
+}  // namespace conduit::testing
+
+namespace conduit::testing {
+
+/// A blocking TCP client for protocol-level tests (raw bytes, timeouts in ms).
+class RawClient {
+public:
+    RawClient(const std::string& host, uint16_t port);
+    ~RawClient();
+    RawClient(const RawClient&) = delete;
+    RawClient& operator=(const RawClient&) = delete;
+    bool connected() const { return fd_ >= 0; }
+    bool Send(std::string_view data);
+    /// Reads until `needle` appears, the peer closes, or `timeout_ms` passes. Returns all bytes
+    /// read so far.
+    std::string ReadUntil(std::string_view needle, int timeout_ms);
+    /// Reads until the peer closes or the timeout passes; `closed` reports which.
+    std::string ReadToClose(int timeout_ms, bool* closed);
+    void Close();
+
+private:
+    int fd_ = -1;
 };
 
 }  // namespace conduit::testing

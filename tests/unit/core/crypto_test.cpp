@@ -52,3 +52,27 @@ TEST(Crypto, RandomBytesDiffer) {
 
 }  // namespace
 }  // namespace conduit::core
+
+#include "core/secret_box.hpp"
+
+namespace conduit::core {
+namespace {
+
+TEST(SecretBox, SealOpenRoundTripAndTamper) {
+    SecretBox box(SecretBox::DeriveKey("material"));
+    std::string sealed = box.Seal("sk-provider-key");
+    EXPECT_EQ(sealed.rfind("v1:", 0), 0u);
+    EXPECT_EQ(sealed.find("sk-provider-key"), std::string::npos);
+    EXPECT_EQ(box.Open(sealed), "sk-provider-key");
+    EXPECT_NE(box.Seal("x"), box.Seal("x"));  // fresh nonce each time
+
+    std::string tampered = sealed;
+    tampered[tampered.size() - 3] = tampered[tampered.size() - 3] == 'A' ? 'B' : 'A';
+    EXPECT_FALSE(box.Open(tampered));
+    SecretBox other(SecretBox::DeriveKey("other"));
+    EXPECT_FALSE(other.Open(sealed));
+    EXPECT_FALSE(box.Open("garbage"));
+}
+
+}  // namespace
+}  // namespace conduit::core

@@ -1,0 +1,106 @@
+#pragma once
+
+#include "core/error.hpp"
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace conduit::config {
+
+/// HTTP listener settings (net component).
+struct ServerConfig {
+    std::string listen = "0.0.0.0:5000";        // host:port; [::]:port allowed; port 0 = ephemeral
+    int threads = 0;                            // 0 = number of cores
+    int64_t max_body_bytes = 32 * 1024 * 1024;  // 413 above this
+    int64_t max_header_bytes = 64 * 1024;
+    int header_timeout_ms = 10000;  // slow/partial headers → 408
+    int body_timeout_ms = 60000;
+    int idle_timeout_ms = 75000;  // keep-alive idle
+    int write_timeout_ms = 30000;
+    int shutdown_grace_ms = 15000;  // finish in-flight requests on SIGTERM
+    std::string public_base_url;    // optional, for absolute URLs in responses
+};
+
+/// Upstream (provider and webhook) HTTP client settings (http_client component).
+struct UpstreamConfig {
+    int connect_timeout_ms = 5000;
+    int first_byte_timeout_ms = 120000;
+    int idle_timeout_ms = 120000;
+    int total_timeout_ms = 600000;
+    int max_connections_per_host = 256;
+    int max_total_connections = 1024;
+};
+
+/// Persistence: SQLite in `data_dir` unless `database_url` names a PostgreSQL database.
+struct StoreConfig {
+    std::string data_dir = "./conduit-data";
+    std::string database_url;  // empty → SQLite in data_dir; may contain a password
+};
+
+/// Logging output.
+struct LogConfig {
+    std::string format = "text";  // text | json
+    std::string level = "info";   // trace | debug | info | warn | error | critical | off
+};
+
+/// Batched spend/usage writer.
+struct SpendConfig {
+    int flush_interval_ms = 1000;
+};
+
+/// Secrets. Never logged, never echoed in error messages.
+struct SecurityConfig {
+    std::string master_key;
+    std::string encryption_key;
+};
+
+/// Redis backplane and counters; empty url → in-process.
+struct RedisConfig {
+    std::string url;  // may contain a password
+};
+
+/// RabbitMQ work queue; empty host → embedded durable queue.
+struct RabbitMqConfig {
+    std::string host;
+    int port = 5672;
+    std::string username = "guest";
+    std::string password = "guest";
+    std::string vhost = "/";
+    int prefetch_count = 25;
+    int partition_count = 30;
+    int concurrent_message_limit = 50;
+};
+
+/// The whole typed configuration tree; each component receives only its own sub-struct.
+struct Config {
+    ServerConfig server;
+    UpstreamConfig upstream;
+    StoreConfig store;
+    LogConfig log;
+    SpendConfig spend;
+    SecurityConfig security;
+    RedisConfig redis;
+    RabbitMqConfig rabbitmq;
+    std::string roles = "api,hubs,worker";  // comma-separated subset of api, hubs, worker
+    std::string config_file;                // the YAML file that was loaded, if any
+};
+
+/// One-line summary of the engines in use, e.g. "store=sqlite(./conduit-data) bus=in-process
+/// queue=embedded" or "store=postgresql bus=redis queue=rabbitmq(host:5672)". Never contains a
+/// secret (no URLs, user names or passwords). Pure; any thread.
+std::string DescribeModes(const Config& config);
+
+/// Splits "host:port" or "[v6addr]:port" into its parts (brackets removed). Port may be 0..65535;
+/// the host must be non-empty. Returns false (outputs unspecified) on malformed input. Pure.
+bool ParseHostPort(std::string_view text, std::string& host, uint16_t& port);
+
+/// True if `role` ("api", "hubs" or "worker") is listed in `config.roles`. Pure.
+bool HasRole(const Config& config, std::string_view role);
+
+/// Checks ranges and enumerations of a merged Config. The error (kInvalidRequest) names the
+/// offending setting by its YAML path in both the message and `param`, and never contains a secret.
+/// Pure; any thread.
+core::Result<void> Validate(const Config& config);
+
+}  // namespace conduit::config

@@ -1,0 +1,64 @@
+#pragma once
+
+#include "core/loop.hpp"
+#include "net/http_types.hpp"
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace conduit::net {
+
+/// One request/response exchange on a server connection, handed to a handler.
+///
+/// Thread affinity: every method must be called on the thread of `loop()` (the connection's
+/// shard). Work finishing on another thread must `loop().Post(...)` back first.
+///
+/// A handler either calls Respond() once, or BeginStream() then any number of Write() and one
+/// EndStream(). The connection waits (without blocking its thread) until that happens. If the
+/// client disconnects first, the OnClose callback runs and later calls are ignored.
+class Exchange : public std::enable_shared_from_this<Exchange> {
+public:
+    virtual ~Exchange() = default;
+
+    virtual Request& request() = 0;
+    virtual core::Loop& loop() = 0;
+
+    /// Sends a complete response. Adds Content-Length; adds `Connection: close` when closing.
+    virtual void Respond(Response response) = 0;
+    /// Starts a chunked streaming response with the given status and headers.
+    virtual void BeginStream(int status, Headers headers) = 0;
+    /// Queues one body chunk (sent as one HTTP chunk). Empty chunks are ignored.
+    virtual void Write(std::string chunk) = 0;
+    /// Terminates the streaming response.
+    virtual void EndStream() = 0;
+
+    /// Bytes queued or in flight towards the client (for backpressure decisions).
+    virtual size_t BufferedBytes() const = 0;
+    /// Called once when BufferedBytes() drops to zero after a Write (replaces any earlier one).
+    virtual void SetOnDrain(std::function<void()> fn) = 0;
+    /// Called once if the client goes away before the response completes.
+    virtual void SetOnClose(std::function<void()> fn) = 0;
+    /// Called once when the response has been fully written (or abandoned), with the final
+    /// status and the response body byte count.
+    virtual void SetOnComplete(std::function<void(int status, size_t body_bytes)> fn) = 0;
+
+    /// True once the client is known to be gone.
+    virtual bool closed() const = 0;
+    /// True once Respond() or EndStream() has been called.
+    virtual bool responded() const = 0;
+    /// True once BeginStream() or Respond() has been called.
+    virtual bool started() const = 0;
+
+    /// Headers added to whatever response this exchange sends (e.g. X-Request-Id).
+    Headers& extra_headers() { return extra_headers_; }
+
+protected:
+    Headers extra_headers_;
+};
+
+using ExchangePtr = std::shared_ptr<Exchange>;
+using Handler = std::function<void(const ExchangePtr&)>;
+
+}  // namespace conduit::net

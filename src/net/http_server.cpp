@@ -1,0 +1,810 @@
+#include "net/http_server.hpp"
+
+#include "core/clock.hpp"
+#include "core/strings.hpp"
+#include "net/asio_loop.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <ctime>
+#include <sys/socket.h>
+#include <unordered_set>
+
+namespace conduit::net {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using boost::system::error_code;
+
+namespace {
+
+constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+
+// "Date" header value, recomputed at most once per second per thread.
+std::string_view HttpDate() {
+    thread_local std::time_t cached_second = 0;
+    thread_local char buf[40] = {0};
+    std::time_t now = std::time(nullptr);
+    if (now != cached_second) {
+        cached_second = now;
+        std::tm tm{};
+        gmtime_r(&now, &tm);
+        std::strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    }
+    return buf;
+}
+
+// Header values come from our code and from upstream pass-through: never let CR/LF through.
+void AppendHeaderValue(std::string& out, std::string_view v) {
+    for (char c : v) {
+        if (c != '\r' && c != '\n') {
+            out.push_back(c);
+        }
+    }
+}
+
+void AppendHeaders(std::string& out, const Headers& h) {
+    for (const auto& [k, v] : h.entries()) {
+        if (core::IEquals(k, "content-length") || core::IEquals(k, "transfer-encoding") ||
+            core::IEquals(k, "connection")) {
+            continue;  // framing headers are ours to set
+        }
+        out += k;
+        out += ": ";
+        AppendHeaderValue(out, v);
+        out += "\r\n";
+    }
+}
+
+std::string SerializeHead(int status,
+                          const Headers& headers,
+                          const Headers& extra,
+                          bool chunked,
+                          size_t content_length,
+                          bool close) {
+    std::string out;
+    out.reserve(256);
+    out += "HTTP/1.1 ";
+    out += std::to_string(status);
+    out += ' ';
+    out += ReasonPhrase(status);
+    out += "\r\nDate: ";
+    out += HttpDate();
+    out += "\r\n";
+    AppendHeaders(out, headers);
+    AppendHeaders(out, extra);
+    if (chunked) {
+        out += "Transfer-Encoding: chunked\r\n";
+    } else if (status >= 200 && status != 204 && status != 304) {
+        out += "Content-Length: ";
+        out += std::to_string(content_length);
+        out += "\r\n";
+    }
+    if (close) {
+        out += "Connection: close\r\n";
+    }
+    out += "\r\n";
+    return out;
+}
+
+}  // namespace
+
+class Connection;
+
+struct ShardState {
+    AsioLoop* loop = nullptr;
+    std::unique_ptr<tcp::acceptor> acceptor;
+    std::unordered_set<Connection*> connections;  // loop thread only
+    bool draining = false;                        // loop thread only
+};
+
+struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
+    Impl(Runtime& rt, ServerOptions opts, Handler h)
+        : runtime(rt), options(std::move(opts)), handler(std::move(h)) {}
+
+    Runtime& runtime;
+    ServerOptions options;
+    Handler handler;
+    std::vector<std::unique_ptr<ShardState>> shards;
+    std::atomic<int64_t> connections{0};
+    std::atomic<int64_t> inflight{0};
+    std::atomic<size_t> drained_shards{0};  // shards that have closed their acceptor
+    uint16_t port = 0;
+
+    asio::awaitable<void> AcceptLoop(ShardState* shard);
+    Response ErrorResponse(int status, std::string_view message) const {
+        if (options.error_response) {
+            return options.error_response(status, message);
+        }
+        return Response::Text(status, std::string(message) + "\n");
+    }
+};
+
+class ServerExchange;
+
+/// One client connection; lives on its shard's thread. Reads requests one at a time, hands each
+/// to the handler as a ServerExchange, and serialises the response writes.
+class Connection final : public std::enable_shared_from_this<Connection> {
+public:
+    Connection(std::shared_ptr<HttpServer::Impl> server, ShardState& shard, tcp::socket socket)
+        : server_(std::move(server)),
+          shard_(shard),
+          socket_(std::move(socket)),
+          read_deadline_(socket_.get_executor()),
+          write_deadline_(socket_.get_executor()),
+          done_timer_(socket_.get_executor()) {
+        error_code ec;
+        auto ep = socket_.remote_endpoint(ec);
+        if (!ec) {
+            remote_ = ep.address().to_string() + ":" + std::to_string(ep.port());
+        }
+    }
+
+    asio::awaitable<void> Run();
+
+    // --- used by ServerExchange (loop thread) ---
+    void QueueWrite(std::string data) {
+        if (broken_ || data.empty()) {
+            return;
+        }
+        pending_bytes_ += data.size();
+        pending_.push_back(std::move(data));
+        if (!writing_) {
+            StartWrite();
+        }
+    }
+    /// The exchange's last bytes are queued; it completes once they are written.
+    void FinishResponse() {
+        final_queued_ = true;
+        if (!writing_ && pending_.empty()) {
+            CompleteExchange();
+        }
+    }
+    size_t Buffered() const { return pending_bytes_ + inflight_bytes_; }
+    bool WillClose() const { return !keep_alive_ || shard_.draining; }
+    void MarkClosing() { close_after_ = true; }
+    AsioLoop& loop() { return *shard_.loop; }
+    const std::string& remote() const { return remote_; }
+
+    /// Shutdown: closes the connection now if it is waiting for a request.
+    void DrainIfIdle() {
+        if (idle_) {
+            error_code ec;
+            socket_.cancel(ec);
+        }
+    }
+    /// Hard close (shutdown deadline passed).
+    void Abort() { OnBroken(); }
+
+private:
+    void StartWrite();
+    void StartWatch();
+    void CompleteExchange();
+    void OnBroken();
+    void ArmDeadline(asio::steady_timer& timer, std::chrono::milliseconds d, bool close_on_expiry);
+    /// Prepares an error response for the server's own protocol errors (400/408/413/431).
+    void PrepareProtocolError(int status, std::string_view message);
+    /// Writes what PrepareProtocolError() prepared. No parameters: g++ 12 mishandles
+    /// non-trivial coroutine parameters in some shapes (DESIGN §5).
+    asio::awaitable<void> SendPreparedError();
+
+    std::shared_ptr<HttpServer::Impl> server_;
+    ShardState& shard_;
+    tcp::socket socket_;
+    asio::steady_timer read_deadline_;
+    asio::steady_timer write_deadline_;
+    asio::steady_timer done_timer_;
+    beast::flat_buffer buffer_;
+    std::string remote_;
+    std::string error_out_;
+
+    std::shared_ptr<ServerExchange> exchange_;
+    std::vector<std::string> pending_;
+    std::vector<std::string> inflight_;
+    std::vector<asio::const_buffer> write_buffers_;
+    size_t pending_bytes_ = 0;
+    size_t inflight_bytes_ = 0;
+    uint64_t watch_gen_ = 0;
+    uint64_t read_gen_ = 0;
+    uint64_t write_gen_ = 0;
+    bool writing_ = false;
+    bool final_queued_ = false;
+    bool exchange_done_ = true;
+    bool broken_ = false;
+    bool keep_alive_ = true;
+    bool close_after_ = false;
+    bool idle_ = false;
+    bool read_timed_out_ = false;
+};
+
+/// The Exchange handed to handlers. Holds its connection until the response completes.
+class ServerExchange final : public Exchange {
+public:
+    ServerExchange(std::shared_ptr<Connection> conn, Request req, bool head)
+        : conn_(std::move(conn)), loop_(&conn_->loop()), req_(std::move(req)), head_(head) {}
+
+    Request& request() override { return req_; }
+    core::Loop& loop() override { return *loop_; }
+
+    void Respond(Response r) override {
+        if (started_ || closed_ || !conn_) {
+            return;
+        }
+        started_ = responded_ = true;
+        status_ = r.status;
+        body_bytes_ = r.body.size();
+        bool close = conn_->WillClose();
+        if (close) {
+            conn_->MarkClosing();
+        }
+        std::string head =
+            SerializeHead(r.status, r.headers, extra_headers_, false, r.body.size(), close);
+        if (head_ || r.body.empty()) {
+            conn_->QueueWrite(std::move(head));
+        } else if (r.body.size() <= 16 * 1024) {
+            head += r.body;
+            conn_->QueueWrite(std::move(head));
+        } else {
+            conn_->QueueWrite(std::move(head));
+            conn_->QueueWrite(std::move(r.body));
+        }
+        conn_->FinishResponse();
+    }
+
+    void BeginStream(int status, Headers headers) override {
+        if (started_ || closed_ || !conn_) {
+            return;
+        }
+        started_ = true;
+        status_ = status;
+        bool close = conn_->WillClose();
+        if (close) {
+            conn_->MarkClosing();
+        }
+        conn_->QueueWrite(SerializeHead(status, headers, extra_headers_, true, 0, close));
+    }
+
+    void Write(std::string chunk) override {
+        if (!started_ || responded_ || closed_ || !conn_ || chunk.empty() || head_) {
+            return;
+        }
+        body_bytes_ += chunk.size();
+        char size_line[24];
+        int n = std::snprintf(size_line, sizeof(size_line), "%zx\r\n", chunk.size());
+        std::string framed;
+        framed.reserve(chunk.size() + static_cast<size_t>(n) + 2);
+        framed.append(size_line, static_cast<size_t>(n));
+        framed += chunk;
+        framed += "\r\n";
+        conn_->QueueWrite(std::move(framed));
+    }
+
+    void EndStream() override {
+        if (!started_ || responded_ || closed_ || !conn_) {
+            return;
+        }
+        responded_ = true;
+        if (!head_) {
+            conn_->QueueWrite("0\r\n\r\n");
+        }
+        conn_->FinishResponse();
+    }
+
+    size_t BufferedBytes() const override { return conn_ ? conn_->Buffered() : 0; }
+    void SetOnDrain(std::function<void()> fn) override { on_drain_ = std::move(fn); }
+    void SetOnClose(std::function<void()> fn) override { on_close_ = std::move(fn); }
+    void SetOnComplete(std::function<void(int, size_t)> fn) override {
+        on_complete_ = std::move(fn);
+    }
+    bool closed() const override { return closed_; }
+    bool responded() const override { return responded_; }
+    bool started() const override { return started_; }
+
+    // --- connection side ---
+    void NotifyDrained() {
+        if (on_drain_) {
+            auto fn = std::move(on_drain_);
+            on_drain_ = nullptr;
+            fn();
+        }
+    }
+    void NotifyClosed() {
+        if (closed_) {
+            return;
+        }
+        closed_ = true;
+        if (on_close_) {
+            auto fn = std::move(on_close_);
+            on_close_ = nullptr;
+            fn();
+        }
+    }
+    void NotifyComplete() {
+        on_drain_ = nullptr;
+        on_close_ = nullptr;
+        if (on_complete_) {
+            auto fn = std::move(on_complete_);
+            on_complete_ = nullptr;
+            // 499 (nginx's "client closed request") when the client left before completion.
+            fn(closed_ && !responded_ ? 499 : status_, body_bytes_);
+        }
+        conn_.reset();  // break the exchange → connection reference
+    }
+
+private:
+    std::shared_ptr<Connection> conn_;
+    AsioLoop* loop_;
+    Request req_;
+    bool head_;
+    bool started_ = false;
+    bool responded_ = false;
+    bool closed_ = false;
+    int status_ = 0;
+    size_t body_bytes_ = 0;
+    std::function<void()> on_drain_;
+    std::function<void()> on_close_;
+    std::function<void(int, size_t)> on_complete_;
+};
+
+void Connection::ArmDeadline(asio::steady_timer& timer,
+                             std::chrono::milliseconds d,
+                             bool close_on_expiry) {
+    timer.expires_after(d);
+    bool is_read = &timer == &read_deadline_;
+    uint64_t gen = is_read ? ++read_gen_ : ++write_gen_;
+    timer.async_wait([self = shared_from_this(), gen, is_read, close_on_expiry](error_code ec) {
+        // A stale expiry (the operation finished just before the deadline) is ignored.
+        if (ec || gen != (is_read ? self->read_gen_ : self->write_gen_)) {
+            return;
+        }
+        if (is_read) {
+            self->read_timed_out_ = true;
+        }
+        error_code ignored;
+        if (close_on_expiry) {
+            self->OnBroken();
+        } else {
+            self->socket_.cancel(ignored);
+        }
+    });
+}
+
+void Connection::StartWrite() {
+    if (pending_.empty() || broken_) {
+        return;
+    }
+    writing_ = true;
+    inflight_.swap(pending_);
+    inflight_bytes_ = pending_bytes_;
+    pending_bytes_ = 0;
+    write_buffers_.clear();
+    for (const auto& s : inflight_) {
+        write_buffers_.emplace_back(s.data(), s.size());
+    }
+    ArmDeadline(write_deadline_, server_->options.write_timeout, true);
+    asio::async_write(socket_, write_buffers_,
+                      [self = shared_from_this()](error_code ec, size_t /*n*/) {
+                          self->write_deadline_.cancel();
+                          ++self->write_gen_;
+                          self->writing_ = false;
+                          self->inflight_.clear();
+                          self->inflight_bytes_ = 0;
+                          if (ec) {
+                              self->OnBroken();
+                              return;
+                          }
+                          if (!self->pending_.empty()) {
+                              self->StartWrite();
+                              return;
+                          }
+                          if (self->final_queued_) {
+                              self->CompleteExchange();
+                          } else if (self->exchange_) {
+                              // Copy: the callback may replace the exchange's drain handler.
+                              auto ex = self->exchange_;
+                              ex->NotifyDrained();
+                          }
+                      });
+}
+
+// While a handler works (e.g. waits for an upstream), watch the socket for EOF so a client that
+// disconnects is noticed at once, not at the next write.
+void Connection::StartWatch() {
+    uint64_t gen = ++watch_gen_;
+    socket_.async_wait(tcp::socket::wait_read, [self = shared_from_this(), gen](error_code ec) {
+        if (ec || gen != self->watch_gen_ || self->exchange_done_ || self->broken_) {
+            return;
+        }
+        char c;
+        ssize_t n = ::recv(self->socket_.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+            self->OnBroken();
+        } else if (n < 0) {
+            self->StartWatch();
+        }
+        // n > 0: the client pipelined its next request; it is read after this exchange.
+    });
+}
+
+void Connection::CompleteExchange() {
+    if (exchange_done_) {
+        return;
+    }
+    exchange_done_ = true;
+    final_queued_ = false;
+    ++watch_gen_;
+    server_->inflight.fetch_sub(1, std::memory_order_relaxed);
+    auto ex = std::move(exchange_);
+    exchange_.reset();
+    if (ex) {
+        ex->NotifyComplete();
+    }
+    done_timer_.cancel();
+}
+
+void Connection::OnBroken() {
+    if (broken_) {
+        return;
+    }
+    broken_ = true;
+    error_code ec;
+    socket_.shutdown(tcp::socket::shutdown_both, ec);
+    socket_.close(ec);
+    read_deadline_.cancel();
+    write_deadline_.cancel();
+    pending_.clear();
+    pending_bytes_ = 0;
+    if (exchange_ && !exchange_done_) {
+        auto ex = exchange_;
+        ex->NotifyClosed();
+        CompleteExchange();
+    }
+    done_timer_.cancel();
+}
+
+void Connection::PrepareProtocolError(int status, std::string_view message) {
+    Response r = server_->ErrorResponse(status, message);
+    error_out_ = SerializeHead(status, r.headers, Headers{}, false, r.body.size(), true);
+    error_out_ += r.body;
+}
+
+asio::awaitable<void> Connection::SendPreparedError() {
+    if (broken_ || error_out_.empty()) {
+        co_return;
+    }
+    ArmDeadline(write_deadline_, server_->options.write_timeout, true);
+    auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(error_out_), kTuple);
+    (void)ec;
+    (void)n;
+    write_deadline_.cancel();
+    ++write_gen_;
+    error_out_.clear();
+}
+
+asio::awaitable<void> Connection::Run() {
+    auto self = shared_from_this();
+    const ServerOptions& opt = server_->options;
+    while (!broken_ && !close_after_) {
+        if (shard_.draining) {
+            break;
+        }
+        if (buffer_.size() == 0) {
+            // Keep-alive wait for the first byte of the next request.
+            idle_ = true;
+            ArmDeadline(read_deadline_, opt.idle_timeout, false);
+            auto [ec, n] = co_await socket_.async_read_some(buffer_.prepare(8192), kTuple);
+            read_deadline_.cancel();
+            ++read_gen_;
+            idle_ = false;
+            if (ec || n == 0) {
+                break;  // client closed, idle timeout, or shutdown: close quietly
+            }
+            buffer_.commit(n);
+        }
+
+        http::request_parser<http::string_body> parser;
+        parser.header_limit(static_cast<std::uint32_t>(opt.max_header_bytes));
+        parser.body_limit(static_cast<std::uint64_t>(opt.max_body_bytes));
+        read_timed_out_ = false;
+        ArmDeadline(read_deadline_, opt.header_timeout, false);
+        auto [hec, hn] = co_await http::async_read_header(socket_, buffer_, parser, kTuple);
+        read_deadline_.cancel();
+        ++read_gen_;
+        if (hec) {
+            if (read_timed_out_) {
+                PrepareProtocolError(408, "Timed out reading the request headers.");
+            } else if (hec == http::error::header_limit) {
+                PrepareProtocolError(431, "Request headers are too large.");
+            } else if (hec == http::error::body_limit) {
+                auto cl = parser.content_length();
+                PrepareProtocolError(413, "Request body of " +
+                                              (cl ? std::to_string(*cl) : std::string("?")) +
+                                              " bytes exceeds the limit of " +
+                                              std::to_string(opt.max_body_bytes) + " bytes.");
+            } else if (hec != http::error::end_of_stream && hec != http::error::partial_message &&
+                       hec != asio::error::eof && hec != asio::error::connection_reset &&
+                       hec != asio::error::operation_aborted) {
+                PrepareProtocolError(400, "Malformed HTTP request.");
+            }
+            co_await SendPreparedError();
+            break;
+        }
+        auto content_length = parser.content_length();
+        if (content_length && *content_length > static_cast<uint64_t>(opt.max_body_bytes)) {
+            PrepareProtocolError(413, "Request body of " + std::to_string(*content_length) +
+                                          " bytes exceeds the limit of " +
+                                          std::to_string(opt.max_body_bytes) + " bytes.");
+            co_await SendPreparedError();
+            break;
+        }
+        if (!parser.is_done()) {
+            if (core::IEquals(parser.get()[http::field::expect], "100-continue")) {
+                static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+                ArmDeadline(write_deadline_, opt.write_timeout, true);
+                auto [cec, cn] =
+                    co_await asio::async_write(socket_, asio::buffer(kContinue), kTuple);
+                (void)cn;
+                if (cec) {
+                    break;
+                }
+                write_deadline_.cancel();
+                ++write_gen_;
+            }
+            read_timed_out_ = false;
+            ArmDeadline(read_deadline_, opt.body_timeout, false);
+            auto [bec, bn] = co_await http::async_read(socket_, buffer_, parser, kTuple);
+            read_deadline_.cancel();
+            ++read_gen_;
+            if (bec) {
+                if (read_timed_out_) {
+                    PrepareProtocolError(408, "Timed out reading the request body.");
+                } else if (bec == http::error::body_limit) {
+                    PrepareProtocolError(413, "Request body exceeds the limit of " +
+                                                  std::to_string(opt.max_body_bytes) + " bytes.");
+                } else if (bec != http::error::end_of_stream &&
+                           bec != http::error::partial_message && bec != asio::error::eof &&
+                           bec != asio::error::connection_reset) {
+                    PrepareProtocolError(400, "Malformed HTTP request body.");
+                }
+                co_await SendPreparedError();
+                break;
+            }
+        }
+        if (broken_) {
+            break;
+        }
+
+        auto msg = parser.release();
+        keep_alive_ = msg.keep_alive();
+        Request req;
+        req.method = std::string(msg.method_string());
+        req.target = std::string(msg.target());
+        req.headers.reserve(16);
+        for (const auto& field : msg) {
+            req.headers.Add(std::string(field.name_string()), std::string(field.value()));
+        }
+        req.body = std::move(msg.body());
+        req.remote_address = remote_;
+        req.received_ns = core::SystemClock::SteadyNowNs();
+        bool head = req.method == "HEAD";
+
+        exchange_done_ = false;
+        final_queued_ = false;
+        server_->inflight.fetch_add(1, std::memory_order_relaxed);
+        exchange_ = std::make_shared<ServerExchange>(self, std::move(req), head);
+        auto ex = exchange_;
+        try {
+            server_->handler(ex);
+        } catch (const std::exception& e) {
+            spdlog::error("handler threw: {}", e.what());
+            if (!ex->started()) {
+                ex->Respond(server_->ErrorResponse(500, "Internal server error."));
+            } else if (!ex->responded()) {
+                OnBroken();
+            }
+        }
+        ex.reset();
+        if (!exchange_done_) {
+            StartWatch();
+            while (!exchange_done_) {
+                done_timer_.expires_at(asio::steady_timer::time_point::max());
+                co_await done_timer_.async_wait(kTuple);
+            }
+        }
+    }
+    // Orderly close: flush is done (no exchange pending); send FIN.
+    if (!broken_) {
+        broken_ = true;
+        error_code ec;
+        socket_.shutdown(tcp::socket::shutdown_send, ec);
+        socket_.close(ec);
+    }
+    read_deadline_.cancel();
+    write_deadline_.cancel();
+}
+
+asio::awaitable<void> HttpServer::Impl::AcceptLoop(ShardState* shard) {
+    auto self = shared_from_this();
+    for (;;) {
+        auto [ec, socket] = co_await shard->acceptor->async_accept(kTuple);
+        if (ec) {
+            if (ec == asio::error::operation_aborted || !shard->acceptor->is_open()) {
+                co_return;
+            }
+            // EMFILE and friends: back off briefly instead of spinning.
+            spdlog::warn("accept failed: {}", ec.message());
+            asio::steady_timer t(shard->acceptor->get_executor(), std::chrono::milliseconds(50));
+            co_await t.async_wait(kTuple);
+            continue;
+        }
+        error_code ignored;
+        socket.set_option(tcp::no_delay(true), ignored);
+        auto conn = std::make_shared<Connection>(self, *shard, std::move(socket));
+        shard->connections.insert(conn.get());
+        connections.fetch_add(1, std::memory_order_relaxed);
+        Connection* raw = conn.get();
+        asio::co_spawn(shard->loop->context(), conn->Run(),
+                       [self, shard, raw, conn](std::exception_ptr e) {
+                           if (e) {
+                               try {
+                                   std::rethrow_exception(e);
+                               } catch (const std::exception& ex) {
+                                   spdlog::error("connection failed: {}", ex.what());
+                               }
+                           }
+                           shard->connections.erase(raw);
+                           self->connections.fetch_sub(1, std::memory_order_relaxed);
+                       });
+    }
+}
+
+/// Polls (every 20 ms, on loop 0) until every connection has finished or the grace period
+/// ends; then aborts what is left and calls `done` once.
+struct ShutdownWaiter : std::enable_shared_from_this<ShutdownWaiter> {
+    ShutdownWaiter(std::shared_ptr<HttpServer::Impl> i,
+                   asio::io_context& ctx,
+                   std::chrono::milliseconds grace,
+                   std::function<void()> d)
+        : impl(std::move(i)),
+          timer(ctx),
+          deadline(std::chrono::steady_clock::now() + grace),
+          done(std::move(d)) {}
+
+    void Tick() {
+        bool expired = std::chrono::steady_clock::now() >= deadline;
+        bool all_closed = impl->drained_shards.load() == impl->shards.size() &&
+                          impl->connections.load() == 0;
+        if (!all_closed && !expired) {
+            timer.expires_after(std::chrono::milliseconds(20));
+            timer.async_wait([self = shared_from_this()](error_code ec) {
+                if (!ec) {
+                    self->Tick();
+                }
+            });
+            return;
+        }
+        if (expired) {
+            for (auto& shard : impl->shards) {
+                ShardState* s = shard.get();
+                asio::post(s->loop->context(), [s] {
+                    std::vector<Connection*> conns(s->connections.begin(), s->connections.end());
+                    for (auto* c : conns) {
+                        c->Abort();
+                    }
+                });
+            }
+        }
+        if (done) {
+            auto fn = std::move(done);
+            done = nullptr;
+            fn();
+        }
+    }
+
+    std::shared_ptr<HttpServer::Impl> impl;
+    asio::steady_timer timer;
+    std::chrono::steady_clock::time_point deadline;
+    std::function<void()> done;
+};
+
+HttpServer::HttpServer(Runtime& runtime, ServerOptions options, Handler handler)
+    : impl_(std::make_shared<Impl>(runtime, std::move(options), std::move(handler))) {}
+
+HttpServer::~HttpServer() = default;
+
+core::Result<uint16_t> HttpServer::Start() {
+    error_code ec;
+    auto address = asio::ip::make_address(impl_->options.host, ec);
+    if (ec) {
+        return core::Fail(core::ErrorCode::kInvalidRequest,
+                          "invalid listen address '" + impl_->options.host + "'");
+    }
+    uint16_t port = impl_->options.port;
+    for (size_t i = 0; i < impl_->runtime.size(); ++i) {
+        auto shard = std::make_unique<ShardState>();
+        shard->loop = &static_cast<AsioLoop&>(impl_->runtime.loop(i));
+        shard->acceptor = std::make_unique<tcp::acceptor>(shard->loop->context());
+        tcp::endpoint ep(address, port);
+        auto& acc = *shard->acceptor;
+        acc.open(ep.protocol(), ec);
+        if (!ec) {
+            acc.set_option(asio::socket_base::reuse_address(true), ec);
+            int one = 1;
+            ::setsockopt(acc.native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+            acc.bind(ep, ec);
+        }
+        if (!ec) {
+            acc.listen(4096, ec);
+        }
+        if (ec) {
+            return core::Fail(core::ErrorCode::kUnavailable,
+                              "cannot listen on " + impl_->options.host + ":" +
+                                  std::to_string(port) + ": " + ec.message());
+        }
+        if (port == 0) {
+            port = acc.local_endpoint().port();
+        }
+        impl_->shards.push_back(std::move(shard));
+    }
+    impl_->port = port;
+    for (auto& shard : impl_->shards) {
+        ShardState* s = shard.get();
+        auto impl = impl_;
+        asio::co_spawn(s->loop->context(), impl->AcceptLoop(s), [](std::exception_ptr e) {
+            if (e) {
+                try {
+                    std::rethrow_exception(e);
+                } catch (const std::exception& ex) {
+                    spdlog::error("accept loop failed: {}", ex.what());
+                }
+            }
+        });
+    }
+    return port;
+}
+
+uint16_t HttpServer::port() const { return impl_->port; }
+
+int64_t HttpServer::ActiveConnections() const { return impl_->connections.load(); }
+int64_t HttpServer::InFlight() const { return impl_->inflight.load(); }
+
+void HttpServer::Shutdown(std::chrono::milliseconds grace, std::function<void()> done) {
+    auto impl = impl_;
+    for (auto& shard : impl->shards) {
+        ShardState* s = shard.get();
+        asio::post(s->loop->context(), [s, impl] {
+            if (s->draining) {
+                return;
+            }
+            s->draining = true;
+            error_code ec;
+            s->acceptor->close(ec);
+            for (auto* c : s->connections) {
+                c->DrainIfIdle();
+            }
+            impl->drained_shards.fetch_add(1);
+        });
+    }
+    auto& ctx = static_cast<AsioLoop&>(impl->runtime.loop(0)).context();
+    auto waiter = std::make_shared<ShutdownWaiter>(impl, ctx, grace, std::move(done));
+    asio::post(ctx, [waiter] { waiter->Tick(); });
+}
+
+}  // namespace conduit::net

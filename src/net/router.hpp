@@ -1,0 +1,52 @@
+#pragma once
+
+#include "net/exchange.hpp"
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace conduit::net {
+
+/// Result of matching a request against the route table.
+struct RouteMatch {
+    const Handler* handler = nullptr;  // null when no route matched
+    std::string_view name;             // route label for metrics, e.g. "/v1/chat/completions"
+    bool path_matched = false;         // a route exists for the path but not for the method
+    std::string allowed_methods;       // for 405 responses, e.g. "GET, POST"
+};
+
+/// Static route table: exact segments, `{param}` segments that capture one segment, and a final
+/// `{param*}` that captures the rest of the path. Matching is case-insensitive on literal
+/// segments (ASP.NET routing is), exact segments beat parameters. Built at start-up, then
+/// read-only: safe to share across threads.
+class Router {
+public:
+    /// Registers `handler` for `method` ("GET", "POST", ...) and `pattern` (e.g.
+    /// "/v1/tasks/{id}/cancel"). The pattern doubles as the metrics label.
+    void Add(std::string method, std::string pattern, Handler handler);
+    /// Finds the route; on success appends captured parameters to `params`.
+    RouteMatch Match(std::string_view method,
+                     std::string_view path,
+                     std::vector<std::string>& params) const;
+
+private:
+    struct Segment {
+        std::string text;
+        bool param = false;
+        bool rest = false;
+    };
+    struct Route {
+        std::string method;
+        std::string pattern;
+        std::vector<Segment> segments;
+        Handler handler;
+    };
+    static bool MatchRoute(const Route& r,
+                           const std::vector<std::string_view>& parts,
+                           std::vector<std::string>& params,
+                           int& score);
+    std::vector<Route> routes_;
+};
+
+}  // namespace conduit::net
