@@ -458,16 +458,18 @@ void CurlCall::Cancel() {
     if (watchdog_) {
         watchdog_->Cancel();
     }
-    if (!added_) {
-        return;
-    }
-    // Removal is deferred: Cancel() may be called from inside a libcurl callback.
+    // Removal and releasing the callbacks are deferred: Cancel() may be called from inside a
+    // libcurl callback (where removing handles is forbidden) or from inside one of our own
+    // callbacks (which must not be destroyed while running). Releasing the callbacks breaks the
+    // call → callbacks → owner → call reference cycle.
     auto self = shared_from_this();
     client_->loop_.Post([self] {
-        if (!self->finished_) {
+        if (self->added_ && !self->finished_) {
             self->finished_ = true;
             self->client_->Remove(self.get());
         }
+        self->finished_ = true;
+        self->cb_ = Callbacks{};
     });
 }
 

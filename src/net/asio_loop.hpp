@@ -9,6 +9,15 @@
 
 namespace conduit::net {
 
+/// An io_context whose services can be shut down (all pending handlers destroyed) before it is
+/// destroyed, so the runtime can tear down every loop's handlers while every loop still exists:
+/// a handler of one loop may own objects of another (e.g. a server owning all acceptors).
+class ShutdownableContext : public boost::asio::io_context {
+public:
+    using boost::asio::io_context::io_context;
+    void ShutdownServices() { shutdown(); }
+};
+
 /// core::Loop over one Asio io_context. Include only from Asio-aware translation units.
 class AsioLoop final : public core::Loop {
 public:
@@ -20,11 +29,13 @@ public:
     bool InLoopThread() const override { return thread_id_.load() == std::this_thread::get_id(); }
 
     boost::asio::io_context& context() { return context_; }
+    /// Destroys every pending handler (see ShutdownableContext). Only after the loop stopped.
+    void ShutdownServices() { context_.ShutdownServices(); }
     void SetThread(std::thread::id id) { thread_id_.store(id); }
 
 private:
     size_t index_;
-    boost::asio::io_context context_;
+    ShutdownableContext context_;
     std::atomic<std::thread::id> thread_id_{};
 };
 

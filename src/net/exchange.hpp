@@ -33,6 +33,10 @@ public:
     virtual void Write(std::string chunk) = 0;
     /// Terminates the streaming response.
     virtual void EndStream() = 0;
+    /// Closes the connection at once without completing the response (the client sees the
+    /// connection drop mid-response). Used to propagate an upstream failure that cannot be
+    /// expressed in-band, and by the mock provider to simulate broken upstreams.
+    virtual void Abort() = 0;
 
     /// Bytes queued or in flight towards the client (for backpressure decisions).
     virtual size_t BufferedBytes() const = 0;

@@ -192,6 +192,15 @@ public:
     }
     /// Hard close (shutdown deadline passed).
     void Abort() { OnBroken(); }
+    /// Closes once what is already queued has been written (the client sees the bytes sent so
+    /// far, then the connection dropping).
+    void AbortAfterFlush() {
+        if (writing_ || !pending_.empty()) {
+            abort_after_flush_ = true;
+        } else {
+            OnBroken();
+        }
+    }
 
 private:
     void StartWrite();
@@ -232,6 +241,7 @@ private:
     bool close_after_ = false;
     bool idle_ = false;
     bool read_timed_out_ = false;
+    bool abort_after_flush_ = false;
 };
 
 /// The Exchange handed to handlers. Holds its connection until the response completes.
@@ -305,6 +315,13 @@ public:
             conn_->QueueWrite("0\r\n\r\n");
         }
         conn_->FinishResponse();
+    }
+
+    void Abort() override {
+        if (conn_ && !closed_) {
+            auto conn = conn_;  // OnBroken completes this exchange and releases conn_
+            conn->AbortAfterFlush();
+        }
     }
 
     size_t BufferedBytes() const override { return conn_ ? conn_->Buffered() : 0; }
@@ -412,6 +429,10 @@ void Connection::StartWrite() {
                           }
                           if (!self->pending_.empty()) {
                               self->StartWrite();
+                              return;
+                          }
+                          if (self->abort_after_flush_) {
+                              self->OnBroken();
                               return;
                           }
                           if (self->final_queued_) {

@@ -88,7 +88,11 @@ Runtime::~Runtime() {
         }
     }
     impl_->signals.reset();
-    // Destroy loops (and the I/O objects they own) after every thread has stopped.
+    // Destroy every loop's pending handlers first, then the loops: a handler of one loop may own
+    // I/O objects of another, which must die while that loop still exists.
+    for (auto& l : impl_->loops) {
+        l->ShutdownServices();
+    }
     impl_->loops.clear();
 }
 

@@ -66,9 +66,14 @@ TEST(SecretBox, SealOpenRoundTripAndTamper) {
     EXPECT_EQ(box.Open(sealed), "sk-provider-key");
     EXPECT_NE(box.Seal("x"), box.Seal("x"));  // fresh nonce each time
 
-    std::string tampered = sealed;
-    tampered[tampered.size() - 3] = tampered[tampered.size() - 3] == 'A' ? 'B' : 'A';
-    EXPECT_FALSE(box.Open(tampered));
+    // Flip one bit in every byte position in turn (nonce, ciphertext and tag): all rejected.
+    std::string raw;
+    ASSERT_TRUE(Base64Decode(sealed.substr(3), raw));
+    for (size_t i = 0; i < raw.size(); ++i) {
+        std::string bad = raw;
+        bad[i] = static_cast<char>(bad[i] ^ 0x01);
+        EXPECT_FALSE(box.Open("v1:" + Base64Encode(bad))) << "byte " << i;
+    }
     SecretBox other(SecretBox::DeriveKey("other"));
     EXPECT_FALSE(other.Open(sealed));
     EXPECT_FALSE(box.Open("garbage"));

@@ -1,0 +1,49 @@
+#pragma once
+
+#include "core/clock.hpp"
+#include "core/secret_box.hpp"
+#include "gateway/balance_book.hpp"
+#include "gateway/config_state.hpp"
+#include "net/http_types.hpp"
+#include "net/router.hpp"
+#include "store/executor.hpp"
+#include "store/store.hpp"
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace conduit::admin {
+
+/// Everything the admin API needs, injected by the composition root. The referenced objects
+/// must outlive every registered route (and every request still in flight).
+struct AdminDeps {
+    store::Store& store;
+    /// Runs every store call; the admin handlers never touch the store on a loop thread.
+    store::Executor& executor;
+    /// Reloaded (on the executor) after every successful write, before the response is sent.
+    gateway::ConfigState& config;
+    /// Updated with the committed balance after every balance adjustment.
+    gateway::BalanceBook& book;
+    /// Encrypts provider API keys at rest.
+    const core::SecretBox& secret_box;
+    const core::Clock& clock;
+    /// The operator's master key, compared in constant time. Empty = every request is refused.
+    std::string master_key;
+};
+
+/// Registers every `/api/*` admin route of specs/api.md §7 on `router`:
+/// VirtualKeyGroups, VirtualKeys, ProviderCredentials (+ keys), ModelProviderMapping,
+/// ModelCosts and Analytics/logs. Call once at start-up, before the router is shared.
+///
+/// Every handler runs on the exchange's loop thread: it checks the master key first (401),
+/// validates the path and body (404 / 400), then runs the store work on `deps->executor` and
+/// responds back on the loop thread. Never blocks the loop.
+void RegisterAdminRoutes(net::Router& router, std::shared_ptr<AdminDeps> deps);
+
+/// True if the request carries `master_key` in `X-API-Key`, `X-Master-Key` or
+/// `Authorization: Bearer`. Constant-time in the presented and configured keys' contents; an
+/// empty `master_key` never matches. Pure, any thread.
+bool HasMasterKey(const net::Request& req, std::string_view master_key);
+
+}  // namespace conduit::admin

@@ -1,0 +1,460 @@
+#include "app/app.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+#include <unordered_map>
+
+#include <spdlog/spdlog.h>
+
+#include "admin/admin_api.hpp"
+#include "core/clock.hpp"
+#include "core/crypto.hpp"
+#include "core/ids.hpp"
+#include "core/secret_box.hpp"
+#include "core/strings.hpp"
+#include "gateway/balance_book.hpp"
+#include "gateway/config_state.hpp"
+#include "gateway/errors.hpp"
+#include "gateway/metrics.hpp"
+#include "gateway/proxy.hpp"
+#include "gateway/spend_recorder.hpp"
+#include "http_client/client.hpp"
+#include "net/http_server.hpp"
+#include "net/router.hpp"
+#include "net/runtime.hpp"
+#include "obs/health.hpp"
+#include "obs/metrics.hpp"
+#include "obs/process_metrics.hpp"
+#include "store/executor.hpp"
+#include "store/sqlite/sqlite_store.hpp"
+
+namespace conduit::app {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+core::Result<std::string> LoadOrCreateSecretFile(const std::string& path, bool* generated) {
+    if (generated != nullptr) {
+        *generated = false;
+    }
+    std::error_code ec;
+    if (fs::exists(path, ec)) {
+        std::ifstream in(path);
+        std::stringstream ss;
+        ss << in.rdbuf();
+        std::string value(core::Trim(ss.str()));
+        if (value.empty()) {
+            return core::Fail(core::ErrorCode::kInternal, "secret file " + path + " is empty");
+        }
+        return value;
+    }
+    std::string value = core::Base64UrlEncode(core::RandomBytes(32));
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+    if (fd < 0) {
+        return core::Fail(core::ErrorCode::kInternal, "cannot create secret file " + path);
+    }
+    std::string line = value + "\n";
+    bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+    ::fsync(fd);
+    ::close(fd);
+    if (!ok) {
+        return core::Fail(core::ErrorCode::kInternal, "cannot write secret file " + path);
+    }
+    if (generated != nullptr) {
+        *generated = true;
+    }
+    return value;
+}
+
+namespace {
+
+/// Thread-local cache of labelled series, so the per-request metric updates take no lock.
+class HttpMetrics {
+public:
+    explicit HttpMetrics(obs::Registry& r)
+        : requests_(r.Counter("conduit_http_requests_total", "HTTP requests by route and status.",
+                              {"route", "status"})),
+          duration_(r.Histogram("conduit_http_request_duration_seconds",
+                                "HTTP request duration (request read → response written).",
+                                {"route"})) {}
+
+    void Record(std::string_view route, int status, double seconds) {
+        thread_local std::unordered_map<std::string, Entry> cache;
+        std::string key;
+        key.reserve(route.size() + 4);
+        key.append(route);
+        key.push_back('|');
+        key.append(std::to_string(status));
+        auto it = cache.find(key);
+        if (it == cache.end()) {
+            Entry e{&requests_.With({route, std::to_string(status)}), &duration_.With({route})};
+            it = cache.emplace(std::move(key), e).first;
+        }
+        it->second.counter->Inc();
+        it->second.histogram->Observe(seconds);
+    }
+
+private:
+    struct Entry {
+        obs::Counter* counter;
+        obs::Histogram* histogram;
+    };
+    obs::CounterFamily& requests_;
+    obs::HistogramFamily& duration_;
+};
+
+net::Response ServerError(int status, std::string_view message) {
+    return gateway::ErrorResponse(
+        core::Error{gateway::CodeForStatus(status), std::string(message), ""});
+}
+
+}  // namespace
+
+struct App::Impl {
+    explicit Impl(config::Config c) : cfg(std::move(c)) {}
+
+    config::Config cfg;
+    std::string master_key;
+    std::unique_ptr<core::SecretBox> box;
+    std::unique_ptr<store::Store> store;
+    std::unique_ptr<store::Executor> executor;
+    gateway::BalanceBook book;
+    std::unique_ptr<gateway::ConfigState> config_state;
+    std::unique_ptr<gateway::SpendRecorder> spend;
+    std::unique_ptr<net::Runtime> runtime;
+    std::vector<std::unique_ptr<http_client::Client>> clients;
+    std::unique_ptr<gateway::GatewayMetrics> gateway_metrics;
+    std::unique_ptr<HttpMetrics> http_metrics;
+    std::unique_ptr<gateway::OpenAIProxy> proxy;
+    net::Router router;
+    obs::HealthRegistry health;
+    std::unique_ptr<net::HttpServer> server;
+    std::atomic<bool> stopping{false};
+    std::atomic<int> exit_code{0};
+
+    core::Result<void> Init();
+    void RegisterRoutes();
+    void RegisterHealthChecks();
+    void Dispatch(const net::ExchangePtr& ex);
+    void BeginShutdown();
+};
+
+App::App(config::Config config) : impl_(std::make_unique<Impl>(std::move(config))) {}
+
+App::~App() {
+    if (impl_->runtime) {
+        impl_->runtime->Stop();
+    }
+}
+
+uint16_t App::port() const { return impl_->server ? impl_->server->port() : 0; }
+
+core::Result<void> App::Init() { return impl_->Init(); }
+
+core::Result<void> App::Impl::Init() {
+    const auto& data_dir = cfg.store.data_dir;
+    std::error_code ec;
+    fs::create_directories(data_dir, ec);
+    if (ec) {
+        return core::Fail(core::ErrorCode::kInternal,
+                          "cannot create data directory " + data_dir + ": " + ec.message());
+    }
+    if (!cfg.store.database_url.empty()) {
+        return core::Fail(core::ErrorCode::kInvalidRequest,
+                          "DATABASE_URL is set, but this build only has the embedded SQLite "
+                          "store (the PostgreSQL adapter is not implemented yet)");
+    }
+
+    // Master key: configured, else generated once into the data directory (specs/api.md §1).
+    if (!cfg.security.master_key.empty()) {
+        master_key = cfg.security.master_key;
+        spdlog::info("master key: from configuration");
+    } else {
+        bool generated = false;
+        auto path = (fs::path(data_dir) / "master.key").string();
+        auto key = LoadOrCreateSecretFile(path, &generated);
+        if (!key) {
+            return tl::unexpected(key.error());
+        }
+        master_key = *key;
+        if (generated) {
+            // Printed once, at creation; it stays readable (0600) in the data directory.
+            std::fprintf(stdout,
+                         "Generated a master key (saved to %s, mode 0600):\n  %s\n"
+                         "Use it as 'X-API-Key' for the admin API (/api/*).\n",
+                         path.c_str(), master_key.c_str());
+            std::fflush(stdout);
+        } else {
+            spdlog::info("master key: loaded from {}", path);
+        }
+    }
+    // Encryption key for secrets at rest (provider API keys).
+    std::string enc = cfg.security.encryption_key;
+    if (enc.empty()) {
+        auto key = LoadOrCreateSecretFile((fs::path(data_dir) / "encryption.key").string(),
+                                          nullptr);
+        if (!key) {
+            return tl::unexpected(key.error());
+        }
+        enc = *key;
+    }
+    box = std::make_unique<core::SecretBox>(core::SecretBox::DeriveKey(enc));
+
+    auto db_path = (fs::path(data_dir) / "conduit.db").string();
+    auto opened = store::OpenSqliteStore(db_path);
+    if (!opened) {
+        return tl::unexpected(opened.error());
+    }
+    store = std::move(*opened);
+    if (auto m = store->Migrate(); !m) {
+        return tl::unexpected(m.error());
+    }
+    auto version = store->SchemaVersion();
+    spdlog::info("store: sqlite {} (schema version {})", db_path, version ? *version : -1);
+    spdlog::info("modes: {}", config::DescribeModes(cfg));
+
+    config_state = std::make_unique<gateway::ConfigState>(*store, book, *box);
+    if (auto r = config_state->ReloadOnExecutor(); !r) {  // executor not started yet
+        return tl::unexpected(r.error());
+    }
+    executor = std::make_unique<store::Executor>("conduit-store");
+    spend = std::make_unique<gateway::SpendRecorder>(
+        *store, *executor, book, std::chrono::milliseconds(cfg.spend.flush_interval_ms));
+
+    runtime = std::make_unique<net::Runtime>(static_cast<size_t>(cfg.server.threads));
+    http_client::PoolOptions pool;
+    pool.max_connections_per_host = cfg.upstream.max_connections_per_host;
+    pool.max_total_connections = cfg.upstream.max_total_connections;
+    for (size_t i = 0; i < runtime->size(); ++i) {
+        clients.push_back(http_client::MakeCurlClient(runtime->loop(i), pool));
+    }
+
+    auto& registry = obs::Registry::Global();
+    obs::RegisterProcessMetrics(registry);
+    gateway_metrics = std::make_unique<gateway::GatewayMetrics>(registry);
+    http_metrics = std::make_unique<HttpMetrics>(registry);
+
+    http_client::Timeouts timeouts;
+    timeouts.connect = std::chrono::milliseconds(cfg.upstream.connect_timeout_ms);
+    timeouts.first_byte = std::chrono::milliseconds(cfg.upstream.first_byte_timeout_ms);
+    timeouts.idle = std::chrono::milliseconds(cfg.upstream.idle_timeout_ms);
+    timeouts.total = std::chrono::milliseconds(cfg.upstream.total_timeout_ms);
+    proxy = std::make_unique<gateway::OpenAIProxy>(gateway::ProxyDeps{
+        *config_state, book, *spend,
+        [this](size_t i) -> http_client::Client& { return *clients[i]; }, timeouts,
+        *gateway_metrics, core::SystemClock::Instance()});
+
+    RegisterRoutes();
+    RegisterHealthChecks();
+
+    net::ServerOptions opt;
+    std::string host;
+    uint16_t port = 0;
+    if (!config::ParseHostPort(cfg.server.listen, host, port)) {
+        return core::Fail(core::ErrorCode::kInvalidRequest,
+                          "invalid listen address: " + cfg.server.listen);
+    }
+    opt.host = host;
+    opt.port = port;
+    opt.max_body_bytes = cfg.server.max_body_bytes;
+    opt.max_header_bytes = cfg.server.max_header_bytes;
+    opt.header_timeout = std::chrono::milliseconds(cfg.server.header_timeout_ms);
+    opt.body_timeout = std::chrono::milliseconds(cfg.server.body_timeout_ms);
+    opt.idle_timeout = std::chrono::milliseconds(cfg.server.idle_timeout_ms);
+    opt.write_timeout = std::chrono::milliseconds(cfg.server.write_timeout_ms);
+    opt.error_response = &ServerError;
+    server = std::make_unique<net::HttpServer>(*runtime, opt,
+                                               [this](const net::ExchangePtr& ex) { Dispatch(ex); });
+    auto bound = server->Start();
+    if (!bound) {
+        return tl::unexpected(bound.error());
+    }
+    auto* srv = server.get();
+    registry.AddCallbackGauge("conduit_http_connections_open", "Open client connections.",
+                              [srv] { return static_cast<double>(srv->ActiveConnections()); });
+    registry.AddCallbackGauge("conduit_http_requests_in_flight", "Requests being handled.",
+                              [srv] { return static_cast<double>(srv->InFlight()); });
+    auto* sp = spend.get();
+    registry.AddCallbackGauge("conduit_pending_spend_updates",
+                              "Request-log rows waiting for the next spend flush.",
+                              [sp] { return static_cast<double>(sp->PendingRows()); });
+    registry.AddCallbackCounter("conduit_spend_flushes_total", "Completed spend flushes.",
+                                [sp] { return static_cast<double>(sp->flushes()); });
+    registry.AddCallbackCounter("conduit_spend_flush_failures_total", "Failed spend flushes.",
+                                [sp] { return static_cast<double>(sp->failures()); });
+    auto* ex = executor.get();
+    registry.AddCallbackGauge("conduit_store_queue_depth", "Store jobs waiting to run.",
+                              [ex] { return static_cast<double>(ex->QueueDepth()); });
+    spdlog::info("listening on http://{}:{} ({} threads)", host, *bound, runtime->size());
+    return {};
+}
+
+void App::Impl::Dispatch(const net::ExchangePtr& ex) {
+    auto& req = ex->request();
+    auto incoming = req.headers.Get("x-request-id");
+    ex->extra_headers().Add("X-Request-Id", core::IsValidRequestId(incoming)
+                                                ? std::string(incoming)
+                                                : core::NewRequestId());
+    auto match = router.Match(req.method, req.path(), req.path_params);
+    std::string_view route = match.handler != nullptr ? match.name : std::string_view("unmatched");
+    int64_t received = req.received_ns;
+    HttpMetrics* hm = http_metrics.get();
+    ex->SetOnComplete([hm, route, received](int status, size_t) {
+        double secs =
+            static_cast<double>(core::SystemClock::SteadyNowNs() - received) / 1e9;
+        hm->Record(route, status, secs);
+    });
+    if (match.handler == nullptr) {
+        if (match.path_matched) {
+            net::Response r = gateway::ErrorResponse(
+                {core::ErrorCode::kMethodNotAllowed,
+                 "Method " + req.method + " is not allowed on " + std::string(req.path()) + ".",
+                 ""});
+            r.headers.Add("Allow", match.allowed_methods);
+            ex->Respond(std::move(r));
+        } else {
+            ex->Respond(gateway::ErrorResponse(
+                {core::ErrorCode::kNotFound,
+                 "Unknown route " + req.method + " " + std::string(req.path()) + ".", ""}));
+        }
+        return;
+    }
+    (*match.handler)(ex);
+}
+
+void App::Impl::RegisterRoutes() {
+    auto* p = proxy.get();
+    router.Add("POST", "/v1/chat/completions", [p](const auto& ex) { p->ChatCompletions(ex); });
+    router.Add("POST", "/v1/completions", [p](const auto& ex) { p->Completions(ex); });
+    router.Add("POST", "/v1/embeddings", [p](const auto& ex) { p->Embeddings(ex); });
+    router.Add("POST", "/v1/images/generations",
+               [p](const auto& ex) { p->ImageGenerations(ex); });
+    router.Add("GET", "/v1/models", [p](const auto& ex) { p->ListModels(ex); });
+    router.Add("GET", "/v1/models/{id}", [p](const auto& ex) { p->GetModel(ex); });
+
+    router.Add("GET", "/metrics", [](const net::ExchangePtr& ex) {
+        ex->Respond(net::Response::Text(200, obs::Registry::Global().Render(),
+                                        "text/plain; version=0.0.4; charset=utf-8"));
+    });
+    auto health_route = [this](std::optional<std::string> tag) {
+        return [this, tag](const net::ExchangePtr& ex) {
+            health.Run(tag, ex->loop(), 5000ms, [ex](obs::HealthReport report) {
+                net::Response r = net::Response::Json(report.HttpStatus(), report.ToJson());
+                r.headers.Add("Cache-Control", "no-store");
+                ex->Respond(std::move(r));
+            });
+        };
+    };
+    router.Add("GET", "/health", health_route(std::nullopt));
+    router.Add("GET", "/health/live", health_route(std::string("live")));
+    router.Add("GET", "/health/ready", health_route(std::string("ready")));
+
+    auto deps = std::make_shared<admin::AdminDeps>(admin::AdminDeps{
+        *store, *executor, *config_state, book, *box, core::SystemClock::Instance(), master_key});
+    admin::RegisterAdminRoutes(router, deps);
+}
+
+void App::Impl::RegisterHealthChecks() {
+    health.Add("process", {"live"}, obs::SyncHealthCheck([] {
+                   return obs::HealthResult{obs::HealthStatus::kHealthy, "event loops running"};
+               }));
+    // Readiness really asks the store: the check runs on the store executor and answers from
+    // there (a stuck or unreachable database shows up as a timeout or an error).
+    auto* st = store.get();
+    auto* exec = executor.get();
+    health.Add("store", {"ready"}, [st, exec](std::function<void(obs::HealthResult)> done) {
+        exec->Submit([st, done = std::move(done)] {
+            auto r = st->Ping();
+            if (r) {
+                done({obs::HealthStatus::kHealthy, std::string(st->Engine()) + " reachable"});
+            } else {
+                done({obs::HealthStatus::kUnhealthy, r.error().message});
+            }
+        });
+    });
+    auto* sp = spend.get();
+    auto* cs = config_state.get();
+    health.Add("spend_flush", {"ready"}, obs::SyncHealthCheck([sp] {
+                   // Flushes that keep failing mean spend accumulates only in memory.
+                   if (sp->PendingRows() > 100000) {
+                       return obs::HealthResult{obs::HealthStatus::kDegraded,
+                                                std::to_string(sp->PendingRows()) +
+                                                    " spend rows waiting to be written"};
+                   }
+                   return obs::HealthResult{obs::HealthStatus::kHealthy,
+                                            std::to_string(sp->flushes()) + " flushes, " +
+                                                std::to_string(sp->failures()) + " failures"};
+               }));
+    health.Add("configuration", {"ready"}, obs::SyncHealthCheck([cs] {
+                   auto w = cs->warnings();
+                   if (!w.empty()) {
+                       return obs::HealthResult{obs::HealthStatus::kDegraded, w.front()};
+                   }
+                   return obs::HealthResult{
+                       obs::HealthStatus::kHealthy,
+                       "snapshot version " + std::to_string(cs->version())};
+               }));
+    std::vector<http_client::Client*> raw;
+    for (auto& c : clients) {
+        raw.push_back(c.get());
+    }
+    int limit = cfg.upstream.max_total_connections;
+    health.Add("upstream_pool", {"ready"}, obs::SyncHealthCheck([raw, limit] {
+                   size_t active = 0;
+                   for (auto* c : raw) {
+                       active += c->Active();  // a size read; approximate across threads
+                   }
+                   double ratio = static_cast<double>(active) /
+                                  static_cast<double>(limit * static_cast<int>(raw.size()));
+                   if (ratio >= 0.9) {
+                       return obs::HealthResult{obs::HealthStatus::kDegraded,
+                                                std::to_string(active) + " upstream calls in "
+                                                                         "flight (≥ 90 % of the "
+                                                                         "pool)"};
+                   }
+                   return obs::HealthResult{obs::HealthStatus::kHealthy,
+                                            std::to_string(active) + " upstream calls in flight"};
+               }));
+}
+
+void App::Impl::BeginShutdown() {
+    if (stopping.exchange(true)) {
+        spdlog::warn("second stop signal: exiting without waiting");
+        runtime->Stop();
+        return;
+    }
+    spdlog::info("shutting down: draining connections (grace {} ms)",
+                 cfg.server.shutdown_grace_ms);
+    server->Shutdown(std::chrono::milliseconds(cfg.server.shutdown_grace_ms), [this] {
+        spdlog::info("connections drained");
+        runtime->Stop();
+    });
+}
+
+int App::Run() {
+    auto& d = *impl_;
+    d.runtime->OnSignal([this](int) { impl_->BeginShutdown(); });
+    d.spend->Start();
+    d.runtime->Run();
+    // Loops have stopped: release upstream clients (they own loop resources), then flush
+    // spend and close the store.
+    d.clients.clear();
+    d.spend->Stop();
+    d.executor->Stop();
+    spdlog::info("stopped");
+    return d.exit_code.load();
+}
+
+void App::RequestStop() {
+    auto* impl = impl_.get();
+    impl->runtime->loop(0).Post([impl] { impl->BeginShutdown(); });
+}
+
+}  // namespace conduit::app

@@ -1,0 +1,25 @@
+#include "gateway/metrics.hpp"
+
+namespace conduit::gateway {
+
+GatewayMetrics::GatewayMetrics(obs::Registry& r)
+    : upstream_duration(r.Histogram("conduit_upstream_request_duration_seconds",
+                                    "Time from sending a request upstream to its last byte.",
+                                    {"provider"})),
+      overhead(r.Histogram("conduit_gateway_overhead_seconds",
+                           "Time spent in the gateway per proxied request, excluding the wait "
+                           "for the upstream (to the last byte, or to the headers for streams).")),
+      upstream_failures(r.Counter("conduit_upstream_failures_total",
+                                  "Upstream calls that failed without a response, by kind.",
+                                  {"provider", "kind"})),
+      tokens(r.Counter("conduit_usage_tracking_tokens_total",
+                       "Tokens billed, by kind (prompt or completion).", {"kind"})),
+      spend_micros(r.Counter("conduit_spend_micros_total",
+                             "Spend recorded, in micro-units of the currency.")),
+      model_requests(r.Counter("conduit_model_requests_total",
+                               "Proxied requests by model alias and final status.",
+                               {"model", "status"})),
+      streams_aborted(r.Counter("conduit_streams_client_aborted_total",
+                                "Streams whose client disconnected before the end.")) {}
+
+}  // namespace conduit::gateway

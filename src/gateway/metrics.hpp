@@ -1,0 +1,21 @@
+#pragma once
+
+#include "obs/metrics.hpp"
+
+namespace conduit::gateway {
+
+/// The gateway's metric families, registered once in a registry (Prometheus names per
+/// reference/conduit-original.md §9 where they exist).
+struct GatewayMetrics {
+    explicit GatewayMetrics(obs::Registry& registry);
+
+    obs::HistogramFamily& upstream_duration;  // conduit_upstream_request_duration_seconds{provider}
+    obs::Histogram& overhead;                 // conduit_gateway_overhead_seconds
+    obs::CounterFamily& upstream_failures;    // conduit_upstream_failures_total{provider,kind}
+    obs::CounterFamily& tokens;               // conduit_usage_tracking_tokens_total{kind}
+    obs::Counter& spend_micros;               // conduit_spend_micros_total
+    obs::CounterFamily& model_requests;       // conduit_model_requests_total{model,status}
+    obs::Counter& streams_aborted;            // conduit_streams_client_aborted_total
+};
+
+}  // namespace conduit::gateway

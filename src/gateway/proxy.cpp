@@ -1,0 +1,506 @@
+#include "gateway/proxy.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "core/strings.hpp"
+#include "domain/cost.hpp"
+#include "gateway/errors.hpp"
+#include "json/json_peek.hpp"
+#include "json/sse.hpp"
+
+namespace conduit::gateway {
+
+namespace {
+
+using core::ErrorCode;
+using Kind = OpenAIProxy::Kind;
+
+void Fail(const net::ExchangePtr& ex, ErrorCode code, std::string message,
+          std::string param = {}) {
+    ex->Respond(ErrorResponse(core::Error{code, std::move(message), std::move(param)}));
+}
+
+std::string_view UpstreamPath(Kind kind) {
+    switch (kind) {
+        case Kind::kChat: return "/chat/completions";
+        case Kind::kCompletion: return "/completions";
+        case Kind::kEmbedding: return "/embeddings";
+        case Kind::kImage: return "/images/generations";
+    }
+    return "/";
+}
+
+std::string_view KindName(Kind kind) {
+    switch (kind) {
+        case Kind::kChat: return "chat";
+        case Kind::kCompletion: return "completion";
+        case Kind::kEmbedding: return "embedding";
+        case Kind::kImage: return "image";
+    }
+    return "unknown";
+}
+
+domain::RequestKind ToRequestKind(Kind kind) {
+    switch (kind) {
+        case Kind::kChat: return domain::RequestKind::kChat;
+        case Kind::kCompletion: return domain::RequestKind::kCompletion;
+        case Kind::kEmbedding: return domain::RequestKind::kEmbedding;
+        case Kind::kImage: return domain::RequestKind::kImage;
+    }
+    return domain::RequestKind::kChat;
+}
+
+std::string_view FailureKind(http_client::Failure f) {
+    switch (f) {
+        case http_client::Failure::kConnect: return "connect";
+        case http_client::Failure::kTimeout: return "timeout";
+        case http_client::Failure::kCancelled: return "cancelled";
+        case http_client::Failure::kOther: return "other";
+        case http_client::Failure::kNone: return "none";
+    }
+    return "other";
+}
+
+/// State of one proxied request, alive until the upstream call ends or the client leaves.
+struct ProxyCall : std::enable_shared_from_this<ProxyCall> {
+    ProxyCall(const ProxyDeps& d, net::ExchangePtr e) : deps(d), ex(std::move(e)) {}
+
+    const ProxyDeps& deps;
+    net::ExchangePtr ex;
+    domain::SnapshotPtr snapshot;  // keeps key and deployment alive
+    const domain::KeyEntry* key = nullptr;
+    const domain::Deployment* deployment = nullptr;
+    Kind kind = Kind::kChat;
+    bool stream = false;
+    bool client_wants_usage = false;
+    int64_t images_requested = 1;
+    size_t request_bytes = 0;
+
+    http_client::CallPtr call;
+    json::SseScanner scanner;
+    int upstream_status = 0;
+    net::Headers upstream_headers;
+    std::string body;  // non-streamed upstream body
+    bool began_stream = false;
+    bool finished = false;
+    bool body_overflow = false;
+    json::Usage usage;
+    int64_t content_events = 0;
+    int64_t upstream_started_ns = 0;
+
+    void Start(std::string upstream_body);
+    void OnHeaders(int status, net::Headers headers);
+    bool OnData(std::string_view data);
+    void OnDone(const http_client::Outcome& outcome);
+    void OnClientGone();
+    void HandleEvent(const json::SseScanner::Event& ev, std::string& out);
+    void RespondBuffered(const http_client::Outcome& outcome);
+    void Record(int status);
+    int64_t OverheadUs(int64_t upstream_wait_ns) const;
+};
+
+void ProxyCall::Start(std::string upstream_body) {
+    const domain::Deployment& d = *deployment;
+    http_client::Request req;
+    req.method = "POST";
+    req.url = d.base_url + std::string(UpstreamPath(kind));
+    req.headers.Add("Content-Type", "application/json");
+    req.headers.Add("Accept", stream ? "text/event-stream" : "application/json");
+    if (!d.api_key.empty()) {
+        req.headers.Add("Authorization", "Bearer " + d.api_key);
+    }
+    if (!d.organization.empty()) {
+        req.headers.Add("OpenAI-Organization", d.organization);
+    }
+    if (auto rid = ex->extra_headers().Get("X-Request-Id"); !rid.empty()) {
+        req.headers.Add("X-Request-Id", std::string(rid));
+    }
+    req.body = std::move(upstream_body);
+    req.timeouts = deps.timeouts;
+
+    std::weak_ptr<ProxyCall> weak = shared_from_this();
+    http_client::Callbacks cb;
+    cb.on_headers = [weak](int status, net::Headers headers) {
+        if (auto self = weak.lock()) {
+            self->OnHeaders(status, std::move(headers));
+        }
+    };
+    cb.on_data = [weak](std::string_view data) {
+        auto self = weak.lock();
+        return self ? self->OnData(data) : true;
+    };
+    // on_done holds a strong reference: the call must outlive the upstream transfer.
+    cb.on_done = [self = shared_from_this()](const http_client::Outcome& o) { self->OnDone(o); };
+    ex->SetOnClose([weak] {
+        if (auto self = weak.lock()) {
+            self->OnClientGone();
+        }
+    });
+    upstream_started_ns = core::SystemClock::SteadyNowNs();
+    call = deps.client(ex->loop().Index()).Start(std::move(req), std::move(cb));
+}
+
+int64_t ProxyCall::OverheadUs(int64_t upstream_wait_ns) const {
+    int64_t total = core::SystemClock::SteadyNowNs() - ex->request().received_ns;
+    int64_t overhead = total - upstream_wait_ns;
+    return overhead < 0 ? 0 : overhead / 1000;
+}
+
+void ProxyCall::OnHeaders(int status, net::Headers headers) {
+    upstream_status = status;
+    upstream_headers = std::move(headers);
+    if (!stream || status < 200 || status >= 300 || ex->closed()) {
+        return;  // buffered: answered in OnDone
+    }
+    int64_t wait = core::SystemClock::SteadyNowNs() - upstream_started_ns;
+    int64_t overhead_us = OverheadUs(wait);
+    deps.metrics.overhead.Observe(static_cast<double>(overhead_us) / 1e6);
+    net::Headers h;
+    h.Add("Content-Type", "text/event-stream; charset=utf-8");
+    h.Add("Cache-Control", "no-cache");
+    h.Add("X-Accel-Buffering", "no");
+    h.Add("X-Conduit-Overhead-Us", std::to_string(overhead_us));
+    began_stream = true;
+    ex->BeginStream(200, std::move(h));
+}
+
+bool ProxyCall::OnData(std::string_view data) {
+    if (!began_stream) {
+        if (body.size() + data.size() > deps.max_upstream_body_bytes) {
+            body_overflow = true;
+            return true;  // keep draining; answered with 502 in OnDone
+        }
+        body.append(data);
+        return true;
+    }
+    if (ex->closed()) {
+        return true;
+    }
+    if (ex->BufferedBytes() > deps.stream_high_water_bytes) {
+        // The client reads slower than the upstream writes: pause the upstream until the
+        // client has taken what is queued (backpressure, DESIGN §2).
+        std::weak_ptr<ProxyCall> weak = shared_from_this();
+        ex->SetOnDrain([weak] {
+            if (auto self = weak.lock(); self && self->call) {
+                self->call->Resume();
+            }
+        });
+        return false;
+    }
+    std::string out;
+    out.reserve(data.size() + 64);
+    bool ok = scanner.Feed(data, [&](const json::SseScanner::Event& ev) { HandleEvent(ev, out); });
+    if (!out.empty()) {
+        ex->Write(std::move(out));
+    }
+    if (!ok) {
+        // An event larger than the scanner allows: stop instead of buffering without bound.
+        if (call) {
+            call->Cancel();
+        }
+        core::Error err{ErrorCode::kUpstreamError, "Upstream sent an oversized stream event.", ""};
+        ex->Write("data: " + ErrorBody(err) + "\n\n");
+        ex->EndStream();
+        finished = true;
+        Record(502);
+    }
+    return true;
+}
+
+void ProxyCall::HandleEvent(const json::SseScanner::Event& ev, std::string& out) {
+    if (ev.has_data && json::MayContainUsage(ev.data)) {
+        json::Usage u = json::ExtractUsage(ev.data);
+        if (u.present) {
+            usage = u;
+            // We asked for usage on the client's behalf: drop the usage-only chunk it did not
+            // ask for, so it sees exactly what the provider would have sent it.
+            if (!client_wants_usage && json::HasEmptyChoices(ev.data)) {
+                return;
+            }
+        }
+    }
+    if (ev.has_data && !json::IsDoneEvent(ev)) {
+        ++content_events;
+    }
+    out.append(ev.raw);
+}
+
+void ProxyCall::OnDone(const http_client::Outcome& outcome) {
+    if (finished) {
+        return;
+    }
+    finished = true;
+    double seconds = static_cast<double>(outcome.finished_ns - outcome.started_ns) / 1e9;
+    deps.metrics.upstream_duration.With({deployment->provider.name}).Observe(seconds);
+    if (outcome.failure != http_client::Failure::kNone) {
+        deps.metrics.upstream_failures
+            .With({deployment->provider.name, FailureKind(outcome.failure)})
+            .Inc();
+    }
+    if (ex->closed()) {
+        return;  // recorded in OnClientGone
+    }
+    if (!began_stream) {
+        RespondBuffered(outcome);
+        return;
+    }
+    if (outcome.failure != http_client::Failure::kNone) {
+        core::Error err{outcome.failure == http_client::Failure::kTimeout
+                            ? ErrorCode::kUpstreamTimeout
+                            : ErrorCode::kUpstreamError,
+                        "The upstream stream failed: " + outcome.message, ""};
+        ex->Write("data: " + ErrorBody(err) + "\n\n");
+        ex->EndStream();
+        Record(200);
+        return;
+    }
+    std::string rest = scanner.TakeRemainder();
+    if (!rest.empty()) {
+        ex->Write(std::move(rest));
+    }
+    ex->EndStream();
+    Record(200);
+}
+
+void ProxyCall::RespondBuffered(const http_client::Outcome& outcome) {
+    using http_client::Failure;
+    if (outcome.failure == Failure::kConnect) {
+        ex->Respond(ErrorResponse(
+            {ErrorCode::kUpstreamError,
+             "Could not connect to the upstream provider '" + deployment->provider.name + "'.",
+             ""}));
+        Record(502);
+        return;
+    }
+    if (outcome.failure == Failure::kTimeout) {
+        ex->Respond(ErrorResponse({ErrorCode::kUpstreamTimeout,
+                                   "The upstream provider '" + deployment->provider.name +
+                                       "' did not answer in time.",
+                                   ""}));
+        Record(504);
+        return;
+    }
+    if (outcome.failure != Failure::kNone || body_overflow) {
+        ex->Respond(ErrorResponse(
+            {ErrorCode::kUpstreamError,
+             body_overflow ? "The upstream response is too large."
+                           : "The upstream provider failed: " + outcome.message,
+             ""}));
+        Record(502);
+        return;
+    }
+    int status = upstream_status;
+    if (status >= 500) {
+        // Provider faults become a gateway error; the provider's body may reveal internals.
+        ex->Respond(ErrorResponse({ErrorCode::kUpstreamError,
+                                   "The upstream provider returned HTTP " +
+                                       std::to_string(status) + ".",
+                                   ""}));
+        Record(502);
+        return;
+    }
+    net::Response r;
+    r.status = status;
+    auto ct = upstream_headers.Get("content-type");
+    r.headers.Add("Content-Type", ct.empty() ? "application/json" : std::string(ct));
+    if (status == 429) {
+        if (auto ra = upstream_headers.Get("retry-after"); !ra.empty()) {
+            r.headers.Add("Retry-After", std::string(ra));
+        }
+    }
+    if (status >= 200 && status < 300) {
+        usage = json::ExtractUsage(body);
+    }
+    int64_t wait = outcome.finished_ns - outcome.started_ns;
+    int64_t overhead_us = OverheadUs(wait);
+    deps.metrics.overhead.Observe(static_cast<double>(overhead_us) / 1e6);
+    r.headers.Add("X-Conduit-Overhead-Us", std::to_string(overhead_us));
+    r.body = std::move(body);
+    ex->Respond(std::move(r));
+    Record(status);
+}
+
+void ProxyCall::OnClientGone() {
+    if (finished) {
+        return;
+    }
+    finished = true;
+    if (call) {
+        call->Cancel();  // releases the upstream connection now
+    }
+    deps.metrics.streams_aborted.Inc();
+    Record(499);
+}
+
+void ProxyCall::Record(int status) {
+    deps.metrics.model_requests.With({deployment->mapping.model_alias, std::to_string(status)})
+        .Inc();
+    // Requests that failed are not billed; a client that left mid-stream pays for what the
+    // provider produced until then.
+    bool billable = (status >= 200 && status < 300) || (status == 499 && began_stream);
+    domain::RequestLogRow row;
+    row.request_id = std::string(ex->extra_headers().Get("X-Request-Id"));
+    row.virtual_key_id = key->key.id;
+    row.group_id = key->key.group_id;
+    row.model_alias = deployment->mapping.model_alias;
+    row.provider_model = deployment->mapping.provider_model_id;
+    row.request_type = std::string(KindName(kind));
+    row.status_code = status;
+    row.streamed = stream;
+    row.client_ip = ex->request().remote_address;
+    row.timestamp_ms = deps.clock.NowUnixMs();
+    row.response_time_ms =
+        (core::SystemClock::SteadyNowNs() - ex->request().received_ns) / 1'000'000;
+    if (billable) {
+        domain::UsageAmounts amounts;
+        if (usage.present) {
+            amounts.prompt_tokens = usage.prompt_tokens;
+            amounts.completion_tokens = usage.completion_tokens;
+        } else if (kind != Kind::kImage) {
+            // No usage from the provider: estimate (≈4 bytes per token) and mark it.
+            row.usage_estimated = true;
+            amounts.prompt_tokens = static_cast<int64_t>(request_bytes / 4) + 1;
+            amounts.completion_tokens =
+                stream ? content_events : static_cast<int64_t>(body.size() / 4);
+        }
+        amounts.images = kind == Kind::kImage ? images_requested : 0;
+        row.input_tokens = amounts.prompt_tokens;
+        row.output_tokens = amounts.completion_tokens;
+        const domain::ModelCost* cost = deployment->cost ? &*deployment->cost : nullptr;
+        row.cost = domain::ComputeCost(cost, ToRequestKind(kind), amounts);
+        deps.metrics.tokens.With({"prompt"}).Inc(static_cast<uint64_t>(amounts.prompt_tokens));
+        deps.metrics.tokens.With({"completion"})
+            .Inc(static_cast<uint64_t>(amounts.completion_tokens));
+        if (row.cost > 0) {
+            deps.metrics.spend_micros.Inc(static_cast<uint64_t>(row.cost));
+        }
+    }
+    deps.spend.Record(std::move(row));
+}
+
+}  // namespace
+
+std::string_view OpenAIProxy::PresentedKey(const net::Request& req) {
+    auto bearer = req.BearerToken();
+    if (!bearer.empty()) {
+        return bearer;
+    }
+    return core::Trim(req.headers.Get("x-api-key"));
+}
+
+void OpenAIProxy::ChatCompletions(const net::ExchangePtr& ex) { Proxy(ex, Kind::kChat); }
+void OpenAIProxy::Completions(const net::ExchangePtr& ex) { Proxy(ex, Kind::kCompletion); }
+void OpenAIProxy::Embeddings(const net::ExchangePtr& ex) { Proxy(ex, Kind::kEmbedding); }
+void OpenAIProxy::ImageGenerations(const net::ExchangePtr& ex) { Proxy(ex, Kind::kImage); }
+
+void OpenAIProxy::Proxy(const net::ExchangePtr& ex, Kind kind) {
+    auto snapshot = deps_.config.Get();
+    auto& req = ex->request();
+    auto key = snapshot->Authenticate(PresentedKey(req), deps_.clock.NowUnixMs());
+    if (!key) {
+        ex->Respond(ErrorResponse(key.error()));
+        return;
+    }
+    auto peek = json::PeekRequest(req.body);
+    if (!peek) {
+        ex->Respond(ErrorResponse(peek.error()));
+        return;
+    }
+    if (!peek->model || peek->model->empty()) {
+        Fail(ex, ErrorCode::kInvalidRequest, "Missing required parameter: 'model'.", "model");
+        return;
+    }
+    switch (kind) {
+        case Kind::kChat:
+            if (!peek->has_messages) {
+                Fail(ex, ErrorCode::kInvalidRequest, "Missing required parameter: 'messages'.",
+                     "messages");
+                return;
+            }
+            break;
+        case Kind::kCompletion:
+        case Kind::kImage:
+            if (!peek->has_prompt) {
+                Fail(ex, ErrorCode::kInvalidRequest, "Missing required parameter: 'prompt'.",
+                     "prompt");
+                return;
+            }
+            break;
+        case Kind::kEmbedding:
+            if (!peek->has_input) {
+                Fail(ex, ErrorCode::kInvalidRequest, "Missing required parameter: 'input'.",
+                     "input");
+                return;
+            }
+            break;
+    }
+    auto deployment = snapshot->Resolve(**key, *peek->model);
+    if (!deployment) {
+        ex->Respond(ErrorResponse(deployment.error()));
+        return;
+    }
+    auto available = deps_.book.Available((*key)->key.group_id);
+    if (!available || *available <= 0) {
+        Fail(ex, ErrorCode::kInsufficientBalance,
+             "Insufficient balance: the key's group has no remaining credit.");
+        return;
+    }
+
+    auto pc = std::make_shared<ProxyCall>(deps_, ex);
+    pc->snapshot = std::move(snapshot);
+    pc->key = *key;
+    pc->deployment = *deployment;
+    pc->kind = kind;
+    pc->stream = (kind == Kind::kChat || kind == Kind::kCompletion) && peek->stream.value_or(false);
+    pc->client_wants_usage = peek->include_usage.value_or(false);
+    pc->images_requested = peek->n.value_or(1);
+    pc->request_bytes = req.body.size();
+    // Streams always ask the provider for usage (for billing); the extra chunk is dropped again
+    // if the client did not ask for it.
+    bool force_usage = pc->stream && json::NeedsIncludeUsage(*peek);
+    pc->Start(json::RewriteForUpstream(req.body, *peek, pc->deployment->mapping.provider_model_id,
+                                       force_usage));
+}
+
+void OpenAIProxy::ListModels(const net::ExchangePtr& ex) {
+    auto snapshot = deps_.config.Get();
+    auto key = snapshot->Authenticate(PresentedKey(ex->request()), deps_.clock.NowUnixMs());
+    if (!key) {
+        ex->Respond(ErrorResponse(key.error()));
+        return;
+    }
+    std::string out = "{\"object\":\"list\",\"data\":[";
+    bool first = true;
+    for (const auto& m : snapshot->ModelsFor(**key)) {
+        if (!first) {
+            out += ',';
+        }
+        first = false;
+        out += "{\"id\":" + core::JsonQuote(m.id) + ",\"object\":\"model\",\"created\":" +
+               std::to_string(m.created_s) + ",\"owned_by\":" + core::JsonQuote(m.owned_by) + "}";
+    }
+    out += "]}";
+    ex->Respond(net::Response::Json(200, std::move(out)));
+}
+
+void OpenAIProxy::GetModel(const net::ExchangePtr& ex) {
+    auto snapshot = deps_.config.Get();
+    auto key = snapshot->Authenticate(PresentedKey(ex->request()), deps_.clock.NowUnixMs());
+    if (!key) {
+        ex->Respond(ErrorResponse(key.error()));
+        return;
+    }
+    const std::string& id = ex->request().path_params.at(0);
+    for (const auto& m : snapshot->ModelsFor(**key)) {
+        if (core::IEquals(m.id, id)) {
+            ex->Respond(net::Response::Json(
+                200, "{\"id\":" + core::JsonQuote(m.id) + ",\"object\":\"model\",\"created\":" +
+                         std::to_string(m.created_s) +
+                         ",\"owned_by\":" + core::JsonQuote(m.owned_by) + "}"));
+            return;
+        }
+    }
+    Fail(ex, ErrorCode::kModelNotFound, "The model '" + id + "' does not exist.", "model");
+}
+
+}  // namespace conduit::gateway

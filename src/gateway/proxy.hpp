@@ -1,0 +1,56 @@
+#pragma once
+
+#include <chrono>
+#include <functional>
+
+#include "core/clock.hpp"
+#include "gateway/balance_book.hpp"
+#include "gateway/config_state.hpp"
+#include "gateway/metrics.hpp"
+#include "gateway/spend_recorder.hpp"
+#include "http_client/client.hpp"
+#include "net/exchange.hpp"
+
+namespace conduit::gateway {
+
+/// Everything the OpenAI-compatible handlers need, injected by the composition root.
+struct ProxyDeps {
+    ConfigState& config;
+    BalanceBook& book;
+    SpendRecorder& spend;
+    /// The upstream client of a loop (one per shard).
+    std::function<http_client::Client&(size_t loop_index)> client;
+    http_client::Timeouts timeouts;
+    GatewayMetrics& metrics;
+    const core::Clock& clock;
+    /// Largest non-streamed upstream response kept in memory before failing with 502.
+    size_t max_upstream_body_bytes = 64 << 20;
+    /// Unwritten bytes towards a client above which the upstream is paused (backpressure).
+    size_t stream_high_water_bytes = 256 << 10;
+};
+
+/// The OpenAI-compatible routes of specs/api.md §3. Handlers translate HTTP into calls on the
+/// snapshot, the balance book and the upstream client, and back. They run on the exchange's
+/// loop thread and never block.
+class OpenAIProxy {
+public:
+    explicit OpenAIProxy(ProxyDeps deps) : deps_(std::move(deps)) {}
+
+    void ChatCompletions(const net::ExchangePtr& ex);
+    void Completions(const net::ExchangePtr& ex);
+    void Embeddings(const net::ExchangePtr& ex);
+    void ImageGenerations(const net::ExchangePtr& ex);
+    void ListModels(const net::ExchangePtr& ex);
+    void GetModel(const net::ExchangePtr& ex);
+
+    /// The virtual key presented with a request: `Authorization: Bearer` or `X-API-Key`.
+    static std::string_view PresentedKey(const net::Request& req);
+
+    enum class Kind { kChat, kCompletion, kEmbedding, kImage };
+
+private:
+    void Proxy(const net::ExchangePtr& ex, Kind kind);
+    ProxyDeps deps_;
+};
+
+}  // namespace conduit::gateway

@@ -1,0 +1,69 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "domain/entities.hpp"
+#include "gateway/balance_book.hpp"
+#include "store/executor.hpp"
+#include "store/store.hpp"
+
+namespace conduit::gateway {
+
+/// Collects the spend and request-log row of every proxied request in memory and writes them
+/// in one store transaction about once per interval (never one write per request). The
+/// BalanceBook sees each debit immediately, so an exhausted group is refused at once.
+///
+/// Record() is called from any loop thread (a short mutex-protected append). Flushes run on the
+/// store executor. If a flush fails, the batch is kept and retried with the next one.
+class SpendRecorder {
+public:
+    SpendRecorder(store::Store& store, store::Executor& executor, BalanceBook& book,
+                  std::chrono::milliseconds interval);
+    ~SpendRecorder();
+    SpendRecorder(const SpendRecorder&) = delete;
+    SpendRecorder& operator=(const SpendRecorder&) = delete;
+
+    /// Starts the periodic flush thread.
+    void Start();
+    /// Records one request: debits `row.cost` from the group in the BalanceBook and queues the
+    /// row. Any thread.
+    void Record(domain::RequestLogRow row);
+    /// Flushes now and waits until the batch is committed (or failed). Not from the executor.
+    bool FlushAndWait();
+    /// Stops the timer thread and performs a final flush. Idempotent.
+    void Stop();
+
+    /// Rows waiting for the next flush.
+    size_t PendingRows() const;
+    /// Completed flushes and failures (for metrics and tests).
+    uint64_t flushes() const { return flushes_.load(); }
+    uint64_t failures() const { return failures_.load(); }
+
+private:
+    void ScheduleFlush(std::function<void(bool)> done);
+    void FlushOnExecutor(std::function<void(bool)> done);
+
+    store::Store& store_;
+    store::Executor& executor_;
+    BalanceBook& book_;
+    std::chrono::milliseconds interval_;
+
+    mutable std::mutex mu_;  // guards queue_
+    std::vector<domain::RequestLogRow> queue_;
+    std::vector<domain::RequestLogRow> retry_;  // executor thread only
+
+    std::mutex timer_mu_;  // guards stop_
+    std::condition_variable timer_cv_;
+    bool stop_ = false;
+    std::thread timer_;
+    std::atomic<uint64_t> flushes_{0};
+    std::atomic<uint64_t> failures_{0};
+};
+
+}  // namespace conduit::gateway

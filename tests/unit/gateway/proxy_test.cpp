@@ -1,0 +1,327 @@
+#include "gateway/proxy.hpp"
+
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+
+#include "domain/keys.hpp"
+#include "fakes/fake_exchange.hpp"
+#include "fakes/fake_http_client.hpp"
+#include "store/executor.hpp"
+#include "store/sqlite/sqlite_store.hpp"
+
+namespace conduit::gateway {
+namespace {
+
+using conduit::testing::FakeExchange;
+using conduit::testing::FakeHttpClient;
+using conduit::testing::FakeLoop;
+
+class ProxyTest : public ::testing::Test {
+protected:
+    ProxyTest()
+        : box_(core::SecretBox::DeriveKey("k")),
+          registry_(),
+          metrics_(registry_) {}
+
+    void SetUp() override {
+        store_ = std::move(*store::OpenSqliteStore(":memory:"));
+        ASSERT_TRUE(store_->Migrate());
+        domain::VirtualKeyGroup g;
+        g.group_name = "g";
+        g.balance = 10'000'000;
+        group_ = *store_->CreateGroup(g, "t");
+        domain::VirtualKeyGroup empty;
+        empty.group_name = "broke";
+        empty_group_ = *store_->CreateGroup(empty, "t");
+        key_ = AddKey(group_.id, "");
+        restricted_key_ = AddKey(group_.id, "other-*");
+        broke_key_ = AddKey(empty_group_.id, "");
+        domain::Provider p;
+        p.name = "mock";
+        p.type = domain::ProviderType::kOpenAICompatible;
+        p.base_url = "http://upstream.test/v1";
+        auto prov = *store_->CreateProvider(p);
+        domain::ProviderKey pk;
+        pk.provider_id = prov.id;
+        pk.api_key_sealed = box_.Seal("sk-provider");
+        pk.is_primary = true;
+        ASSERT_TRUE(store_->CreateProviderKey(pk));
+        domain::ModelMapping m;
+        m.model_alias = "gpt-test";
+        m.provider_model_id = "provider-model-7";
+        m.provider_id = prov.id;
+        auto mapping = *store_->CreateMapping(m);
+        domain::ModelCost c;
+        c.cost_name = "c";
+        c.mapping_ids = {mapping.id};
+        c.input_per_million = 1'000'000;   // $1 / 1M
+        c.output_per_million = 2'000'000;  // $2 / 1M
+        ASSERT_TRUE(store_->CreateCost(c));
+        config_ = std::make_unique<ConfigState>(*store_, book_, box_);
+        ASSERT_TRUE(config_->ReloadOnExecutor());
+        spend_ = std::make_unique<SpendRecorder>(*store_, executor_, book_,
+                                                 std::chrono::hours(1));
+        proxy_ = std::make_unique<OpenAIProxy>(ProxyDeps{
+            *config_, book_, *spend_,
+            [this](size_t) -> http_client::Client& { return client_; }, http_client::Timeouts{},
+            metrics_, core::SystemClock::Instance()});
+    }
+
+    std::string AddKey(domain::Id group, std::string allowed) {
+        std::string k = domain::GenerateVirtualKey();
+        domain::VirtualKey vk;
+        vk.key_name = "k";
+        vk.key_hash = domain::HashVirtualKey(k);
+        vk.key_prefix = domain::KeyDisplayPrefix(k);
+        vk.group_id = group;
+        vk.allowed_models = std::move(allowed);
+        EXPECT_TRUE(store_->CreateKey(vk));
+        return k;
+    }
+
+    std::shared_ptr<FakeExchange> Post(std::string body, const std::string& key) {
+        net::Headers h;
+        h.Add("Authorization", "Bearer " + key);
+        auto ex = FakeExchange::Make(loop_, "POST", "/v1/chat/completions", std::move(body), h);
+        ex->extra_headers().Add("X-Request-Id", "req-1");
+        return ex;
+    }
+
+    std::vector<domain::RequestLogRow> FlushedLogs() {
+        EXPECT_TRUE(spend_->FlushAndWait());
+        return *store_->ListRequestLogs({});
+    }
+
+    core::SecretBox box_;
+    obs::Registry registry_;
+    GatewayMetrics metrics_;
+    std::unique_ptr<store::Store> store_;
+    store::Executor executor_;
+    BalanceBook book_;
+    std::unique_ptr<ConfigState> config_;
+    std::unique_ptr<SpendRecorder> spend_;
+    FakeHttpClient client_;
+    FakeLoop loop_;
+    std::unique_ptr<OpenAIProxy> proxy_;
+    domain::VirtualKeyGroup group_, empty_group_;
+    std::string key_, restricted_key_, broke_key_;
+};
+
+constexpr const char* kChat = R"({"model":"gpt-test","messages":[{"role":"user","content":"hi"}]})";
+constexpr const char* kStreamChat =
+    R"({"model":"gpt-test","stream":true,"messages":[{"role":"user","content":"hi"}]})";
+
+TEST_F(ProxyTest, NonStreamRewritesModelSendsProviderKeyAndBillsUsage) {
+    auto ex = Post(kChat, key_);
+    proxy_->ChatCompletions(ex);
+    ASSERT_EQ(client_.calls.size(), 1u);
+    auto& call = *client_.calls[0];
+    EXPECT_EQ(call.request.url, "http://upstream.test/v1/chat/completions");
+    EXPECT_EQ(call.request.headers.Get("authorization"), "Bearer sk-provider");
+    auto sent = boost::json::parse(call.request.body);
+    EXPECT_EQ(sent.at("model").as_string(), "provider-model-7");
+    EXPECT_EQ(sent.at("messages").as_array().size(), 1u);
+    EXPECT_EQ(call.request.headers.Get("x-request-id"), "req-1");
+
+    net::Headers h;
+    h.Add("Content-Type", "application/json");
+    call.Headers(200, h);
+    call.Data(R"({"id":"x","choices":[],"usage":{"prompt_tokens":1000,)");
+    call.Data(R"("completion_tokens":500,"total_tokens":1500}})");
+    call.Done();
+    EXPECT_EQ(ex->status(), 200);
+    EXPECT_EQ(ex->body(),
+              R"({"id":"x","choices":[],"usage":{"prompt_tokens":1000,"completion_tokens":500,"total_tokens":1500}})");
+    EXPECT_FALSE(ex->headers().Get("x-conduit-overhead-us").empty());
+    auto logs = FlushedLogs();
+    ASSERT_EQ(logs.size(), 1u);
+    EXPECT_EQ(logs[0].input_tokens, 1000);
+    EXPECT_EQ(logs[0].output_tokens, 500);
+    EXPECT_EQ(logs[0].cost, 1000 + 1000);  // 1000 × $1/1M + 500 × $2/1M
+    EXPECT_FALSE(logs[0].usage_estimated);
+    EXPECT_EQ(logs[0].request_id, "req-1");
+    EXPECT_EQ((*store_->GetGroup(group_.id))->balance, 10'000'000 - 2000);
+}
+
+TEST_F(ProxyTest, StreamForwardsEventsAndDropsTheUsageChunkTheClientDidNotAskFor) {
+    auto ex = Post(kStreamChat, key_);
+    proxy_->ChatCompletions(ex);
+    auto& call = *client_.calls.at(0);
+    auto sent = boost::json::parse(call.request.body);
+    EXPECT_TRUE(sent.at("stream_options").at("include_usage").as_bool());  // asked for billing
+    EXPECT_EQ(call.request.headers.Get("accept"), "text/event-stream");
+    call.Headers(200);
+    EXPECT_EQ(ex->status(), 200);
+    EXPECT_EQ(ex->headers().Get("content-type"), "text/event-stream; charset=utf-8");
+    call.Data("data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"choi");
+    EXPECT_EQ(ex->body(), "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n");
+    call.Data("ces\":[{\"delta\":{\"content\":\"b\"}}]}\n\n");
+    call.Data("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,"
+              "\"total_tokens\":5}}\n\ndata: [DONE]\n\n");
+    call.Done();
+    EXPECT_TRUE(ex->responded());
+    EXPECT_EQ(ex->body(),
+              "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n"
+              "data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\n"
+              "data: [DONE]\n\n");
+    auto logs = FlushedLogs();
+    ASSERT_EQ(logs.size(), 1u);
+    EXPECT_TRUE(logs[0].streamed);
+    EXPECT_EQ(logs[0].input_tokens, 3);
+    EXPECT_EQ(logs[0].output_tokens, 2);
+}
+
+TEST_F(ProxyTest, StreamKeepsTheUsageChunkWhenTheClientAskedForIt) {
+    auto ex = Post(R"({"model":"gpt-test","stream":true,"stream_options":{"include_usage":true},)"
+                   R"("messages":[]})",
+                   key_);
+    proxy_->ChatCompletions(ex);
+    auto& call = *client_.calls.at(0);
+    call.Headers(200);
+    call.Data("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,"
+              "\"total_tokens\":5}}\n\ndata: [DONE]\n\n");
+    call.Done();
+    EXPECT_NE(ex->body().find("\"usage\""), std::string::npos);
+}
+
+TEST_F(ProxyTest, MidStreamFailureEndsWithAnErrorEvent) {
+    auto ex = Post(kStreamChat, key_);
+    proxy_->ChatCompletions(ex);
+    auto& call = *client_.calls.at(0);
+    call.Headers(200);
+    call.Data("data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n");
+    call.Done(http_client::Failure::kOther, "connection reset");
+    EXPECT_TRUE(ex->responded());
+    auto pos = ex->body().find("data: {\"error\":");
+    ASSERT_NE(pos, std::string::npos) << ex->body();
+    EXPECT_NE(ex->body().find("upstream_error"), std::string::npos);
+}
+
+TEST_F(ProxyTest, UpstreamErrorsMapToGatewayStatuses) {
+    struct Case {
+        int upstream_status;
+        http_client::Failure failure;
+        int expected;
+        const char* code;
+    };
+    const Case cases[] = {
+        {0, http_client::Failure::kConnect, 502, "upstream_error"},
+        {0, http_client::Failure::kTimeout, 504, "upstream_timeout"},
+        {500, http_client::Failure::kNone, 502, "upstream_error"},
+    };
+    for (const auto& c : cases) {
+        auto ex = Post(kChat, key_);
+        proxy_->ChatCompletions(ex);
+        auto& call = *client_.calls.back();
+        if (c.upstream_status != 0) {
+            call.Headers(c.upstream_status);
+            call.Data("{\"error\":\"internal detail\"}");
+        }
+        call.Done(c.failure, "x");
+        EXPECT_EQ(ex->status(), c.expected);
+        auto v = boost::json::parse(ex->body());
+        EXPECT_EQ(v.at("error").at("code").as_string(), c.code);
+    }
+}
+
+TEST_F(ProxyTest, Upstream4xxPassesThroughWithStatusAndBody) {
+    auto ex = Post(kStreamChat, key_);
+    proxy_->ChatCompletions(ex);
+    auto& call = *client_.calls.back();
+    net::Headers h;
+    h.Add("Content-Type", "application/json");
+    h.Add("Retry-After", "7");
+    call.Headers(429, h);
+    call.Data(R"({"error":{"message":"slow down","type":"rate_limit_error"}})");
+    call.Done();
+    EXPECT_EQ(ex->status(), 429);
+    EXPECT_EQ(ex->body(), R"({"error":{"message":"slow down","type":"rate_limit_error"}})");
+    EXPECT_EQ(ex->headers().Get("retry-after"), "7");
+    auto logs = FlushedLogs();
+    ASSERT_EQ(logs.size(), 1u);
+    EXPECT_EQ(logs[0].cost, 0);  // errors are not billed
+    EXPECT_EQ(logs[0].status_code, 429);
+}
+
+TEST_F(ProxyTest, RequestErrorsNeverReachTheUpstream) {
+    struct Case {
+        std::string body;
+        std::string key;
+        int status;
+        const char* code;
+        const char* param;
+    };
+    const Case cases[] = {
+        {kChat, "condt_wrong", 401, "invalid_api_key", nullptr},
+        {kChat, "", 401, "invalid_api_key", nullptr},
+        {"{not json", key_, 400, "invalid_request", nullptr},
+        {R"({"messages":[]})", key_, 400, "invalid_request", "model"},
+        {R"({"model":"gpt-test"})", key_, 400, "invalid_request", "messages"},
+        {R"({"model":"nope","messages":[]})", key_, 404, "model_not_found", "model"},
+        {R"({"model":"gpt-test","messages":[]})", restricted_key_, 403, "model_not_allowed",
+         "model"},
+        {R"({"model":"gpt-test","messages":[]})", broke_key_, 402, "insufficient_balance",
+         nullptr},
+    };
+    for (const auto& c : cases) {
+        auto ex = Post(c.body, c.key);
+        proxy_->ChatCompletions(ex);
+        EXPECT_EQ(ex->status(), c.status) << c.body;
+        auto v = boost::json::parse(ex->body());
+        EXPECT_EQ(v.at("error").at("code").as_string(), c.code) << c.body;
+        if (c.param != nullptr) {
+            EXPECT_EQ(v.at("error").at("param").as_string(), c.param) << c.body;
+        }
+    }
+    EXPECT_TRUE(client_.calls.empty());
+}
+
+TEST_F(ProxyTest, XApiKeyHeaderIsAccepted) {
+    net::Headers h;
+    h.Add("X-API-Key", key_);
+    auto ex = FakeExchange::Make(loop_, "POST", "/v1/chat/completions", kChat, h);
+    proxy_->ChatCompletions(ex);
+    EXPECT_EQ(client_.calls.size(), 1u);
+}
+
+TEST_F(ProxyTest, ClientDisconnectCancelsTheUpstreamAndBillsWhatWasStreamed) {
+    auto ex = Post(kStreamChat, key_);
+    proxy_->ChatCompletions(ex);
+    auto& call = *client_.calls.at(0);
+    call.Headers(200);
+    call.Data("data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n");
+    ex->Disconnect();
+    EXPECT_TRUE(call.cancelled);
+    auto logs = FlushedLogs();
+    ASSERT_EQ(logs.size(), 1u);
+    EXPECT_EQ(logs[0].status_code, 499);
+    EXPECT_TRUE(logs[0].usage_estimated);
+    EXPECT_GT(logs[0].cost, 0);
+}
+
+TEST_F(ProxyTest, ModelsListsOnlyAllowedAliases) {
+    net::Headers h;
+    h.Add("Authorization", "Bearer " + key_);
+    auto ex = FakeExchange::Make(loop_, "GET", "/v1/models", "", h);
+    proxy_->ListModels(ex);
+    auto v = boost::json::parse(ex->body());
+    EXPECT_EQ(v.at("object").as_string(), "list");
+    ASSERT_EQ(v.at("data").as_array().size(), 1u);
+    EXPECT_EQ(v.at("data").at(0).at("id").as_string(), "gpt-test");
+    EXPECT_EQ(v.at("data").at(0).at("object").as_string(), "model");
+
+    net::Headers h2;
+    h2.Add("Authorization", "Bearer " + restricted_key_);
+    auto ex2 = FakeExchange::Make(loop_, "GET", "/v1/models", "", h2);
+    proxy_->ListModels(ex2);
+    EXPECT_EQ(boost::json::parse(ex2->body()).at("data").as_array().size(), 0u);
+
+    auto ex3 = FakeExchange::Make(loop_, "GET", "/v1/models/nope", "", h);
+    ex3->request().path_params = {"nope"};
+    proxy_->GetModel(ex3);
+    EXPECT_EQ(ex3->status(), 404);
+}
+
+}  // namespace
+}  // namespace conduit::gateway

@@ -1,0 +1,1534 @@
+#include "mock-provider/mock_provider.hpp"
+
+#include "core/clock.hpp"
+#include "core/crypto.hpp"
+#include "core/strings.hpp"
+#include "json/helpers.hpp"
+#include "json/json_peek.hpp"
+#include "mock-provider/mock_content.hpp"
+#include "net/http_server.hpp"
+
+#include <boost/json/array.hpp>
+#include <boost/json/object.hpp>
+#include <boost/json/value.hpp>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <ctime>
+#include <future>
+#include <mutex>
+#include <unordered_map>
+
+namespace conduit::mock {
+
+namespace {
+
+using namespace std::string_view_literals;
+
+enum Route : size_t {
+    kChat,
+    kCompletions,
+    kEmbeddings,
+    kModels,
+    kModel,
+    kImages,
+    kFiles,
+    kOtherV1,
+    kRouteCount,
+};
+constexpr std::string_view kRouteLabels[kRouteCount] = {
+    "/v1/chat/completions", "/v1/completions",        "/v1/embeddings", "/v1/models",
+    "/v1/models/{id}",      "/v1/images/generations", "/mock/files",    "/v1/other",
+};
+
+enum Counter : size_t {
+    kRequests,
+    kStreamsStarted,
+    kStreamsCompleted,
+    kStreamsAborted,
+    kStreamsCut,
+    kAuthFailures,
+    kRateLimited,
+    kErrorsInjected,
+    kCounterCount,
+};
+enum Gauge : size_t { kActiveStreams, kHanging, kGaugeCount };
+
+constexpr size_t kMaxLastBody = 64 * 1024;
+constexpr int64_t kMaxChoices = 128;
+constexpr int64_t kMaxChunks = 100000;
+constexpr int64_t kMaxDims = 65536;
+constexpr size_t kMaxPendingReleases = 10000;
+
+// Counters are written only by their shard's thread, so a relaxed load + store is enough (no
+// locked read-modify-write on the hot path); other threads only read them.
+void Bump(std::atomic<int64_t>& a, int64_t d = 1) {
+    a.store(a.load(std::memory_order_relaxed) + d, std::memory_order_relaxed);
+}
+
+uint64_t SplitMix(uint64_t& state) {
+    uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+int64_t NowNs() { return core::SystemClock::SteadyNowNs(); }
+
+// Body pieces, shared by the builders and the size estimate.
+constexpr std::string_view kChatId = R"({"id":"chatcmpl-mock-)";
+constexpr std::string_view kChatObject = R"(","object":"chat.completion","created":)";
+constexpr std::string_view kCmplId = R"({"id":"cmpl-mock-)";
+constexpr std::string_view kCmplObject = R"(","object":"text_completion","created":)";
+constexpr std::string_view kModelKey = R"(,"model":)";
+constexpr std::string_view kChoicesOpen = R"(,"choices":[)";
+constexpr std::string_view kChatChoice1 = R"({"index":)";
+constexpr std::string_view kChatChoice2 = R"(,"message":{"role":"assistant","content":")";
+constexpr std::string_view kChatChoice3 = R"(","refusal":null},"logprobs":null,"finish_reason":")";
+constexpr std::string_view kCmplChoice1 = R"({"text":")";
+constexpr std::string_view kCmplChoice2 = R"(","index":)";
+constexpr std::string_view kCmplChoice3 = R"(,"logprobs":null,"finish_reason":")";
+constexpr std::string_view kChoiceEnd = R"("})";
+constexpr std::string_view kUsage1 = R"(],"usage":{"prompt_tokens":)";
+constexpr std::string_view kUsage2 = R"(,"completion_tokens":)";
+constexpr std::string_view kUsage3 = R"(,"total_tokens":)";
+constexpr std::string_view kUsageEnd = R"(},"system_fingerprint":"fp_mock"})";
+
+size_t Digits(int64_t v) {
+    size_t d = 1;
+    while (v >= 10) {
+        v /= 10;
+        ++d;
+    }
+    return d;
+}
+
+void AppendUsage(std::string& out, int64_t prompt, int64_t completion) {
+    out += R"("usage":{"prompt_tokens":)";
+    AppendInt(out, prompt);
+    out += kUsage2;
+    AppendInt(out, completion);
+    out += kUsage3;
+    AppendInt(out, prompt + completion);
+    out += '}';
+}
+
+int64_t CreatedNow() { return static_cast<int64_t>(std::time(nullptr)); }
+
+/// Cuts a stream: aborts the connection when the Exchange API offers it, else terminates the
+/// chunked response early (see MockProvider's doc comment).
+template <class E>
+void CutStream(E& ex) {
+    if constexpr (requires { ex.Abort(); }) {
+        ex.Abort();
+    } else {
+        ex.EndStream();
+    }
+}
+
+class StreamJob;
+
+/// Per-shard state. Counters and the config cache belong to the shard's thread; last_* are
+/// guarded by last_mu (read by Stats() from other threads).
+struct alignas(64) Shard {
+    std::atomic<int64_t> counters[kCounterCount]{};
+    std::atomic<int64_t> paths[kRouteCount]{};
+    std::atomic<int64_t> gauges[kGaugeCount]{};
+
+    std::mutex last_mu;
+    int64_t last_ns = 0;
+    std::string last_auth;
+    std::string last_model;
+    std::string last_body;
+
+    std::shared_ptr<const MockConfig> config;
+    uint64_t config_version = ~uint64_t{0};
+    uint64_t rng = 0;
+    uint64_t next_id = 0;
+    size_t index = 0;
+    std::vector<float> floats;  // embeddings scratch
+    std::vector<std::string_view> items;
+
+    double Uniform() { return static_cast<double>(SplitMix(rng) >> 11) * 0x1.0p-53; }
+};
+
+/// Hold tokens: streams waiting at their hold point, releases that arrived early. Thread-safe.
+class HoldRegistry {
+public:
+    /// A stream carrying `token` started (it will reach its hold point later).
+    void Register(const std::string& token) {
+        std::lock_guard l(mu_);
+        ++entries_[token].inflight;
+    }
+    /// The stream reached its hold point: true = already released, go on; false = parked until
+    /// Release() posts job->Resume() to the job's loop.
+    bool Park(const std::string& token, const std::shared_ptr<StreamJob>& job) {
+        std::lock_guard l(mu_);
+        Entry& e = entries_[token];
+        if (e.released) {
+            return true;
+        }
+        e.waiting.push_back(job);
+        return false;
+    }
+    /// The stream finished (any way).
+    void Unregister(const std::string& token, const StreamJob* job) {
+        std::lock_guard l(mu_);
+        auto it = entries_.find(token);
+        if (it == entries_.end()) {
+            return;
+        }
+        Entry& e = it->second;
+        std::erase_if(e.waiting, [job](const std::weak_ptr<StreamJob>& w) {
+            auto p = w.lock();
+            return !p || p.get() == job;
+        });
+        if (--e.inflight <= 0) {
+            entries_.erase(it);
+        }
+    }
+    bool Release(std::string_view token);
+    void ReleaseAll();
+    std::vector<std::string> Held() const {
+        std::lock_guard l(mu_);
+        std::vector<std::string> out;
+        for (const auto& [token, e] : entries_) {
+            if (!e.waiting.empty()) {
+                out.push_back(token);
+            }
+        }
+        std::sort(out.begin(), out.end());
+        return out;
+    }
+
+private:
+    struct Entry {
+        int64_t inflight = 0;
+        bool released = false;
+        std::vector<std::weak_ptr<StreamJob>> waiting;
+    };
+    static void Wake(std::vector<std::weak_ptr<StreamJob>> waiting);
+
+    mutable std::mutex mu_;
+    std::unordered_map<std::string, Entry> entries_;
+};
+
+/// One parsed /v1 request, kept while its response is delayed.
+struct Call {
+    Route route = kOtherV1;
+    json::PeekedRequest peek;
+    BodyScan scan;
+    std::string_view model_raw;  // the raw `model` JSON string literal (view into the body)
+    std::shared_ptr<const MockConfig> cfg;
+};
+
+/// How much text a response carries.
+struct Plan {
+    uint64_t hash = 0;
+    int64_t prompt_tokens = 1;
+    int64_t choices = 1;
+    size_t words = 1;  // per choice
+    bool truncated = false;
+};
+
+std::string StatsToJson(const MockStats& s) {
+    boost::json::object o;
+    o["requests_total"] = s.requests_total;
+    boost::json::object per_path;
+    for (const auto& [label, count] : s.per_path) {
+        per_path[label] = count;
+    }
+    o["per_path"] = std::move(per_path);
+    o["streams_started"] = s.streams_started;
+    o["streams_completed"] = s.streams_completed;
+    o["streams_aborted"] = s.streams_aborted;
+    o["streams_disconnected"] = s.streams_disconnected;
+    o["active_streams"] = s.active_streams;
+    o["hanging"] = s.hanging;
+    o["auth_failures"] = s.auth_failures;
+    o["rate_limited"] = s.rate_limited;
+    o["errors_injected"] = s.errors_injected;
+    o["last_authorization"] = s.last_authorization;
+    o["last_model"] = s.last_model;
+    o["last_body"] = s.last_body;
+    boost::json::array held;
+    for (const auto& token : s.held) {
+        held.emplace_back(token);
+    }
+    o["held"] = std::move(held);
+    return json::Serialize(o);
+}
+
+}  // namespace
+
+struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
+    explicit Impl(MockOptions opts)
+        : options(std::move(opts)),
+          config(std::make_shared<const MockConfig>(options.config)),
+          id_salt(core::RandomU64()),
+          png_b64(core::Base64Encode(TinyPng())) {
+        BuildModels();
+    }
+
+    MockOptions options;
+    std::vector<std::unique_ptr<Shard>> shards;
+
+    mutable std::mutex config_mu;
+    std::shared_ptr<const MockConfig> config;
+    std::atomic<uint64_t> config_version{0};
+
+    std::atomic<int64_t> rl_window{-1};
+    std::atomic<int64_t> rl_count{0};
+
+    HoldRegistry holds;
+
+    mutable std::mutex stats_mu;
+    int64_t base_counters[kCounterCount]{};
+    int64_t base_paths[kRouteCount]{};
+    std::atomic<int64_t> reset_ns{0};
+
+    uint64_t id_salt;
+    std::string png_b64;
+    std::string models_body;
+    std::atomic<uint16_t> port{0};
+
+    // --- request handling (loop threads) ---
+    void Handle(const net::ExchangePtr& ex);
+    void HandleV1(const net::ExchangePtr& ex, std::string_view path);
+    void HandleControl(const net::ExchangePtr& ex, std::string_view path);
+    void RespondNow(const net::ExchangePtr& ex, Call& call);
+    bool InjectError(net::Exchange& ex, Shard& sh, const MockConfig& cfg, const BodyScan& scan);
+    void Park(const net::ExchangePtr& ex, Shard& sh);
+
+    std::string BuildText(const Call& call, Shard& sh);
+    bool BuildEmbeddings(const Call& call, Shard& sh, std::string& out, std::string& error);
+    bool BuildImages(
+        const Call& call, Shard& sh, std::string_view host, std::string& out, std::string& error);
+    Plan PlanText(const Call& call) const;
+
+    Shard& ShardOf(net::Exchange& ex) { return *shards[ex.loop().Index()]; }
+    const MockConfig& ConfigFor(Shard& sh) {
+        uint64_t v = config_version.load(std::memory_order_acquire);
+        if (v != sh.config_version) {
+            std::lock_guard l(config_mu);
+            sh.config = config;
+            sh.config_version = config_version.load(std::memory_order_relaxed);
+        }
+        return *sh.config;
+    }
+    uint64_t NextId(Shard& sh) {
+        return (id_salt ^ (static_cast<uint64_t>(sh.index) << 56)) + ++sh.next_id;
+    }
+    bool AdmitRate(int64_t limit) {
+        int64_t second = NowNs() / 1000000000;
+        int64_t w = rl_window.load(std::memory_order_relaxed);
+        if (w != second && rl_window.compare_exchange_strong(w, second)) {
+            rl_count.store(0, std::memory_order_relaxed);
+        }
+        return rl_count.fetch_add(1, std::memory_order_relaxed) < limit;
+    }
+    static void RecordLast(Shard& sh, const net::Request& req, std::string_view model) {
+        std::lock_guard l(sh.last_mu);
+        sh.last_ns = req.received_ns != 0 ? req.received_ns : NowNs();
+        sh.last_auth.assign(req.headers.Get("authorization"));
+        sh.last_model.assign(model);
+        sh.last_body.assign(req.body.data(), std::min(req.body.size(), kMaxLastBody));
+    }
+    void BuildModels();
+    void SumCounters(int64_t (&c)[kCounterCount], int64_t (&p)[kRouteCount]) const {
+        for (const auto& sh : shards) {
+            for (size_t i = 0; i < kCounterCount; ++i) {
+                c[i] += sh->counters[i].load(std::memory_order_relaxed);
+            }
+            for (size_t i = 0; i < kRouteCount; ++i) {
+                p[i] += sh->paths[i].load(std::memory_order_relaxed);
+            }
+        }
+    }
+    MockStats Stats() const;
+    MockConfig CurrentConfig() const;
+    void SetConfig(MockConfig c);
+    void Reset();
+};
+
+namespace {
+
+void RespondJson(net::Exchange& ex, int status, std::string body) {
+    ex.Respond(net::Response::Json(status, std::move(body)));
+}
+
+void RespondError(net::Exchange& ex,
+                  int status,
+                  std::string_view message,
+                  std::string_view param = {}) {
+    net::Response r = net::Response::Json(status, ErrorJson(status, message, param));
+    if (status == 429) {
+        r.headers.Add("retry-after", "1");
+        r.headers.Add("x-ratelimit-remaining-requests", "0");
+        r.headers.Add("x-ratelimit-reset-requests", "1s");
+    }
+    ex.Respond(std::move(r));
+}
+
+/// A streaming chat or completions response. Lives while a timer, the exchange's close callback
+/// or the hold registry references it; holds the exchange only weakly (the connection owns it).
+/// Loop thread only, except that HoldRegistry::Wake posts Resume() to the loop.
+class StreamJob : public std::enable_shared_from_this<StreamJob> {
+public:
+    StreamJob(std::shared_ptr<MockProvider::Impl> impl,
+              const net::ExchangePtr& ex,
+              Shard& sh,
+              const Call& call,
+              const Plan& plan,
+              size_t chunks)
+        : impl_(std::move(impl)),
+          ex_(ex),
+          loop_(&ex->loop()),
+          shard_(&sh),
+          chat_(call.route == kChat),
+          cfg_(call.cfg),
+          mock_error_status_(call.scan.mock_error_status),
+          plan_(plan),
+          chunks_(chunks),
+          include_usage_(call.peek.include_usage.value_or(false)),
+          hold_(call.scan.mock_hold) {
+        const Corpus& corpus = Corpus::Instance();
+        starts_.reserve(static_cast<size_t>(plan.choices));
+        for (int64_t c = 0; c < plan.choices; ++c) {
+            starts_.push_back(corpus.StartFor(plan.hash + static_cast<uint64_t>(c) * 7919));
+        }
+        if (call.scan.mock_chunk_delay_ms && *call.scan.mock_chunk_delay_ms > 0) {
+            chunk_delay_ns_ = *call.scan.mock_chunk_delay_ms * 1000000;
+        } else {
+            tokens_per_second_ = cfg_->tokens_per_second;
+        }
+        if (call.scan.mock_disconnect_after && *call.scan.mock_disconnect_after >= 0) {
+            disconnect_after_ = *call.scan.mock_disconnect_after;
+        }
+        head_.reserve(160 + call.model_raw.size());
+        head_ += "data: ";
+        head_ += chat_ ? kChatId : kCmplId;
+        AppendHex16(head_, impl_->NextId(sh));
+        head_ += chat_ ? R"(","object":"chat.completion.chunk","created":)"sv : kCmplObject;
+        AppendInt(head_, CreatedNow());
+        head_ += kModelKey;
+        head_ += call.model_raw;
+        head_ += chat_ ? R"(,"system_fingerprint":"fp_mock",)"sv : ","sv;
+    }
+
+    core::Loop& loop() { return *loop_; }
+
+    /// Arms the close callback and the hold, then begins after `latency_ns`.
+    void Start(const net::ExchangePtr& ex, int64_t latency_ns) {
+        ex->SetOnClose([self = shared_from_this()] { self->Closed(); });
+        if (!hold_.empty()) {
+            impl_->holds.Register(hold_);
+            hold_registered_ = true;
+        }
+        if (latency_ns > 0) {
+            timer_ = loop_->StartTimer(std::chrono::nanoseconds(latency_ns),
+                                       [self = shared_from_this()] { self->Begin(); });
+        } else {
+            Begin();
+        }
+    }
+
+    /// The hold was released (posted by HoldRegistry).
+    void Resume() {
+        if (done_ || !waiting_) {
+            return;
+        }
+        waiting_ = false;
+        passed_hold_ = true;
+        Pump();
+    }
+
+private:
+    void Begin() {
+        timer_.reset();
+        auto ex = ex_.lock();
+        if (done_ || !ex || ex->closed()) {
+            Closed();
+            return;
+        }
+        if (impl_->InjectError(*ex, *shard_, *cfg_, MockErrorScan())) {
+            Done();
+            return;
+        }
+        net::Headers h;
+        h.reserve(2);
+        h.Add("Content-Type", "text/event-stream");
+        h.Add("Cache-Control", "no-cache");
+        ex->BeginStream(200, std::move(h));
+        begun_ = true;
+        Bump(shard_->counters[kStreamsStarted]);
+        Bump(shard_->gauges[kActiveStreams]);
+        t0_ns_ = NowNs();
+        if (chat_) {
+            for (int64_t c = 0; c < plan_.choices; ++c) {
+                std::string chunk = ChunkStart(c);
+                chunk += R"(,"delta":{"role":"assistant","content":"","refusal":null},)"
+                         R"("logprobs":null,"finish_reason":null}]})"
+                         "\n\n";
+                ex->Write(std::move(chunk));
+            }
+        }
+        Pump();
+    }
+
+    BodyScan MockErrorScan() const {
+        BodyScan s;
+        s.mock_error_status = mock_error_status_;
+        return s;
+    }
+
+    /// Writes content chunks until a pacing delay, the hold point, the cut or the end.
+    void Pump() {
+        timer_.reset();
+        auto ex = ex_.lock();
+        if (done_ || !ex || ex->closed()) {
+            Closed();
+            return;
+        }
+        while (next_ < chunks_) {
+            if (disconnect_after_ >= 0 && next_ >= static_cast<size_t>(disconnect_after_)) {
+                Cut(*ex);
+                return;
+            }
+            if (!hold_.empty() && !passed_hold_ && next_ + 1 == chunks_) {
+                if (!impl_->holds.Park(hold_, shared_from_this())) {
+                    waiting_ = true;
+                    return;
+                }
+                passed_hold_ = true;
+            }
+            if (next_ > 0) {
+                int64_t due = DueNs(next_);
+                int64_t now = NowNs();
+                if (due > now) {
+                    timer_ = loop_->StartTimer(std::chrono::nanoseconds(due - now),
+                                               [self = shared_from_this()] { self->Pump(); });
+                    return;
+                }
+            }
+            WriteContent(*ex, next_);
+            ++next_;
+        }
+        if (disconnect_after_ >= 0) {
+            Cut(*ex);
+            return;
+        }
+        Finish(*ex);
+    }
+
+    /// Steady-clock deadline of content chunk i (i ≥ 1).
+    int64_t DueNs(size_t i) const {
+        if (chunk_delay_ns_ > 0) {
+            return t0_ns_ + static_cast<int64_t>(i) * chunk_delay_ns_;
+        }
+        if (tokens_per_second_ > 0) {
+            double words_before = static_cast<double>(WordBegin(i));
+            return t0_ns_ + static_cast<int64_t>(words_before * 1e9 / tokens_per_second_);
+        }
+        return 0;
+    }
+
+    size_t WordBegin(size_t i) const { return i * plan_.words / chunks_; }
+
+    std::string ChunkStart(int64_t choice) const {
+        std::string chunk;
+        chunk.reserve(head_.size() + 160);
+        chunk += head_;
+        if (chat_) {
+            chunk += R"("choices":[{"index":)";
+            AppendInt(chunk, choice);
+        }
+        return chunk;
+    }
+
+    void WriteContent(net::Exchange& ex, size_t i) {
+        const Corpus& corpus = Corpus::Instance();
+        size_t begin = WordBegin(i);
+        size_t end = WordBegin(i + 1);
+        for (int64_t c = 0; c < plan_.choices; ++c) {
+            std::string chunk = ChunkStart(c);
+            chunk += chat_ ? R"(,"delta":{"content":")"sv : R"("choices":[{"text":")"sv;
+            if (begin > 0) {
+                chunk += ' ';
+            }
+            corpus.Append(chunk, starts_[static_cast<size_t>(c)] + begin, end - begin);
+            if (chat_) {
+                chunk += R"("},"logprobs":null,"finish_reason":null}]})"
+                         "\n\n";
+            } else {
+                chunk += R"(","index":)";
+                AppendInt(chunk, c);
+                chunk += R"(,"logprobs":null,"finish_reason":null}]})"
+                         "\n\n";
+            }
+            ex.Write(std::move(chunk));
+        }
+    }
+
+    void Finish(net::Exchange& ex) {
+        std::string_view reason = plan_.truncated ? "length" : "stop";
+        for (int64_t c = 0; c < plan_.choices; ++c) {
+            std::string chunk = ChunkStart(c);
+            if (chat_) {
+                chunk += R"(,"delta":{},"logprobs":null,"finish_reason":")";
+            } else {
+                chunk += R"("choices":[{"text":"","index":)";
+                AppendInt(chunk, c);
+                chunk += R"(,"logprobs":null,"finish_reason":")";
+            }
+            chunk += reason;
+            chunk += R"("}]})"
+                     "\n\n";
+            ex.Write(std::move(chunk));
+        }
+        if (include_usage_) {
+            std::string chunk;
+            chunk.reserve(head_.size() + 100);
+            chunk += head_;
+            chunk += R"("choices":[],)";
+            AppendUsage(chunk, plan_.prompt_tokens,
+                        static_cast<int64_t>(plan_.words) * plan_.choices);
+            chunk += "}\n\n";
+            ex.Write(std::move(chunk));
+        }
+        ex.Write("data: [DONE]\n\n");
+        ex.EndStream();
+        Bump(shard_->counters[kStreamsCompleted]);
+        Bump(shard_->gauges[kActiveStreams], -1);
+        Done();
+    }
+
+    void Cut(net::Exchange& ex) {
+        Bump(shard_->counters[kStreamsCut]);
+        Bump(shard_->gauges[kActiveStreams], -1);
+        Done();
+        CutStream(ex);
+    }
+
+    /// The client went away (or the exchange is gone).
+    void Closed() {
+        if (done_) {
+            return;
+        }
+        if (begun_) {
+            Bump(shard_->counters[kStreamsAborted]);
+            Bump(shard_->gauges[kActiveStreams], -1);
+        }
+        Done();
+    }
+
+    void Done() {
+        if (done_) {
+            return;
+        }
+        done_ = true;
+        waiting_ = false;
+        if (timer_) {
+            timer_->Cancel();
+            timer_.reset();
+        }
+        if (hold_registered_) {
+            hold_registered_ = false;
+            impl_->holds.Unregister(hold_, this);
+        }
+    }
+
+    std::shared_ptr<MockProvider::Impl> impl_;
+    std::weak_ptr<net::Exchange> ex_;
+    core::Loop* loop_;
+    Shard* shard_;
+    bool chat_;
+    std::shared_ptr<const MockConfig> cfg_;
+    std::optional<int64_t> mock_error_status_;
+    Plan plan_;
+    size_t chunks_;
+    bool include_usage_;
+    std::string hold_;
+    std::string head_;  // `data: {"id":…,"model":…,` shared by every chunk
+    std::vector<size_t> starts_;
+    int64_t chunk_delay_ns_ = 0;
+    double tokens_per_second_ = 0;
+    int64_t disconnect_after_ = -1;
+
+    size_t next_ = 0;
+    int64_t t0_ns_ = 0;
+    bool begun_ = false;
+    bool done_ = false;
+    bool waiting_ = false;
+    bool passed_hold_ = false;
+    bool hold_registered_ = false;
+    core::TimerPtr timer_;
+};
+
+}  // namespace
+
+bool HoldRegistry::Release(std::string_view token) {
+    std::vector<std::weak_ptr<StreamJob>> waiting;
+    {
+        std::lock_guard l(mu_);
+        auto it = entries_.find(std::string(token));
+        if (it != entries_.end() && it->second.inflight > 0) {
+            it->second.released = true;
+            waiting.swap(it->second.waiting);
+        } else {
+            if (entries_.size() >= kMaxPendingReleases) {
+                std::erase_if(entries_, [](const auto& kv) { return kv.second.inflight <= 0; });
+            }
+            entries_[std::string(token)].released = true;
+            return false;
+        }
+    }
+    Wake(std::move(waiting));
+    return true;
+}
+
+void HoldRegistry::ReleaseAll() {
+    std::vector<std::weak_ptr<StreamJob>> waiting;
+    {
+        std::lock_guard l(mu_);
+        for (auto& [token, e] : entries_) {
+            e.released = true;
+            for (auto& w : e.waiting) {
+                waiting.push_back(std::move(w));
+            }
+            e.waiting.clear();
+        }
+    }
+    Wake(std::move(waiting));
+}
+
+void HoldRegistry::Wake(std::vector<std::weak_ptr<StreamJob>> waiting) {
+    for (auto& w : waiting) {
+        if (auto job = w.lock()) {
+            job->loop().Post([job] { job->Resume(); });
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request handling
+
+void MockProvider::Impl::Handle(const net::ExchangePtr& ex) {
+    std::string_view path = ex->request().path();
+    if (path.starts_with("/v1/")) {
+        HandleV1(ex, path);
+    } else if (path.starts_with("/mock/")) {
+        HandleControl(ex, path);
+    } else if (path == "/health" || path == "/healthz") {
+        RespondJson(*ex, 200, R"({"status":"ok"})");
+    } else {
+        RespondError(*ex, 404, "Unknown path " + std::string(path) + ".");
+    }
+}
+
+void MockProvider::Impl::HandleV1(const net::ExchangePtr& ex, std::string_view path) {
+    net::Request& req = ex->request();
+    Shard& sh = ShardOf(*ex);
+    Route route = kOtherV1;
+    std::string_view method = "POST";
+    if (path == "/v1/chat/completions") {
+        route = kChat;
+    } else if (path == "/v1/completions") {
+        route = kCompletions;
+    } else if (path == "/v1/embeddings") {
+        route = kEmbeddings;
+    } else if (path == "/v1/images/generations") {
+        route = kImages;
+    } else if (path == "/v1/models") {
+        route = kModels;
+        method = "GET";
+    } else if (path.starts_with("/v1/models/") && path.size() > 11) {
+        route = kModel;
+        method = "GET";
+    }
+    Bump(sh.counters[kRequests]);
+    Bump(sh.paths[route]);
+
+    Call call;
+    call.route = route;
+    const MockConfig& cfg = ConfigFor(sh);
+    const bool method_ok = req.method == method;
+    std::optional<core::Error> parse_error;
+    if (method == "POST" && method_ok && route != kOtherV1) {
+        auto peeked = json::PeekRequest(req.body);
+        if (!peeked) {
+            parse_error = std::move(peeked.error());
+        } else {
+            call.peek = std::move(*peeked);
+            if (!ScanBody(req.body, call.scan)) {
+                parse_error =
+                    core::Error::Make(core::ErrorCode::kInvalidRequest,
+                                      "We could not parse the JSON body of your request.");
+            }
+            if (call.peek.model_length > 0 && call.peek.model) {
+                call.model_raw = std::string_view(req.body).substr(call.peek.model_offset,
+                                                                   call.peek.model_length);
+            }
+        }
+    }
+    RecordLast(sh, req, call.peek.model ? std::string_view(*call.peek.model) : std::string_view());
+
+    if (!cfg.require_key.empty() && req.BearerToken() != cfg.require_key) {
+        Bump(sh.counters[kAuthFailures]);
+        RespondError(*ex, 401,
+                     "Incorrect API key provided. You can find your API key at "
+                     "https://platform.openai.com/account/api-keys.");
+        return;
+    }
+    if (cfg.rate_limit > 0 && !AdmitRate(cfg.rate_limit)) {
+        Bump(sh.counters[kRateLimited]);
+        RespondError(*ex, 429,
+                     "Rate limit reached for requests (mock limit " +
+                         std::to_string(cfg.rate_limit) + " per second). Please try again in 1s.");
+        return;
+    }
+    if (route == kOtherV1) {
+        RespondError(*ex, 404, "Invalid URL (" + req.method + " " + std::string(path) + ").");
+        return;
+    }
+    if (!method_ok) {
+        RespondError(*ex, 405,
+                     "Invalid method for URL (" + req.method + " " + std::string(path) + ").");
+        return;
+    }
+    if (parse_error) {
+        RespondError(*ex, 400, parse_error->message, parse_error->param);
+        return;
+    }
+    if (route == kModels) {
+        RespondJson(*ex, 200, models_body);
+        return;
+    }
+    if (route == kModel) {
+        std::string id = core::UrlDecode(path.substr(11));
+        std::string body = R"({"id":")";
+        core::AppendJsonEscaped(body, id);
+        body += R"(","object":"model","created":1700000000,"owned_by":"conduit-mock"})";
+        RespondJson(*ex, 200, std::move(body));
+        return;
+    }
+
+    // POST endpoints: validate what every one of them needs before any delay.
+    if (route != kImages && !call.peek.model) {
+        RespondError(*ex, 400, "you must provide a model parameter", "model");
+        return;
+    }
+    if (route == kChat && call.scan.messages.empty()) {
+        RespondError(*ex, 400, "Missing required parameter: 'messages'.", "messages");
+        return;
+    }
+    if (route == kEmbeddings && call.scan.input.empty()) {
+        RespondError(*ex, 400, "Missing required parameter: 'input'.", "input");
+        return;
+    }
+    if (route == kImages && call.scan.prompt.empty()) {
+        RespondError(*ex, 400, "Missing required parameter: 'prompt'.", "prompt");
+        return;
+    }
+    int64_t n = call.peek.n.value_or(1);
+    if (n < 1 || n > (route == kImages ? 10 : kMaxChoices)) {
+        RespondError(*ex, 400, "Invalid value for 'n': out of range.", "n");
+        return;
+    }
+
+    if (call.scan.mock_hang) {
+        Park(ex, sh);
+        return;
+    }
+    int64_t latency_ns = 0;
+    if (call.scan.mock_latency_ms) {
+        latency_ns = std::max<int64_t>(*call.scan.mock_latency_ms, 0) * 1000000;
+    } else if (cfg.latency_ms > 0 || cfg.jitter_ms > 0) {
+        double jitter = (sh.Uniform() * 2 - 1) * static_cast<double>(cfg.jitter_ms) * 1e6;
+        latency_ns = std::max<int64_t>(
+            cfg.latency_ms * 1000000 + static_cast<int64_t>(std::llround(jitter)), 0);
+    }
+    call.cfg = sh.config;
+
+    const bool stream =
+        (route == kChat || route == kCompletions) && call.peek.stream.value_or(false);
+    if (stream) {
+        int64_t chunks =
+            std::clamp<int64_t>(call.scan.mock_chunks.value_or(cfg.stream_chunks), 1, kMaxChunks);
+        Plan plan = PlanText(call);
+        // At least one word per chunk; max_tokens wins over the chunk count.
+        size_t words = std::max(plan.words, static_cast<size_t>(chunks));
+        if (call.peek.max_tokens && *call.peek.max_tokens > 0 &&
+            static_cast<size_t>(*call.peek.max_tokens) < words) {
+            words = static_cast<size_t>(*call.peek.max_tokens);
+            plan.truncated = true;
+        }
+        plan.words = words;
+        auto job = std::make_shared<StreamJob>(shared_from_this(), ex, sh, call, plan,
+                                               std::min(words, static_cast<size_t>(chunks)));
+        job->Start(ex, latency_ns);
+        return;
+    }
+    if (latency_ns > 0) {
+        auto held = std::make_shared<Call>(std::move(call));
+        ex->loop().StartTimer(
+            std::chrono::nanoseconds(latency_ns),
+            [self = shared_from_this(), ex, held] { self->RespondNow(ex, *held); });
+        return;
+    }
+    RespondNow(ex, call);
+}
+
+bool MockProvider::Impl::InjectError(net::Exchange& ex,
+                                     Shard& sh,
+                                     const MockConfig& cfg,
+                                     const BodyScan& scan) {
+    int status = 0;
+    if (scan.mock_error_status && *scan.mock_error_status >= 400 &&
+        *scan.mock_error_status <= 599) {
+        status = static_cast<int>(*scan.mock_error_status);
+    } else if (cfg.error_rate > 0 && sh.Uniform() < cfg.error_rate) {
+        status = cfg.error_status;
+    }
+    if (status == 0) {
+        return false;
+    }
+    Bump(sh.counters[kErrorsInjected]);
+    RespondError(ex, status,
+                 "The mock provider injected this error (status " + std::to_string(status) + ").");
+    return true;
+}
+
+void MockProvider::Impl::Park(const net::ExchangePtr& ex, Shard& sh) {
+    Bump(sh.gauges[kHanging]);
+    // The connection keeps the exchange alive; it ends only when the client (or a server
+    // shutdown) closes it.
+    ex->SetOnClose([s = &sh, self = shared_from_this()] { Bump(s->gauges[kHanging], -1); });
+}
+
+void MockProvider::Impl::RespondNow(const net::ExchangePtr& ex, Call& call) {
+    if (ex->closed()) {
+        return;
+    }
+    Shard& sh = ShardOf(*ex);
+    if (InjectError(*ex, sh, *call.cfg, call.scan)) {
+        return;
+    }
+    std::string body;
+    std::string error;
+    switch (call.route) {
+        case kChat:
+        case kCompletions:
+            body = BuildText(call, sh);
+            break;
+        case kEmbeddings:
+            if (!BuildEmbeddings(call, sh, body, error)) {
+                RespondError(*ex, 400, error, "input");
+                return;
+            }
+            break;
+        case kImages:
+            if (!BuildImages(call, sh, ex->request().headers.Get("host"), body, error)) {
+                RespondError(*ex, 400, error, "response_format");
+                return;
+            }
+            break;
+        default:
+            RespondError(*ex, 404, "Not found.");
+            return;
+    }
+    RespondJson(*ex, 200, std::move(body));
+}
+
+Plan MockProvider::Impl::PlanText(const Call& call) const {
+    Plan plan;
+    const bool chat = call.route == kChat;
+    std::string_view source = chat ? call.scan.messages : call.scan.prompt;
+    plan.hash = Fnv1a64(source);
+    plan.prompt_tokens =
+        CountPromptTokens(source, chat ? CountMode::kContentStrings : CountMode::kAllStrings);
+    plan.choices = call.peek.n.value_or(1);
+    const auto n = static_cast<size_t>(plan.choices);
+    // Everything but the generated text of a non-stream body, so it lands close to
+    // response_bytes (streams carry the same text).
+    size_t envelope =
+        (chat ? kChatId.size() + kChatObject.size() : kCmplId.size() + kCmplObject.size()) + 16 +
+        10 + kModelKey.size() + call.model_raw.size() + kChoicesOpen.size() +
+        n * (chat ? kChatChoice1.size() + kChatChoice2.size() + kChatChoice3.size()
+                  : kCmplChoice1.size() + kCmplChoice2.size() + kCmplChoice3.size()) +
+        n * (kChoiceEnd.size() + 4 + Digits(plan.choices)) + kUsage1.size() + kUsage2.size() +
+        kUsage3.size() + kUsageEnd.size() + Digits(plan.prompt_tokens) + 8;
+    const auto target = static_cast<size_t>(std::max<int64_t>(call.cfg->response_bytes, 0));
+    size_t per_choice = target > envelope ? (target - envelope) / n : 1;
+    const Corpus& corpus = Corpus::Instance();
+    plan.words = corpus.WordsForChars(corpus.StartFor(plan.hash), std::max<size_t>(per_choice, 1));
+    if (call.peek.max_tokens && *call.peek.max_tokens > 0 &&
+        static_cast<size_t>(*call.peek.max_tokens) < plan.words) {
+        plan.words = static_cast<size_t>(*call.peek.max_tokens);
+        plan.truncated = true;
+    }
+    return plan;
+}
+
+std::string MockProvider::Impl::BuildText(const Call& call, Shard& sh) {
+    const bool chat = call.route == kChat;
+    const int64_t n = call.peek.n.value_or(1);
+    Plan plan = PlanText(call);
+    const Corpus& corpus = Corpus::Instance();
+    std::string body;
+    size_t content = 0;
+    for (int64_t c = 0; c < n; ++c) {
+        content +=
+            corpus.Chars(corpus.StartFor(plan.hash + static_cast<uint64_t>(c) * 7919), plan.words);
+    }
+    body.reserve(content + call.model_raw.size() + 256 + static_cast<size_t>(n) * 160);
+    body += chat ? kChatId : kCmplId;
+    AppendHex16(body, NextId(sh));
+    body += chat ? kChatObject : kCmplObject;
+    AppendInt(body, CreatedNow());
+    body += kModelKey;
+    body += call.model_raw;
+    body += kChoicesOpen;
+    std::string_view reason = plan.truncated ? "length" : "stop";
+    for (int64_t c = 0; c < n; ++c) {
+        if (c > 0) {
+            body += ',';
+        }
+        size_t start = corpus.StartFor(plan.hash + static_cast<uint64_t>(c) * 7919);
+        if (chat) {
+            body += kChatChoice1;
+            AppendInt(body, c);
+            body += kChatChoice2;
+            corpus.Append(body, start, plan.words);
+            body += kChatChoice3;
+        } else {
+            body += kCmplChoice1;
+            corpus.Append(body, start, plan.words);
+            body += kCmplChoice2;
+            AppendInt(body, c);
+            body += kCmplChoice3;
+        }
+        body += reason;
+        body += kChoiceEnd;
+    }
+    body += kUsage1;
+    AppendInt(body, plan.prompt_tokens);
+    body += kUsage2;
+    int64_t completion = static_cast<int64_t>(plan.words) * n;
+    AppendInt(body, completion);
+    body += kUsage3;
+    AppendInt(body, plan.prompt_tokens + completion);
+    body += kUsageEnd;
+    return body;
+}
+
+bool MockProvider::Impl::BuildEmbeddings(const Call& call,
+                                         Shard& sh,
+                                         std::string& out,
+                                         std::string& error) {
+    int64_t tokens = 0;
+    if (!SplitEmbeddingInput(call.scan.input, sh.items, tokens, error)) {
+        return false;
+    }
+    std::string_view format =
+        call.peek.encoding_format ? std::string_view(*call.peek.encoding_format) : "float"sv;
+    if (format != "float" && format != "base64") {
+        error = "Invalid value for 'encoding_format': expected 'float' or 'base64'.";
+        return false;
+    }
+    const bool b64 = format == "base64";
+    int64_t dims64 = call.cfg->embedding_dims;
+    if (call.scan.dimensions) {
+        dims64 = *call.scan.dimensions;
+    }
+    if (dims64 < 1 || dims64 > kMaxDims) {
+        error = "Invalid value for 'dimensions': out of range.";
+        return false;
+    }
+    const auto dims = static_cast<size_t>(dims64);
+    sh.floats.resize(dims);
+    out.reserve(64 + sh.items.size() * (dims * (b64 ? 6 : 12) + 48) + call.model_raw.size());
+    out += R"({"object":"list","data":[)";
+    for (size_t i = 0; i < sh.items.size(); ++i) {
+        if (i > 0) {
+            out += ',';
+        }
+        out += R"({"object":"embedding","index":)";
+        AppendInt(out, static_cast<int64_t>(i));
+        out += R"(,"embedding":)";
+        MakeEmbedding(Fnv1a64(sh.items[i]), dims, sh.floats.data());
+        if (b64) {
+            // x86-64 and aarch64 are little-endian: the floats' bytes are the wire bytes.
+            out += '"';
+            out += core::Base64Encode(std::string_view(
+                reinterpret_cast<const char*>(sh.floats.data()), dims * sizeof(float)));
+            out += '"';
+        } else {
+            out += '[';
+            char buf[32];
+            for (size_t d = 0; d < dims; ++d) {
+                if (d > 0) {
+                    out += ',';
+                }
+                auto [p, ec] = std::to_chars(buf, buf + sizeof(buf), sh.floats[d]);
+                (void)ec;
+                out.append(buf, static_cast<size_t>(p - buf));
+            }
+            out += ']';
+        }
+        out += '}';
+    }
+    out += "]";
+    out += kModelKey;
+    out += call.model_raw;
+    out += R"(,"usage":{"prompt_tokens":)";
+    AppendInt(out, tokens);
+    out += R"(,"total_tokens":)";
+    AppendInt(out, tokens);
+    out += "}}";
+    return true;
+}
+
+bool MockProvider::Impl::BuildImages(
+    const Call& call, Shard& sh, std::string_view host, std::string& out, std::string& error) {
+    std::string_view format =
+        call.peek.response_format_str ? std::string_view(*call.peek.response_format_str) : "url"sv;
+    if (format != "url" && format != "b64_json") {
+        error = "Invalid value for 'response_format': expected 'url' or 'b64_json'.";
+        return false;
+    }
+    const int64_t n = call.peek.n.value_or(1);
+    const bool url = format == "url";
+    const uint64_t hash = Fnv1a64(call.scan.prompt);
+    out.reserve(64 + static_cast<size_t>(n) *
+                         (call.scan.prompt.size() + (url ? 96 : png_b64.size() + 32)));
+    out += R"({"created":)";
+    AppendInt(out, CreatedNow());
+    out += R"(,"data":[)";
+    for (int64_t i = 0; i < n; ++i) {
+        if (i > 0) {
+            out += ',';
+        }
+        if (url) {
+            out += R"({"url":"http://)";
+            if (host.empty()) {
+                core::AppendJsonEscaped(out, options.host);
+                out += ':';
+                AppendInt(out, port.load(std::memory_order_relaxed));
+            } else {
+                core::AppendJsonEscaped(out, host);
+            }
+            out += "/mock/files/img-";
+            AppendHex16(out, hash);
+            out += '-';
+            AppendInt(out, i);
+            out += R"(.png")";
+        } else {
+            out += R"({"b64_json":")";
+            out += png_b64;
+            out += '"';
+        }
+        if (call.scan.prompt.front() == '"') {
+            out += R"(,"revised_prompt":)";
+            out += call.scan.prompt;
+        }
+        out += '}';
+    }
+    out += "]}";
+    (void)sh;
+    return true;
+}
+
+void MockProvider::Impl::BuildModels() {
+    static constexpr std::string_view kModels[] = {
+        "gpt-4o-mini",
+        "gpt-4o",
+        "gpt-4.1-mini",
+        "o3-mini",
+        "text-embedding-3-small",
+        "text-embedding-3-large",
+        "dall-e-3",
+        "gpt-image-1",
+        "mock-model",
+    };
+    models_body = R"({"object":"list","data":[)";
+    bool first = true;
+    for (std::string_view id : kModels) {
+        if (!first) {
+            models_body += ',';
+        }
+        first = false;
+        models_body += R"({"id":")";
+        models_body += id;
+        models_body += R"(","object":"model","created":1700000000,"owned_by":"conduit-mock"})";
+    }
+    models_body += "]}";
+}
+
+void MockProvider::Impl::HandleControl(const net::ExchangePtr& ex, std::string_view path) {
+    net::Request& req = ex->request();
+    if (path.starts_with("/mock/files/") && path.size() > 12) {
+        Shard& sh = ShardOf(*ex);
+        Bump(sh.paths[kFiles]);
+        if (req.method != "GET" && req.method != "HEAD") {
+            RespondError(*ex, 405, "Use GET.");
+            return;
+        }
+        ex->Respond(net::Response::Text(200, std::string(TinyPng()), "image/png"));
+        return;
+    }
+    if (path == "/mock/stats") {
+        RespondJson(*ex, 200, StatsToJson(Stats()));
+        return;
+    }
+    if (path.starts_with("/mock/release/") && path.size() > 14) {
+        if (req.method != "POST") {
+            RespondError(*ex, 405, "Use POST.");
+            return;
+        }
+        std::string token = core::UrlDecode(path.substr(14));
+        bool released = holds.Release(token);
+        std::string body = R"({"released":)";
+        body += released ? "true" : "false";
+        body += R"(,"token":")";
+        core::AppendJsonEscaped(body, token);
+        body += "\"}";
+        RespondJson(*ex, released ? 200 : 404, std::move(body));
+        return;
+    }
+    if (path == "/mock/config") {
+        if (req.method == "GET") {
+            RespondJson(*ex, 200, ConfigJson(CurrentConfig()));
+            return;
+        }
+        if (req.method != "POST") {
+            RespondError(*ex, 405, "Use GET or POST.");
+            return;
+        }
+        auto updated = ApplyConfigJson(CurrentConfig(), req.body);
+        if (!updated) {
+            RespondError(*ex, 400, updated.error().message, updated.error().param);
+            return;
+        }
+        SetConfig(*updated);
+        RespondJson(*ex, 200, ConfigJson(*updated));
+        return;
+    }
+    if (path == "/mock/reset") {
+        if (req.method != "POST") {
+            RespondError(*ex, 405, "Use POST.");
+            return;
+        }
+        Reset();
+        RespondJson(*ex, 200, R"({"ok":true})");
+        return;
+    }
+    RespondError(*ex, 404, "Unknown path " + std::string(path) + ".");
+}
+
+MockConfig MockProvider::Impl::CurrentConfig() const {
+    std::lock_guard l(config_mu);
+    return *config;
+}
+
+void MockProvider::Impl::SetConfig(MockConfig c) {
+    auto next = std::make_shared<const MockConfig>(std::move(c));
+    std::lock_guard l(config_mu);
+    config = std::move(next);
+    config_version.fetch_add(1, std::memory_order_release);
+}
+
+void MockProvider::Impl::Reset() {
+    int64_t c[kCounterCount]{};
+    int64_t p[kRouteCount]{};
+    std::lock_guard l(stats_mu);
+    SumCounters(c, p);
+    std::copy(std::begin(c), std::end(c), std::begin(base_counters));
+    std::copy(std::begin(p), std::end(p), std::begin(base_paths));
+    reset_ns.store(NowNs());
+}
+
+MockStats MockProvider::Impl::Stats() const {
+    MockStats s;
+    int64_t c[kCounterCount]{};
+    int64_t p[kRouteCount]{};
+    SumCounters(c, p);
+    {
+        std::lock_guard l(stats_mu);
+        for (size_t i = 0; i < kCounterCount; ++i) {
+            c[i] -= base_counters[i];
+        }
+        for (size_t i = 0; i < kRouteCount; ++i) {
+            p[i] -= base_paths[i];
+        }
+    }
+    s.requests_total = c[kRequests];
+    s.streams_started = c[kStreamsStarted];
+    s.streams_completed = c[kStreamsCompleted];
+    s.streams_aborted = c[kStreamsAborted];
+    s.streams_disconnected = c[kStreamsCut];
+    s.auth_failures = c[kAuthFailures];
+    s.rate_limited = c[kRateLimited];
+    s.errors_injected = c[kErrorsInjected];
+    for (size_t i = 0; i < kRouteCount; ++i) {
+        if (p[i] != 0) {
+            s.per_path[std::string(kRouteLabels[i])] = p[i];
+        }
+    }
+    int64_t newest = reset_ns.load();
+    for (const auto& sh : shards) {
+        s.active_streams += sh->gauges[kActiveStreams].load(std::memory_order_relaxed);
+        s.hanging += sh->gauges[kHanging].load(std::memory_order_relaxed);
+        std::lock_guard l(sh->last_mu);
+        if (sh->last_ns > newest) {
+            newest = sh->last_ns;
+            s.last_authorization = sh->last_auth;
+            s.last_model = sh->last_model;
+            s.last_body = sh->last_body;
+        }
+    }
+    s.held = holds.Held();
+    return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+
+std::string ValidateConfig(const MockConfig& c) {
+    if (c.latency_ms < 0) {
+        return "latency_ms must be >= 0";
+    }
+    if (c.jitter_ms < 0) {
+        return "jitter_ms must be >= 0";
+    }
+    if (!(c.tokens_per_second >= 0) || !std::isfinite(c.tokens_per_second)) {
+        return "tokens_per_second must be >= 0";
+    }
+    if (c.stream_chunks < 1 || c.stream_chunks > kMaxChunks) {
+        return "stream_chunks must be between 1 and " + std::to_string(kMaxChunks);
+    }
+    if (c.response_bytes < 0 || c.response_bytes > (int64_t{64} << 20)) {
+        return "response_bytes must be between 0 and 67108864";
+    }
+    if (!(c.error_rate >= 0 && c.error_rate <= 1)) {
+        return "error_rate must be between 0 and 1";
+    }
+    if (c.error_status < 400 || c.error_status > 599) {
+        return "error_status must be between 400 and 599";
+    }
+    if (c.rate_limit < 0) {
+        return "rate_limit must be >= 0";
+    }
+    if (c.embedding_dims < 1 || c.embedding_dims > kMaxDims) {
+        return "embedding_dims must be between 1 and " + std::to_string(kMaxDims);
+    }
+    return {};
+}
+
+core::Result<MockConfig> ApplyConfigJson(MockConfig c, std::string_view text) {
+    auto parsed = json::ParseObject(text);
+    if (!parsed) {
+        return tl::unexpected(parsed.error());
+    }
+    const boost::json::object& o = *parsed;
+    auto get_int = [&o](std::string_view key, int64_t& field) -> core::Result<void> {
+        auto v = json::GetInt64(o, key);
+        if (!v) {
+            return tl::unexpected(v.error());
+        }
+        if (*v) {
+            field = **v;
+        }
+        return {};
+    };
+    auto get_double = [&o](std::string_view key, double& field) -> core::Result<void> {
+        const boost::json::value* v = o.if_contains(key);
+        if (v == nullptr || v->is_null()) {
+            return {};
+        }
+        if (!v->is_number()) {
+            return core::Fail(core::ErrorCode::kInvalidRequest,
+                              "Invalid type for '" + std::string(key) + "': expected a number.",
+                              std::string(key));
+        }
+        boost::system::error_code ec;
+        double d = v->to_number<double>(ec);
+        if (ec) {
+            return core::Fail(core::ErrorCode::kInvalidRequest,
+                              "Invalid value for '" + std::string(key) + "'.", std::string(key));
+        }
+        field = d;
+        return {};
+    };
+    for (const auto& kv : o) {
+        std::string_view key = kv.key();
+        core::Result<void> r;
+        if (key == "latency_ms") {
+            r = get_int(key, c.latency_ms);
+        } else if (key == "jitter_ms") {
+            r = get_int(key, c.jitter_ms);
+        } else if (key == "tokens_per_second") {
+            r = get_double(key, c.tokens_per_second);
+        } else if (key == "stream_chunks") {
+            r = get_int(key, c.stream_chunks);
+        } else if (key == "response_bytes") {
+            r = get_int(key, c.response_bytes);
+        } else if (key == "error_rate") {
+            r = get_double(key, c.error_rate);
+        } else if (key == "error_status") {
+            int64_t status = c.error_status;
+            r = get_int(key, status);
+            if (r) {
+                if (status < 0 || status > 999) {
+                    status = 0;  // rejected by ValidateConfig
+                }
+                c.error_status = static_cast<int>(status);
+            }
+        } else if (key == "rate_limit") {
+            r = get_int(key, c.rate_limit);
+        } else if (key == "embedding_dims") {
+            r = get_int(key, c.embedding_dims);
+        } else if (key == "require_key") {
+            auto v = json::GetString(o, key);
+            if (!v) {
+                r = tl::unexpected(v.error());
+            } else {
+                c.require_key = v->value_or(std::string());
+            }
+        } else {
+            return core::Fail(core::ErrorCode::kInvalidRequest,
+                              "Unknown config field '" + std::string(key) + "'.", std::string(key));
+        }
+        if (!r) {
+            return tl::unexpected(r.error());
+        }
+    }
+    std::string invalid = ValidateConfig(c);
+    if (!invalid.empty()) {
+        return core::Fail(core::ErrorCode::kInvalidRequest, invalid);
+    }
+    return c;
+}
+
+std::string ConfigJson(const MockConfig& c) {
+    boost::json::object o;
+    o["latency_ms"] = c.latency_ms;
+    o["jitter_ms"] = c.jitter_ms;
+    o["tokens_per_second"] = c.tokens_per_second;
+    o["stream_chunks"] = c.stream_chunks;
+    o["response_bytes"] = c.response_bytes;
+    o["error_rate"] = c.error_rate;
+    o["error_status"] = c.error_status;
+    o["rate_limit"] = c.rate_limit;
+    o["require_key"] = c.require_key;
+    o["embedding_dims"] = c.embedding_dims;
+    return json::Serialize(o);
+}
+
+// ---------------------------------------------------------------------------------------------
+// MockProvider
+
+MockProvider::MockProvider(MockOptions options)
+    : impl_(std::make_shared<Impl>(std::move(options))) {}
+
+MockProvider::~MockProvider() {
+    if (server_ && !stopped_.load()) {
+        Stop();
+    }
+}
+
+core::Result<uint16_t> MockProvider::Start(net::Runtime& runtime) {
+    if (server_) {
+        return core::Fail(core::ErrorCode::kConflict, "the mock provider is already started");
+    }
+    std::string invalid = ValidateConfig(impl_->options.config);
+    if (!invalid.empty()) {
+        return core::Fail(core::ErrorCode::kInvalidRequest, invalid);
+    }
+    (void)Corpus::Instance();  // build it now, not on the first request
+    uint64_t seed = core::RandomU64();
+    for (size_t i = 0; i < runtime.size(); ++i) {
+        auto sh = std::make_unique<Shard>();
+        sh->index = i;
+        sh->rng = seed + i * 0x9e3779b97f4a7c15ULL;
+        impl_->shards.push_back(std::move(sh));
+    }
+    net::ServerOptions so;
+    so.host = impl_->options.host;
+    so.port = impl_->options.port;
+    so.max_body_bytes = impl_->options.max_body_bytes;
+    so.error_response = [](int status, std::string_view message) {
+        return net::Response::Json(status, ErrorJson(status, message));
+    };
+    auto impl = impl_;
+    runtime_ = &runtime;
+    server_ = std::make_unique<net::HttpServer>(
+        runtime, std::move(so), [impl](const net::ExchangePtr& ex) { impl->Handle(ex); });
+    auto port = server_->Start();
+    if (!port) {
+        return port;
+    }
+    impl_->port.store(*port);
+    return port;
+}
+
+uint16_t MockProvider::port() const { return impl_->port.load(); }
+
+namespace {
+
+// Runs `done` once every loop of `rt` has run a posted task `rounds` times in a row, so whatever
+// the server shutdown queued on the shards (accept loops and connections unwinding) has run.
+void Barrier(net::Runtime& rt, int rounds, std::function<void()> done) {
+    if (rounds <= 0) {
+        if (done) {
+            done();
+        }
+        return;
+    }
+    auto remaining = std::make_shared<std::atomic<size_t>>(rt.size());
+    auto fn = std::make_shared<std::function<void()>>(std::move(done));
+    for (size_t i = 0; i < rt.size(); ++i) {
+        rt.loop(i).Post([&rt, remaining, fn, rounds] {
+            if (remaining->fetch_sub(1) == 1) {
+                Barrier(rt, rounds - 1, std::move(*fn));
+            }
+        });
+    }
+}
+
+}  // namespace
+
+void MockProvider::Stop(std::chrono::milliseconds grace, std::function<void()> done) {
+    if (!server_ || stopped_.exchange(true)) {
+        if (done) {
+            done();
+        }
+        return;
+    }
+    impl_->holds.ReleaseAll();
+    net::Runtime* rt = runtime_;
+    server_->Shutdown(grace,
+                      [rt, done = std::move(done)]() mutable { Barrier(*rt, 3, std::move(done)); });
+}
+
+bool MockProvider::StopAndWait(std::chrono::milliseconds grace) {
+    auto stopped = std::make_shared<std::promise<void>>();
+    auto future = stopped->get_future();
+    Stop(grace, [stopped] { stopped->set_value(); });
+    return future.wait_for(grace + std::chrono::seconds(5)) == std::future_status::ready;
+}
+
+MockStats MockProvider::Stats() const { return impl_->Stats(); }
+
+std::string MockProvider::StatsJson() const { return StatsToJson(impl_->Stats()); }
+
+void MockProvider::ResetStats() { impl_->Reset(); }
+
+MockConfig MockProvider::Config() const { return impl_->CurrentConfig(); }
+
+void MockProvider::UpdateOptions(MockConfig config) { impl_->SetConfig(std::move(config)); }
+
+bool MockProvider::Release(std::string_view token) { return impl_->holds.Release(token); }
+
+}  // namespace conduit::mock
