@@ -110,9 +110,12 @@ private:
     obs::HistogramFamily& duration_;
 };
 
+// Errors the HTTP server produces itself (before a request exists) still carry a request id.
 net::Response ServerError(int status, std::string_view message) {
-    return gateway::ErrorResponse(
+    net::Response r = gateway::ErrorResponse(
         core::Error{gateway::CodeForStatus(status), std::string(message), ""});
+    r.headers.Add("X-Request-Id", core::NewRequestId());
+    return r;
 }
 
 }  // namespace

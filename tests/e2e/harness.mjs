@@ -64,26 +64,30 @@ export async function startMock(extraArgs = []) {
   };
 }
 
-export async function startGateway(extraArgs = []) {
-  const dataDir = mkdtempSync(path.join(tmpdir(), 'conduit-e2e-'));
+export async function startGateway(extraArgs = [], opts = {}) {
+  const dataDir = opts.dataDir ?? mkdtempSync(path.join(tmpdir(), 'conduit-e2e-'));
+  const env = opts.env ?? { CONDUIT_MASTER_KEY: MASTER_KEY };
+  const masterKey = opts.masterKey ?? env.CONDUIT_MASTER_KEY ?? MASTER_KEY;
   const { proc, port, output } = await spawnAndWaitForPort(
     CONDUIT_BIN,
     ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--threads', '2',
       '--spend-flush-interval-ms', '200', ...extraArgs],
     /listening on http:\/\/[^:]+:(\d+)/,
-    { CONDUIT_MASTER_KEY: MASTER_KEY },
+    env,
   );
   const base = `http://127.0.0.1:${port}`;
+  const exited = new Promise((r) => proc.once('exit', (code, signal) => r({ code, signal })));
   const gw = {
     proc,
     port,
     base,
     dataDir,
     output,
+    exited,
     async admin(method, route, body) {
       const res = await fetch(`${base}${route}`, {
         method,
-        headers: { 'X-API-Key': MASTER_KEY, 'Content-Type': 'application/json' },
+        headers: { 'X-API-Key': masterKey, 'Content-Type': 'application/json' },
         body: body === undefined ? undefined : JSON.stringify(body),
       });
       const text = await res.text();
@@ -97,13 +101,16 @@ export async function startGateway(extraArgs = []) {
       }
       return json;
     },
-    async stop() {
-      if (proc.exitCode === null) {
-        const exited = new Promise((r) => proc.once('exit', r));
+    /** SIGTERM, wait for exit; removes the data directory unless `keepData`. */
+    async stop({ keepData = opts.keepData ?? false } = {}) {
+      if (proc.exitCode === null && proc.signalCode === null) {
         proc.kill('SIGTERM');
-        await exited;
       }
-      rmSync(dataDir, { recursive: true, force: true });
+      const result = await exited;
+      if (!keepData) {
+        rmSync(dataDir, { recursive: true, force: true });
+      }
+      return result;
     },
   };
   return gw;

@@ -18,7 +18,10 @@ public:
         http_client::Callbacks cb;
         bool cancelled = false;
         int resumes = 0;
-        void Cancel() override { cancelled = true; }
+        void Cancel() override {
+            cancelled = true;
+            cb = {};  // like the real client: release the callbacks (and what they own)
+        }
         void Resume() override { ++resumes; }
 
         void Headers(int status, net::Headers h = {}) {
@@ -52,6 +55,12 @@ public:
         return c;
     }
     size_t Active() const override { return calls.size(); }
+
+    ~FakeHttpClient() override {
+        for (auto& c : calls) {
+            c->cb = {};  // break call → callbacks → owner → call cycles of unfinished calls
+        }
+    }
 
     std::vector<std::shared_ptr<FakeCall>> calls;
 };

@@ -261,6 +261,12 @@ std::string ToJson(const Options& o, const Stats& s) {
     out += ",\"sent\":" + std::to_string(s.sent);
     out += ",\"connects\":" + std::to_string(s.connects);
     out += ",\"bytes_read\":" + std::to_string(s.bytes_read);
+    rusage ru{};
+    ::getrusage(RUSAGE_SELF, &ru);
+    auto seconds = [](const timeval& tv) {
+        return static_cast<double>(tv.tv_sec) + static_cast<double>(tv.tv_usec) / 1e6;
+    };
+    AppendF(out, ",\"client_cpu_s\":%.3f", seconds(ru.ru_utime) + seconds(ru.ru_stime));
     out += ",";
     AppendHistogram(out, "latency_us", s.latency);
     out += ",";
