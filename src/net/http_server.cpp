@@ -244,55 +244,63 @@ private:
     bool abort_after_flush_ = false;
 };
 
-/// The Exchange handed to handlers. Holds its connection until the response completes.
+/// The Exchange handed to handlers. It refers to its connection weakly: the connection's own
+/// coroutine keeps it alive while the exchange is pending, and a handler that holds on to an
+/// exchange after the connection died (or the runtime shut down) only gets no-ops.
 class ServerExchange final : public Exchange {
 public:
-    ServerExchange(std::shared_ptr<Connection> conn, Request req, bool head)
-        : conn_(std::move(conn)), loop_(&conn_->loop()), req_(std::move(req)), head_(head) {}
+    ServerExchange(const std::shared_ptr<Connection>& conn, Request req, bool head)
+        : conn_(conn), loop_(&conn->loop()), req_(std::move(req)), head_(head) {}
 
     Request& request() override { return req_; }
     core::Loop& loop() override { return *loop_; }
 
     void Respond(Response r) override {
-        if (started_ || closed_ || !conn_) {
+        auto conn = conn_.lock();
+        if (started_ || closed_ || !conn) {
             return;
         }
         started_ = responded_ = true;
         status_ = r.status;
         body_bytes_ = r.body.size();
-        bool close = conn_->WillClose();
+        bool close = conn->WillClose();
         if (close) {
-            conn_->MarkClosing();
+            conn->MarkClosing();
         }
         std::string head =
             SerializeHead(r.status, r.headers, extra_headers_, false, r.body.size(), close);
         if (head_ || r.body.empty()) {
-            conn_->QueueWrite(std::move(head));
+            conn->QueueWrite(std::move(head));
         } else if (r.body.size() <= 16 * 1024) {
             head += r.body;
-            conn_->QueueWrite(std::move(head));
+            conn->QueueWrite(std::move(head));
         } else {
-            conn_->QueueWrite(std::move(head));
-            conn_->QueueWrite(std::move(r.body));
+            conn->QueueWrite(std::move(head));
+            conn->QueueWrite(std::move(r.body));
         }
-        conn_->FinishResponse();
+        conn->FinishResponse();
     }
 
     void BeginStream(int status, Headers headers) override {
-        if (started_ || closed_ || !conn_) {
+        auto conn = conn_.lock();
+        if (started_ || closed_ || !conn) {
             return;
         }
         started_ = true;
         status_ = status;
-        bool close = conn_->WillClose();
+        bool close = conn->WillClose();
         if (close) {
-            conn_->MarkClosing();
+            conn->MarkClosing();
         }
-        conn_->QueueWrite(SerializeHead(status, headers, extra_headers_, true, 0, close));
+        conn->QueueWrite(SerializeHead(status, headers, extra_headers_, true, 0, close));
     }
 
     void Write(std::string chunk) override {
-        if (!started_ || responded_ || closed_ || !conn_ || chunk.empty() || head_) {
+        if (!started_ || responded_ || closed_ || chunk.empty() || head_) {
+            return;
+        }
+        auto conn = conn_.lock();
+        if (!conn) {
             return;
         }
         body_bytes_ += chunk.size();
@@ -303,28 +311,31 @@ public:
         framed.append(size_line, static_cast<size_t>(n));
         framed += chunk;
         framed += "\r\n";
-        conn_->QueueWrite(std::move(framed));
+        conn->QueueWrite(std::move(framed));
     }
 
     void EndStream() override {
-        if (!started_ || responded_ || closed_ || !conn_) {
+        auto conn = conn_.lock();
+        if (!started_ || responded_ || closed_ || !conn) {
             return;
         }
         responded_ = true;
         if (!head_) {
-            conn_->QueueWrite("0\r\n\r\n");
+            conn->QueueWrite("0\r\n\r\n");
         }
-        conn_->FinishResponse();
+        conn->FinishResponse();
     }
 
     void Abort() override {
-        if (conn_ && !closed_) {
-            auto conn = conn_;  // OnBroken completes this exchange and releases conn_
+        if (auto conn = conn_.lock(); conn && !closed_) {
             conn->AbortAfterFlush();
         }
     }
 
-    size_t BufferedBytes() const override { return conn_ ? conn_->Buffered() : 0; }
+    size_t BufferedBytes() const override {
+        auto conn = conn_.lock();
+        return conn ? conn->Buffered() : 0;
+    }
     void SetOnDrain(std::function<void()> fn) override { on_drain_ = std::move(fn); }
     void SetOnClose(std::function<void()> fn) override { on_close_ = std::move(fn); }
     void SetOnComplete(std::function<void(int, size_t)> fn) override {
@@ -362,11 +373,11 @@ public:
             // 499 (nginx's "client closed request") when the client left before completion.
             fn(closed_ && !responded_ ? 499 : status_, body_bytes_);
         }
-        conn_.reset();  // break the exchange → connection reference
+        conn_.reset();
     }
 
 private:
-    std::shared_ptr<Connection> conn_;
+    std::weak_ptr<Connection> conn_;
     AsioLoop* loop_;
     Request req_;
     bool head_;
@@ -554,7 +565,8 @@ asio::awaitable<void> Connection::Run() {
             } else if (hec == http::error::header_limit) {
                 PrepareProtocolError(431, "Request headers are too large.");
             } else if (hec == http::error::body_limit) {
-                auto cl = parser.content_length();
+                auto cl = parser.is_header_done() ? parser.content_length()
+                                                  : boost::optional<std::uint64_t>();
                 PrepareProtocolError(413, "Request body of " +
                                               (cl ? std::to_string(*cl) : std::string("?")) +
                                               " bytes exceeds the limit of " +

@@ -250,6 +250,13 @@ void FamilyBase::RenderHeader(std::string& out) const {
 
 }  // namespace detail
 
+namespace {
+uint64_t NextFamilyUid() {
+    static std::atomic<uint64_t> next{1};
+    return next.fetch_add(1, std::memory_order_relaxed);
+}
+}  // namespace
+
 template <class T>
 Family<T>::Family(std::string name,
                   std::string help,
@@ -257,7 +264,8 @@ Family<T>::Family(std::string name,
                   std::vector<std::string> label_names,
                   std::vector<double> bounds)
     : FamilyBase(std::move(name), std::move(help), type, std::move(label_names)),
-      bounds_(std::move(bounds)) {}
+      bounds_(std::move(bounds)),
+      uid_(NextFamilyUid()) {}
 
 template <class T>
 T& Family<T>::With(std::initializer_list<std::string_view> values) {
@@ -275,13 +283,21 @@ T& Family<T>::Find(std::span<const std::string_view> values) {
     if (values.size() != LabelNames().size()) {
         Die("wrong number of label values for", Name());
     }
+    // Hot path: a per-thread cache (family uid + label values → series) answers without the
+    // family's mutex; series are never removed, so cached pointers stay valid.
+    thread_local std::unordered_map<std::string, void*> cache;
     std::string key;
+    key.append(reinterpret_cast<const char*>(&uid_), sizeof(uid_));
     for (std::string_view v : values) {
         key += v;
         key.push_back('\xff');  // never valid inside UTF-8 text
     }
+    if (auto it = cache.find(key); it != cache.end()) {
+        return *static_cast<T*>(it->second);
+    }
     std::lock_guard lock(mu_);
     if (auto it = index_.find(key); it != index_.end()) {
+        cache.emplace(key, it->second);
         return *it->second;
     }
     std::vector<std::string> owned(values.begin(), values.end());
@@ -293,6 +309,7 @@ T& Family<T>::Find(std::span<const std::string_view> values) {
     }
     T& metric = series->metric;
     series_.push_back(std::move(series));
+    cache.emplace(key, &metric);
     index_.emplace(std::move(key), &metric);
     return metric;
 }

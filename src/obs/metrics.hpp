@@ -168,6 +168,7 @@ private:
     T& Find(std::span<const std::string_view> values);
 
     std::vector<double> bounds_;
+    uint64_t uid_;  // process-unique id: keys the per-thread lookup cache (addresses are reused)
     mutable std::mutex mu_;
     std::vector<std::unique_ptr<Series>> series_;  // creation order
     std::unordered_map<std::string, T*> index_;    // key: values joined by '\xff'
