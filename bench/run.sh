@@ -9,7 +9,8 @@
 # BENCH_RATE=5000 BENCH_PIN=1 BENCH_SERVER_CPU=1 BENCH_CLIENT_CPU=0 BENCH_THREADS=1
 # BENCH_MOCK_THREADS=1 BENCH_STREAM_CHUNKS=16 BENCH_TARGETS="mock nginx conduit"
 # BENCH_SCENARIOS="chat-1k chat-10k stream" BENCH_NGINX_AUTO=1 BENCH_WRK=1 BENCH_OPEN=1
-# BENCH_OUT_DIR=bench/results BENCH_KEEP=0 (keep the temp dir with raw JSON and logs).
+# BENCH_OUT_DIR=bench/results BENCH_KEEP=0 (keep the temp dir with raw JSON and logs)
+# BENCH_CONDUIT_ARGS="" (extra flags for `conduit serve`).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -34,6 +35,7 @@ RUN_WRK="${BENCH_WRK:-1}"
 RUN_OPEN="${BENCH_OPEN:-1}"
 OUT_DIR="${BENCH_OUT_DIR:-$ROOT/bench/results}"
 KEEP="${BENCH_KEEP:-0}"
+CONDUIT_ARGS="${BENCH_CONDUIT_ARGS:-}" # extra `conduit serve` flags (word-split)
 MASTER_KEY="bench-master-key-0123456789abcdef"
 UPSTREAM_KEY="sk-bench-upstream"
 OVERHEAD_HEADER="X-Conduit-Overhead-Us"
@@ -72,10 +74,11 @@ install_packages
 NGINX_BIN="$(command -v nginx || echo /usr/sbin/nginx)"
 
 [[ -x "$MOCK_BIN" ]] || die "$MOCK_BIN not found: build it (cmake --build $BUILD)"
-if [[ ! -x "$LOADGEN_BIN" ]]; then
-    log "building conduit-loadgen in $BUILD"
+if [[ -f "$BUILD/CMakeCache.txt" ]]; then
+    # Cheap when up to date; the load generator depends on nothing but Threads.
     cmake --build "$BUILD" --target conduit-loadgen >/dev/null || die "cannot build conduit-loadgen"
 fi
+[[ -x "$LOADGEN_BIN" ]] || die "$LOADGEN_BIN not found"
 SKIPPED_NOTE=""
 if [[ " $TARGETS " == *" conduit "* && ! -x "$CONDUIT_BIN" ]]; then
     log "warning: $CONDUIT_BIN not found; skipping the conduit target"
@@ -176,37 +179,31 @@ wait_http() { # URL TIMEOUT_S
     return 1
 }
 
-# The PID and its direct children (nginx master + workers).
+# The PID and its direct children (nginx master + workers), one per line.
 pid_family() {
-    local root="$1" f rest
-    echo "$root"
-    for f in /proc/[0-9]*/stat; do
-        rest="$(sed 's/.*) //' "$f" 2>/dev/null)" || continue
-        if [[ "$(awk '{print $2}' <<<"$rest")" == "$root" ]]; then
-            basename "$(dirname "$f")"
-        fi
-    done
-    return 0
+    echo "$1"
+    { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v root="$1" '{
+        pid = $1; sub(/.*\) /, ""); if ($2 == root) print pid }'
 }
 
 # utime + stime in clock ticks over the PID's family.
 cpu_ticks() {
-    local total=0 p v
+    local files=() p
     for p in $(pid_family "$1"); do
-        v="$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}')" || continue
-        total=$((total + ${v:-0}))
+        files+=("/proc/$p/stat")
     done
-    echo "$total"
+    { cat "${files[@]}" 2>/dev/null || true; } |
+        awk '{sub(/.*\) /, ""); t += $12 + $13} END {print t + 0}'
 }
 
 # Sum of a /proc/PID/status field (kB) over the PID's family.
 mem_kb() { # PID FIELD
-    local total=0 p v
+    local files=() p
     for p in $(pid_family "$1"); do
-        v="$(awk -v f="$2:" '$1 == f {print $2}' "/proc/$p/status" 2>/dev/null)" || continue
-        total=$((total + ${v:-0}))
+        files+=("/proc/$p/status")
     done
-    echo "$total"
+    { cat "${files[@]}" 2>/dev/null || true; } |
+        awk -v f="$2:" '$1 == f {t += $2} END {print t + 0}'
 }
 
 # Busy ticks of the whole machine (all CPUs) from /proc/stat.
@@ -283,10 +280,12 @@ http {
     }
 }
 EOF
-    start_bg "$name" "${SERVER_PIN[@]}" "$NGINX_BIN" -c "$dir/nginx.conf" -p "$dir" -e "$dir/error.log"
+    start_bg "$name" "${SERVER_PIN[@]}" "$NGINX_BIN" -c "$dir/nginx.conf" -p "$dir" \
+        -e "$dir/error.log"
     NGINX_PID=$LAST_PID
     NGINX_PORT=$port
-    wait_http "http://127.0.0.1:$port/health" 10 || die "nginx ($name) did not start: $(cat "$dir/error.log" "$TMP/$name.err" 2>/dev/null)"
+    wait_http "http://127.0.0.1:$port/health" 10 ||
+        die "nginx ($name) did not start: $(cat "$dir/error.log" "$TMP/$name.err" 2>/dev/null)"
     cp "$dir/nginx.conf" "$TMP/$name.conf"
 }
 
@@ -316,7 +315,7 @@ if [[ " $TARGETS " == *" conduit "* ]]; then
     log "starting conduit on port $CONDUIT_PORT (--threads $THREADS)"
     start_bg conduit env CONDUIT_MASTER_KEY="$MASTER_KEY" "${SERVER_PIN[@]}" "$CONDUIT_BIN" serve \
         --listen "127.0.0.1:$CONDUIT_PORT" --threads "$THREADS" --data-dir "$TMP/conduit-data" \
-        --log-level warn
+        --log-level warn $CONDUIT_ARGS
     PID[conduit]=$LAST_PID
     CONDUIT_URL="http://127.0.0.1:$CONDUIT_PORT"
     wait_http "$CONDUIT_URL/health/live" 20 ||
@@ -345,8 +344,11 @@ fi
 # Request bodies: the same bytes go to every target.
 BODY_CHAT="$TMP/body-chat.json"
 BODY_STREAM="$TMP/body-stream.json"
-printf '%s' '{"model":"bench-model","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Write a short greeting for the benchmark."}],"max_tokens":4096}' >"$BODY_CHAT"
-printf '%s' '{"model":"bench-model","stream":true,"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Write a short greeting for the benchmark."}],"max_tokens":4096}' >"$BODY_STREAM"
+MESSAGES='[{"role":"system","content":"You are a helpful assistant."},'
+MESSAGES+='{"role":"user","content":"Write a short greeting for the benchmark."}]'
+printf '{"model":"bench-model","messages":%s,"max_tokens":4096}' "$MESSAGES" >"$BODY_CHAT"
+printf '{"model":"bench-model","stream":true,"messages":%s,"max_tokens":4096}' "$MESSAGES" \
+    >"$BODY_STREAM"
 
 ACTIVE=()
 for t in mock nginx nginx-auto conduit; do
@@ -406,7 +408,8 @@ run_load() { # TARGET SCENARIO MODE REP BODY [loadgen args...]
     m0="$(cpu_ticks "$MOCK_PID")"
     b0="$(machine_busy_ticks)"
     w0="$(date +%s.%N)"
-    "${cmd[@]}" >"$out" 2>"$RUN_DIR/$label.err" || die "loadgen failed: $(cat "$RUN_DIR/$label.err")"
+    "${cmd[@]}" >"$out" 2>"$RUN_DIR/$label.err" ||
+        die "loadgen failed: $(cat "$RUN_DIR/$label.err")"
     w1="$(date +%s.%N)"
     b1="$(machine_busy_ticks)"
     m1="$(cpu_ticks "$MOCK_PID")"
@@ -448,7 +451,8 @@ scenario_setup() { # SCENARIO → BODY
             BODY="$BODY_CHAT"
             ;;
         stream)
-            mock_config "{\"response_bytes\":1024,\"latency_ms\":0,\"tokens_per_second\":0,\"stream_chunks\":$STREAM_CHUNKS}"
+            mock_config "{\"response_bytes\":1024,\"latency_ms\":0,\"tokens_per_second\":0,
+                \"stream_chunks\":$STREAM_CHUNKS}"
             BODY="$BODY_STREAM"
             ;;
         *) die "unknown scenario $1" ;;
@@ -481,7 +485,8 @@ if [[ "$RUN_OPEN" == 1 ]]; then
     for rep in $(seq 1 "$REPS"); do
         for t in "${ACTIVE[@]}"; do
             [[ "$t" == nginx-auto ]] && continue
-            run_load "$t" chat-1k open "$rep" "$BODY_CHAT" --connections "$CONNECTIONS" --rate "$RATE"
+            run_load "$t" chat-1k open "$rep" "$BODY_CHAT" --connections "$CONNECTIONS" \
+                --rate "$RATE"
         done
     done
 fi
@@ -498,8 +503,8 @@ wrk.body = [[$(cat "$BODY_CHAT")]]
 EOF
     for t in "${ACTIVE[@]}"; do
         [[ "$t" == nginx-auto ]] && continue
-        cmd=("${CLIENT_PIN[@]}" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$TMP/wrk.lua"
-            "${URL[$t]}")
+        cmd=("${CLIENT_PIN[@]}" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency
+            -s "$TMP/wrk.lua" "${URL[$t]}")
         note_cmd "$(quote_cmd "${cmd[@]}")"
         "${cmd[@]}" >"$TMP/wrk-$t.txt" 2>&1 || true
         rps="$(awk '/Requests\/sec/ {print $2}' "$TMP/wrk-$t.txt")"
@@ -511,6 +516,13 @@ EOF
 fi
 T_LOAD=$((SECONDS - T_START))
 
+PROM_OUT="$TMP/prometheus-overhead.txt"
+: >"$PROM_OUT"
+if [[ -n "${URL[conduit]:-}" ]]; then
+    curl -s -m 5 "$CONDUIT_URL/metrics" | grep '^conduit_gateway_overhead_seconds' \
+        >"$PROM_OUT" || true
+fi
+
 declare -A PEAK
 for t in "${ACTIVE[@]}"; do
     PEAK[$t]="$(mem_kb "${PID[$t]}" VmHWM)"
@@ -519,18 +531,38 @@ done
 # ---------------------------------------------------------------------------------------------
 # Report.
 # ---------------------------------------------------------------------------------------------
-# med TARGET SCENARIO MODE COLUMN(1-based in results.tsv)
+# med TARGET SCENARIO MODE COLUMN: median over repetitions of a results.tsv column.
 med() {
     awk -F'\t' -v t="$1" -v s="$2" -v m="$3" -v c="$4" \
         '$1 == t && $2 == s && $3 == m && $c != "nan" {print $c}' "$RESULTS" | median
 }
+# total / worst TARGET SCENARIO MODE COLUMN: sum / maximum over repetitions.
+total() {
+    awk -F'\t' -v t="$1" -v s="$2" -v m="$3" -v c="$4" \
+        '$1 == t && $2 == s && $3 == m {n += $c} END {print n + 0}' "$RESULTS"
+}
+worst() {
+    awk -F'\t' -v t="$1" -v s="$2" -v m="$3" -v c="$4" \
+        '$1 == t && $2 == s && $3 == m && $c != "nan" && $c + 0 > x {x = $c + 0}
+         END {print x + 0}' "$RESULTS"
+}
 fmt0() { awk -v v="$1" 'BEGIN { if (v == "nan" || v == "") print "–"; else printf "%.0f", v }'; }
 fmt1() { awk -v v="$1" 'BEGIN { if (v == "nan" || v == "") print "–"; else printf "%.1f", v }'; }
-fmt2() { awk -v v="$1" 'BEGIN { if (v == "nan" || v == "") print "–"; else printf "%.2f", v }'; }
 mb() { awk -v v="$1" 'BEGIN { if (v == "" || v == 0) print "–"; else printf "%.1f", v / 1024 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {
+    if (a == "nan" || b == "nan" || b == 0) print "nan"; else printf "%.2f", a / b }'; }
 verdict() { awk -v v="$1" -v lim="$2" -v dir="$3" 'BEGIN {
-    if (v == "nan" || v == "" || v == "–") { print "not measured"; exit }
-    ok = (dir == "ge") ? (v + 0 >= lim + 0) : (v + 0 <= lim + 0); print ok ? "**PASS**" : "**FAIL**" }'; }
+    if (v == "nan" || v == "") { print "not measured"; exit }
+    ok = (dir == "ge") ? (v + 0 >= lim + 0) : (v + 0 <= lim + 0)
+    print ok ? "**PASS**" : "**FAIL**" }'; }
+# A markdown table row from its cells.
+row() {
+    local out="|" c
+    for c in "$@"; do
+        out+=" $c |"
+    done
+    echo "$out"
+}
 
 DATE_UTC="$(date -u +%Y-%m-%d)"
 mkdir -p "$OUT_DIR"
@@ -542,35 +574,57 @@ if [[ -n "$(git -C "$ROOT" status --porcelain 2>/dev/null | head -1)" ]]; then
     GIT_REV+=" (work tree has uncommitted changes)"
 fi
 if [[ "$PIN" == 1 ]]; then
-    PIN_TEXT="pinned: the server under test (nginx or Conduit) on CPU $SERVER_CPU; the mock provider and the load generator share CPU $CLIENT_CPU (\`taskset -c\`). The \`mock\` rows therefore measure the client core's ceiling (mock + load generator on one core, CPU $SERVER_CPU idle); a proxy row close to it is limited by the client side, not by the proxy."
+    PIN_TEXT="pinned: the server under test (nginx or Conduit) alone on CPU $SERVER_CPU; the mock
+  provider and the load generator share CPU $CLIENT_CPU (\`taskset -c\`). The \`mock\` rows
+  therefore measure the client core's ceiling (mock + load generator on one core, CPU $SERVER_CPU
+  idle); a proxy row close to it is limited by the client side, not by the proxy."
 else
-    PIN_TEXT="unpinned: all processes float over all $NCPU CPUs (the whole-box shape of GoModel's benchmark)."
+    PIN_TEXT="unpinned: all processes float over all $NCPU CPUs (the whole-box shape of GoModel's
+  benchmark)."
+fi
+NGINX_AUTO_TEXT=""
+if [[ -n "$NGINX_AUTO_WORKERS" ]]; then
+    NGINX_AUTO_TEXT="\`worker_processes auto\` (here $NGINX_AUTO_WORKERS workers, on the same CPU
+  set) is shown for chat-1k only."
+fi
+HAS_CONDUIT=""
+if [[ -n "${URL[conduit]:-}" ]]; then
+    HAS_CONDUIT=1
 fi
 
 {
-    echo "# Gateway benchmark, $DATE_UTC"
-    echo
-    echo "Generated by \`bench/run.sh\` at $(date -u +'%Y-%m-%d %H:%M:%S') UTC (load phase ${T_LOAD} s)."
-    echo
-    echo "## Machine and set-up"
-    echo
-    echo "- CPUs: $NCPU × $CPU_MODEL; memory $MEM_TOTAL; kernel $(uname -sr)"
-    echo "- Commit: $GIT_REV; binaries from \`${BUILD#"$ROOT"/}\`"
-    echo "- $("$NGINX_BIN" -v 2>&1 | head -1); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
-    echo "- Pinning: $PIN_TEXT"
-    echo "- Conduit: \`--threads $THREADS\`, embedded SQLite store in a temp dir, \`--log-level warn\`, governance path on (virtual key auth, group balance, cost + spend accounting, request log)."
-    echo "- nginx: \`worker_processes $THREADS\` is the reference for the ratios (same thread count as Conduit, same core); upstream keep-alive 128, \`proxy_buffering off\` (streams pass through as they arrive), access log off. $(if [[ -n "$NGINX_AUTO_WORKERS" ]]; then echo "\`worker_processes auto\` (here $NGINX_AUTO_WORKERS workers, confined to the same CPU set) is shown for chat-1k only."; fi)"
-    echo "- Mock: \`--threads $MOCK_THREADS\`, 0 ms latency, unpaced streams of $STREAM_CHUNKS content chunks."
+    cat <<EOF
+# Gateway benchmark, $DATE_UTC
+
+Generated by \`bench/run.sh\` at $(date -u +'%Y-%m-%d %H:%M:%S') UTC (load phase ${T_LOAD} s).
+
+## Machine and set-up
+
+- CPUs: $NCPU × $CPU_MODEL; memory $MEM_TOTAL; kernel $(uname -sr)
+- Commit: $GIT_REV; binaries from \`${BUILD#"$ROOT"/}\`
+- $("$NGINX_BIN" -v 2>&1 | head -1); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)
+- Pinning: $PIN_TEXT
+- Conduit: \`--threads $THREADS\`, embedded SQLite store in a temp dir, \`--log-level warn\`,
+  governance path on (virtual-key auth, group balance, costs, spend accounting, request log).
+- nginx: \`worker_processes $THREADS\` is the reference for the ratios (Conduit's thread count,
+  same core); upstream keep-alive 128, \`proxy_buffering off\` (streams pass through as they
+  arrive), access log off. $NGINX_AUTO_TEXT
+- Mock: \`--threads $MOCK_THREADS\`, 0 ms latency, unpaced streams of $STREAM_CHUNKS content chunks.
+- Load: \`conduit-loadgen\`, 1 thread, $CONNECTIONS keep-alive connections, ${WARMUP} s warm-up +
+  ${DURATION} s measured per run, $REPS repetitions with the targets interleaved; **medians** shown.
+  Latency is client-observed, send → last byte; TTFB is send → first body byte (for SSE, the
+  first chunk's data).
+- Load average at start: $LOADAVG_START
+EOF
     if [[ -n "$SKIPPED_NOTE" ]]; then
         echo "- $SKIPPED_NOTE"
     fi
-    echo "- Load average at start: $LOADAVG_START"
-    echo "- Load: \`conduit-loadgen\`, 1 thread, $CONNECTIONS keep-alive connections, closed loop, ${WARMUP} s warm-up + ${DURATION} s measured, $REPS repetitions (targets interleaved), **medians** shown. Latency is client-observed, from send to last byte; TTFB is to the first body byte (for SSE, the first chunk's data)."
     echo
     echo "## Closed loop, c=$CONNECTIONS (medians of $REPS)"
     echo
-    echo "| target | scenario | resp. bytes | req/s | p50 µs | p99 µs | TTFB p50 µs | × nginx | server CPU µs/req | server CPU % | RSS MB | errors | other CPU % |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    row target scenario "resp. bytes" req/s "p50 µs" "p99 µs" "TTFB p50 µs" "× nginx" \
+        "server CPU µs/req" "server CPU %" "RSS MB" errors "other CPU %"
+    row --- --- ---: ---: ---: ---: ---: ---: ---: ---: ---: ---: ---:
     for scenario in $SCENARIOS; do
         ref="$(med nginx "$scenario" closed 5)"
         for t in "${ACTIVE[@]}"; do
@@ -578,40 +632,64 @@ fi
             if [[ "$rps" == nan ]]; then
                 continue
             fi
-            ratio="–"
-            if [[ "$ref" != nan ]]; then
-                ratio="$(awk -v a="$rps" -v b="$ref" 'BEGIN {printf "%.2f", a / b}')"
-            fi
             ttfb="–"
             if [[ "$scenario" == stream ]]; then
                 ttfb="$(fmt0 "$(med "$t" "$scenario" closed 9)")"
             fi
-            errs="$(awk -F'\t' -v t="$t" -v s="$scenario" '$1 == t && $2 == s && $3 == "closed" {n += $11} END {print n + 0}' "$RESULTS")"
-            echo "| $t | $scenario | ${RESP_BYTES[$t:$scenario]:-?} | $(fmt0 "$rps") | $(fmt0 "$(med "$t" "$scenario" closed 6)") | $(fmt0 "$(med "$t" "$scenario" closed 7)") | $ttfb | $ratio | $(fmt1 "$(med "$t" "$scenario" closed 12)") | $(fmt0 "$(med "$t" "$scenario" closed 13)") | $(mb "$(med "$t" "$scenario" closed 14)") | $errs | $(fmt0 "$(awk -F'\t' -v t="$t" -v s="$scenario" '$1 == t && $2 == s && $3 == "closed" && $22 > m {m = $22} END {print m + 0}' "$RESULTS")") |"
+            row "$t" "$scenario" "${RESP_BYTES[$t:$scenario]:-?}" "$(fmt0 "$rps")" \
+                "$(fmt0 "$(med "$t" "$scenario" closed 6)")" \
+                "$(fmt0 "$(med "$t" "$scenario" closed 7)")" "$ttfb" \
+                "$(ratio "$rps" "$ref" | sed 's/^nan$/–/')" \
+                "$(fmt1 "$(med "$t" "$scenario" closed 12)")" \
+                "$(fmt0 "$(med "$t" "$scenario" closed 13)")" \
+                "$(mb "$(med "$t" "$scenario" closed 14)")" \
+                "$(total "$t" "$scenario" closed 11)" \
+                "$(fmt0 "$(worst "$t" "$scenario" closed 22)")"
         done
     done
-    echo
-    echo "\"server CPU\" is utime+stime of the server process (nginx: master + workers) over the whole load run ÷ requests sent (warm-up included); \"server CPU %\" is that CPU time ÷ wall time (100 % = one core). RSS is VmRSS after the scenario. For \`mock\` rows the server is the mock itself. \"× nginx\" = req/s ÷ nginx (worker_processes $THREADS) req/s in the same scenario. \"other CPU %\" is the worst repetition's CPU use by processes other than the server, the mock and the load generator (from /proc/stat; % of one core): well above a few % means the machine was not quiet and the row is suspect."
-    echo
-    if [[ -n "${URL[conduit]:-}" ]]; then
-        echo "### Conduit server-side overhead under closed-loop load (\`$OVERHEAD_HEADER\`, medians of $REPS)"
+    cat <<EOF
+
+"server CPU µs/req" is utime+stime of the server process (nginx: master + workers) over the whole
+load run ÷ requests sent (warm-up included); "server CPU %" is that CPU time ÷ wall time (100 % =
+one core). RSS is VmRSS after the scenario. For \`mock\` rows the server is the mock itself.
+"× nginx" = req/s ÷ nginx (worker_processes $THREADS) req/s in the same scenario. "other CPU %" is
+the worst repetition's CPU use by processes other than the server, the mock and the load
+generator (/proc/stat, % of one core): more than a few % means the machine was not quiet and the
+row is suspect. Errors are summed over the repetitions.
+
+EOF
+    if [[ -n "$HAS_CONDUIT" ]]; then
+        echo "### Conduit server-side overhead under closed-loop load (\`$OVERHEAD_HEADER\`)"
         echo
-        echo "| scenario | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs |"
-        echo "|---|---:|---:|---:|---:|---:|"
+        row scenario "p50 µs" "p90 µs" "p99 µs" "p99.9 µs" "max µs"
+        row --- ---: ---: ---: ---: ---:
         for scenario in $SCENARIOS; do
-            echo "| $scenario | $(fmt0 "$(med conduit "$scenario" closed 15)") | $(fmt0 "$(med conduit "$scenario" closed 16)") | $(fmt0 "$(med conduit "$scenario" closed 17)") | $(fmt0 "$(med conduit "$scenario" closed 18)") | $(fmt0 "$(med conduit "$scenario" closed 19)") |"
+            row "$scenario" "$(fmt0 "$(med conduit "$scenario" closed 15)")" \
+                "$(fmt0 "$(med conduit "$scenario" closed 16)")" \
+                "$(fmt0 "$(med conduit "$scenario" closed 17)")" \
+                "$(fmt0 "$(med conduit "$scenario" closed 18)")" \
+                "$(fmt0 "$(worst conduit "$scenario" closed 19)")"
         done
-        echo
-        echo "Overhead = the gateway's own time per request (handler time minus the wait for the upstream), as reported by Conduit in the response header; under saturation it includes queueing inside the gateway."
-        echo
+        cat <<EOF
+
+Medians of $REPS runs (max: worst run). Overhead = the gateway's own time per request (handler
+time minus the wait for the upstream) as Conduit reports it in the response header; compare it
+with "server CPU µs/req" above, which counts everything the process spends per request.
+
+EOF
     fi
     if [[ "$RUN_OPEN" == 1 ]]; then
-        echo "## Open loop at $RATE req/s (chat-1k, ${DURATION} s after ${WARMUP} s warm-up, $REPS runs)"
-        echo
-        echo "Requests are scheduled at fixed intended send times; latency counts from the intended time (no coordinated omission). \"send lag\" is intended → actual send inside the load generator (≫ 0 means the generator or the target fell behind)."
-        echo
-        echo "| target | achieved req/s | p50 µs | p99 µs | p99.9 µs | client overhead p50 / p99 µs | send lag p99 µs | server CPU µs/req | server CPU % | errors | other CPU % |"
-        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        cat <<EOF
+## Open loop at $RATE req/s (chat-1k, ${WARMUP} s warm-up + ${DURATION} s, medians of $REPS runs)
+
+Requests go out at fixed intended send times; latency counts from the intended time (no
+coordinated omission). "send lag" is intended → actual send inside the load generator.
+
+EOF
+        row target "achieved req/s" "p50 µs" "p99 µs" "p99.9 µs" \
+            "client overhead p50 / p99 µs" "send lag p99 µs" "server CPU µs/req" "server CPU %" \
+            errors "other CPU %"
+        row --- ---: ---: ---: ---: ---: ---: ---: ---: ---: ---:
         base50="$(med mock chat-1k open 6)"
         base99="$(med mock chat-1k open 7)"
         for t in "${ACTIVE[@]}"; do
@@ -623,66 +701,93 @@ fi
             p99="$(med "$t" chat-1k open 7)"
             co="–"
             if [[ "$t" != mock && "$base50" != nan ]]; then
-                co="$(awk -v a="$p50" -v b="$base50" -v c="$p99" -v d="$base99" 'BEGIN {printf "%.0f / %.0f", a - b, c - d}')"
+                co="$(awk -v a="$p50" -v b="$base50" -v c="$p99" -v d="$base99" \
+                    'BEGIN {printf "%.0f / %.0f", a - b, c - d}')"
             fi
-            echo "| $t | $(fmt0 "$rps") | $(fmt0 "$p50") | $(fmt0 "$p99") | $(fmt0 "$(med "$t" chat-1k open 8)") | $co | $(fmt0 "$(med "$t" chat-1k open 20)") | $(fmt1 "$(med "$t" chat-1k open 12)") | $(fmt0 "$(med "$t" chat-1k open 13)") | $(awk -F'\t' -v t="$t" '$1 == t && $3 == "open" {n += $11} END {print n + 0}' "$RESULTS") | $(fmt0 "$(awk -F'\t' -v t="$t" '$1 == t && $3 == "open" && $22 > m {m = $22} END {print m + 0}' "$RESULTS")") |"
+            row "$t" "$(fmt0 "$rps")" "$(fmt0 "$p50")" "$(fmt0 "$p99")" \
+                "$(fmt0 "$(med "$t" chat-1k open 8)")" "$co" \
+                "$(fmt0 "$(med "$t" chat-1k open 20)")" "$(fmt1 "$(med "$t" chat-1k open 12)")" \
+                "$(fmt0 "$(med "$t" chat-1k open 13)")" "$(total "$t" chat-1k open 11)" \
+                "$(fmt0 "$(worst "$t" chat-1k open 22)")"
         done
-        echo
-        echo "Client overhead = target latency − mock-direct latency at the same rate (§2b method 3), medians of $REPS runs. The load generator and the mock share one core, and on a VM two processes sharing a core see wake-up delays of milliseconds about 1 % of the time, so client-side p99 at this rate mostly measures the client core (see \"send lag\"); a negative p99 difference is that noise. The server-side header below is not affected by it."
-        echo
-        if [[ -n "${URL[conduit]:-}" ]]; then
+        cat <<EOF
+
+Client overhead = target latency − mock-direct latency at the same rate (§2b, method 3). The load
+generator and the mock share one core, and on a VM two processes sharing a core see wake-up
+delays of milliseconds about 1 % of the time, so the client-side p99 at this rate mostly measures
+the client core (see "send lag"; a negative p99 difference is that noise). The server-side header
+below does not include it.
+
+EOF
+        if [[ -n "$HAS_CONDUIT" ]]; then
             echo "### Conduit server-side overhead at $RATE req/s (\`$OVERHEAD_HEADER\`)"
             echo
-            echo "| run | samples | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | mean µs |"
-            echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+            row run samples "p50 µs" "p90 µs" "p99 µs" "p99.9 µs" "max µs" "mean µs"
+            row --- ---: ---: ---: ---: ---: ---: ---:
             for f in "$RUN_DIR"/conduit-chat-1k-open-*.json; do
                 r="${f##*-open-}"
-                echo "| rep ${r%.json} | $(jq -r '[.header_us | .count, .p50, .p90, .p99, .p999, .max, .mean] | map(tostring) | join(" | ")' "$f") |"
+                row "rep ${r%.json}" "$(jq -r '[.header_us | .count, .p50, .p90, .p99, .p999,
+                    .max, .mean] | map(tostring) | join(" | ")' "$f")"
             done
-            echo "| **median** | | **$(fmt0 "$(med conduit chat-1k open 15)")** | $(fmt0 "$(med conduit chat-1k open 16)") | **$(fmt0 "$(med conduit chat-1k open 17)")** | **$(fmt0 "$(med conduit chat-1k open 18)")** | $(fmt0 "$(med conduit chat-1k open 19)") | |"
+            row "**median**" "" "**$(fmt0 "$(med conduit chat-1k open 15)")**" \
+                "$(fmt0 "$(med conduit chat-1k open 16)")" \
+                "**$(fmt0 "$(med conduit chat-1k open 17)")**" \
+                "**$(fmt0 "$(med conduit chat-1k open 18)")**" \
+                "$(fmt0 "$(med conduit chat-1k open 19)")" ""
             echo
         fi
     fi
+    if [[ -s "$PROM_OUT" ]]; then
+        echo "### Conduit's overhead histogram (\`/metrics\`, cumulative over the whole benchmark)"
+        echo
+        echo '```'
+        cat "$PROM_OUT"
+        echo '```'
+        echo
+    fi
     echo "## Memory"
     echo
-    echo "| target | RSS idle MB (after start-up and seeding) | peak RSS MB (VmHWM at the end) |"
-    echo "|---|---:|---:|"
+    row target "RSS idle MB (after start-up and seeding)" "peak RSS MB (VmHWM at the end)"
+    row --- ---: ---:
     for t in "${ACTIVE[@]}"; do
-        echo "| $t | $(mb "${IDLE_RSS[$t]}") | $(mb "${PEAK[$t]}") |"
+        row "$t" "$(mb "${IDLE_RSS[$t]}")" "$(mb "${PEAK[$t]}")"
     done
     echo
-    echo "nginx figures sum master + workers. Peak is VmHWM summed over the processes."
+    echo "nginx figures are summed over master + workers."
     echo
-    if [[ -n "${URL[conduit]:-}" ]]; then
-        echo "## Targets (from the issue)"
-        echo
-        r1="$(awk -v a="$(med conduit chat-1k closed 5)" -v b="$(med nginx chat-1k closed 5)" 'BEGIN { if (a == "nan" || b == "nan" || b == 0) print "nan"; else printf "%.2f", a / b }')"
+    if [[ -n "$HAS_CONDUIT" ]]; then
+        r1="$(ratio "$(med conduit chat-1k closed 5)" "$(med nginx chat-1k closed 5)")"
         ov99="nan"
         if [[ "$RUN_OPEN" == 1 ]]; then
             ov99="$(med conduit chat-1k open 17)"
         fi
         idle_mb="$(awk -v v="${IDLE_RSS[conduit]}" 'BEGIN {printf "%.1f", v / 1024}')"
-        echo "| target | measured | verdict |"
-        echo "|---|---:|---|"
-        echo "| throughput ≥ 0.8× nginx (chat-1k, closed loop) | ${r1}× | $(verdict "$r1" 0.8 ge) |"
-        echo "| p99 server-side overhead ≤ 150 µs at $RATE req/s (median of $REPS runs) | $(fmt0 "$ov99") µs | $(verdict "$ov99" 150 le) |"
-        echo "| idle RSS ≤ 20 MB | ${idle_mb} MB | $(verdict "$idle_mb" 20 le) |"
+        echo "## Targets (from the issue)"
+        echo
+        row target measured verdict
+        row --- ---: ---
+        row "throughput ≥ 0.8× nginx (chat-1k, closed loop)" "${r1}×" "$(verdict "$r1" 0.8 ge)"
+        row "p99 server-side overhead ≤ 150 µs at $RATE req/s (median of $REPS runs)" \
+            "$(fmt0 "$ov99") µs" "$(verdict "$ov99" 150 le)"
+        row "idle RSS ≤ 20 MB" "${idle_mb} MB" "$(verdict "$idle_mb" 20 le)"
         echo
     fi
     if [[ -s "$WRK_OUT" ]]; then
         echo "## Cross-check with wrk (chat-1k, closed loop, c=$CONNECTIONS, ${DURATION} s, 1 run)"
         echo
-        echo "| target | wrk req/s | wrk p50 | wrk p99 | conduit-loadgen req/s (median) |"
-        echo "|---|---:|---:|---:|---:|"
+        row target "wrk req/s" "wrk p50" "wrk p99" "conduit-loadgen req/s (median)"
+        row --- ---: ---: ---: ---:
         while IFS=$'\t' read -r t rps p50 p99; do
-            echo "| $t | $rps | $p50 | $p99 | $(fmt0 "$(med "$t" chat-1k closed 5)") |"
+            row "$t" "$rps" "$p50" "$p99" "$(fmt0 "$(med "$t" chat-1k closed 5)")"
         done <"$WRK_OUT"
         echo
     fi
     echo "## Commands"
     echo
     echo '```'
-    echo "bench/run.sh ${1:-build/release}   # BENCH_PIN=$PIN BENCH_CONNECTIONS=$CONNECTIONS BENCH_DURATION=$DURATION BENCH_WARMUP=$WARMUP BENCH_REPS=$REPS BENCH_RATE=$RATE BENCH_THREADS=$THREADS"
+    echo "BENCH_PIN=$PIN BENCH_CONNECTIONS=$CONNECTIONS BENCH_DURATION=$DURATION \\"
+    echo "  BENCH_WARMUP=$WARMUP BENCH_REPS=$REPS BENCH_RATE=$RATE BENCH_THREADS=$THREADS \\"
+    echo "  bench/run.sh ${1:-build/release}"
     sed -e "s#$TMP#\$TMP#g" -e "s#$ROOT/##g" -e "s#$VKEY#\$VIRTUAL_KEY#g" "$COMMANDS"
     echo '```'
     echo

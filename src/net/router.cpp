@@ -30,33 +30,46 @@ void Router::Add(std::string method, std::string pattern, Handler handler) {
     Route r;
     r.method = std::move(method);
     for (auto part : SplitPath(pattern)) {
-        Segment s;
+        Segment seg;
         if (part.size() >= 2 && part.front() == '{' && part.back() == '}') {
-            s.param = true;
-            s.rest = part.size() >= 3 && part[part.size() - 2] == '*';
+            seg.param = true;
+            seg.rest = part.size() >= 3 && part[part.size() - 2] == '*';
+            r.has_rest = r.has_rest || seg.rest;
         }
-        s.text = std::string(part);
-        r.segments.push_back(std::move(s));
+        seg.text = std::string(part);
+        r.segments.push_back(std::move(seg));
     }
     r.pattern = std::move(pattern);
     r.handler = std::move(handler);
     routes_.push_back(std::move(r));
 }
 
-bool Router::MatchRoute(const Route& r,
-                        const std::vector<std::string_view>& parts,
-                        std::vector<std::string>& params,
-                        int& score) {
-    score = 0;
-    size_t start = params.size();
-    size_t i = 0;
-    for (; i < r.segments.size(); ++i) {
+int Router::Score(const Route& r, const std::vector<std::string_view>& parts) {
+    if (r.has_rest ? parts.size() < r.segments.size() : parts.size() != r.segments.size()) {
+        return -1;
+    }
+    int score = 0;
+    for (size_t i = 0; i < r.segments.size(); ++i) {
         const auto& seg = r.segments[i];
         if (seg.rest) {
-            if (i >= parts.size()) {
-                params.resize(start);
-                return false;
-            }
+            return score;
+        }
+        if (seg.param) {
+            continue;
+        }
+        if (!core::IEquals(seg.text, parts[i])) {
+            return -1;
+        }
+        score += 2;
+    }
+    return score;
+}
+
+void Router::Capture(const Route& r, const std::vector<std::string_view>& parts,
+                     std::vector<std::string>& params) {
+    for (size_t i = 0; i < r.segments.size(); ++i) {
+        const auto& seg = r.segments[i];
+        if (seg.rest) {
             std::string rest;
             for (size_t k = i; k < parts.size(); ++k) {
                 if (!rest.empty()) {
@@ -65,44 +78,27 @@ bool Router::MatchRoute(const Route& r,
                 rest.append(core::UrlDecode(parts[k]));
             }
             params.push_back(std::move(rest));
-            return true;
-        }
-        if (i >= parts.size()) {
-            params.resize(start);
-            return false;
+            return;
         }
         if (seg.param) {
             params.push_back(core::UrlDecode(parts[i]));
-        } else if (core::IEquals(seg.text, parts[i])) {
-            score += 2;
-        } else {
-            params.resize(start);
-            return false;
         }
     }
-    if (i != parts.size()) {
-        params.resize(start);
-        return false;
-    }
-    return true;
 }
 
-RouteMatch Router::Match(std::string_view method,
-                         std::string_view path,
+RouteMatch Router::Match(std::string_view method, std::string_view path,
                          std::vector<std::string>& params) const {
     auto parts = SplitPath(path);
     RouteMatch result;
     const Route* best = nullptr;
     int best_score = -1;
-    std::vector<std::string> best_params;
     for (const auto& r : routes_) {
-        std::vector<std::string> p;
-        int score = 0;
-        if (!MatchRoute(r, parts, p, score)) {
+        int score = Score(r, parts);
+        if (score < 0) {
             continue;
         }
-        bool method_ok = r.method == method || (method == "HEAD" && r.method == "GET");
-        if (!method_ok) {
+        bool exact_method = r.method == method;
+        if (!exact_method && !(method == "HEAD" && r.method == "GET")) {
             result.path_matched = true;
             if (result.allowed_methods.find(r.method) == std::string::npos) {
                 if (!result.allowed_methods.empty()) {
@@ -113,21 +109,16 @@ RouteMatch Router::Match(std::string_view method,
             continue;
         }
         // Prefer exact-method matches over HEAD→GET fallbacks, then more literal segments.
-        if (r.method == method) {
-            score += 1;
-        }
+        score = score * 2 + (exact_method ? 1 : 0);
         if (score > best_score) {
             best = &r;
             best_score = score;
-            best_params = std::move(p);
         }
     }
     if (best != nullptr) {
         result.handler = &best->handler;
         result.name = best->pattern;
-        for (auto& p : best_params) {
-            params.push_back(std::move(p));
-        }
+        Capture(*best, parts, params);
     }
     return result;
 }

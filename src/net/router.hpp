@@ -40,12 +40,15 @@ private:
         std::string method;
         std::string pattern;
         std::vector<Segment> segments;
+        bool has_rest = false;
         Handler handler;
     };
-    static bool MatchRoute(const Route& r,
-                           const std::vector<std::string_view>& parts,
-                           std::vector<std::string>& params,
-                           int& score);
+    /// Scores `r` against `parts` without allocating; -1 when it does not match.
+    static int Score(const Route& r, const std::vector<std::string_view>& parts);
+    /// Appends the captured parameters of a route known to match.
+    static void Capture(const Route& r,
+                        const std::vector<std::string_view>& parts,
+                        std::vector<std::string>& params);
     std::vector<Route> routes_;
 };
 
