@@ -1,18 +1,5 @@
 #include "app/app.hpp"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cstdio>
-#include <filesystem>
-#include <fstream>
-#include <sstream>
-#include <thread>
-#include <unordered_map>
-
-#include <spdlog/spdlog.h>
-
 #include "admin/admin_api.hpp"
 #include "core/clock.hpp"
 #include "core/crypto.hpp"
@@ -34,6 +21,18 @@
 #include "obs/process_metrics.hpp"
 #include "store/executor.hpp"
 #include "store/sqlite/sqlite_store.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <sys/stat.h>
+#include <thread>
+#include <unistd.h>
+#include <unordered_map>
 
 namespace conduit::app {
 
@@ -79,7 +78,8 @@ namespace {
 class HttpMetrics {
 public:
     explicit HttpMetrics(obs::Registry& r)
-        : requests_(r.Counter("conduit_http_requests_total", "HTTP requests by route and status.",
+        : requests_(r.Counter("conduit_http_requests_total",
+                              "HTTP requests by route and status.",
                               {"route", "status"})),
           duration_(r.Histogram("conduit_http_request_duration_seconds",
                                 "HTTP request duration (request read → response written).",
@@ -201,8 +201,8 @@ core::Result<void> App::Impl::Init() {
     // Encryption key for secrets at rest (provider API keys).
     std::string enc = cfg.security.encryption_key;
     if (enc.empty()) {
-        auto key = LoadOrCreateSecretFile((fs::path(data_dir) / "encryption.key").string(),
-                                          nullptr);
+        auto key =
+            LoadOrCreateSecretFile((fs::path(data_dir) / "encryption.key").string(), nullptr);
         if (!key) {
             return tl::unexpected(key.error());
         }
@@ -235,9 +235,12 @@ core::Result<void> App::Impl::Init() {
     http_client::PoolOptions pool;
     pool.max_connections_per_host = cfg.upstream.max_connections_per_host;
     pool.max_total_connections = cfg.upstream.max_total_connections;
+    http_client::ClientKind kind = http_client::ClientKind::kAuto;
+    http_client::ParseClientKind(cfg.upstream.client, kind);  // validated by config
     for (size_t i = 0; i < runtime->size(); ++i) {
-        clients.push_back(http_client::MakeCurlClient(runtime->loop(i), pool));
+        clients.push_back(http_client::MakeClient(runtime->loop(i), pool, kind));
     }
+    spdlog::info("upstream client: {}", cfg.upstream.client);
 
     auto& registry = obs::Registry::Global();
     obs::RegisterProcessMetrics(registry);
@@ -249,10 +252,10 @@ core::Result<void> App::Impl::Init() {
     timeouts.first_byte = std::chrono::milliseconds(cfg.upstream.first_byte_timeout_ms);
     timeouts.idle = std::chrono::milliseconds(cfg.upstream.idle_timeout_ms);
     timeouts.total = std::chrono::milliseconds(cfg.upstream.total_timeout_ms);
-    proxy = std::make_unique<gateway::OpenAIProxy>(gateway::ProxyDeps{
-        *config_state, book, *spend,
-        [this](size_t i) -> http_client::Client& { return *clients[i]; }, timeouts,
-        *gateway_metrics, core::SystemClock::Instance()});
+    proxy = std::make_unique<gateway::OpenAIProxy>(
+        gateway::ProxyDeps{*config_state, book, *spend,
+                           [this](size_t i) -> http_client::Client& { return *clients[i]; },
+                           timeouts, *gateway_metrics, core::SystemClock::Instance()});
 
     RegisterRoutes();
     RegisterHealthChecks();
@@ -273,8 +276,8 @@ core::Result<void> App::Impl::Init() {
     opt.idle_timeout = std::chrono::milliseconds(cfg.server.idle_timeout_ms);
     opt.write_timeout = std::chrono::milliseconds(cfg.server.write_timeout_ms);
     opt.error_response = &ServerError;
-    server = std::make_unique<net::HttpServer>(*runtime, opt,
-                                               [this](const net::ExchangePtr& ex) { Dispatch(ex); });
+    server = std::make_unique<net::HttpServer>(
+        *runtime, opt, [this](const net::ExchangePtr& ex) { Dispatch(ex); });
     auto bound = server->Start();
     if (!bound) {
         return tl::unexpected(bound.error());
@@ -310,8 +313,7 @@ void App::Impl::Dispatch(const net::ExchangePtr& ex) {
     int64_t received = req.received_ns;
     HttpMetrics* hm = http_metrics.get();
     ex->SetOnComplete([hm, route, received](int status, size_t) {
-        double secs =
-            static_cast<double>(core::SystemClock::SteadyNowNs() - received) / 1e9;
+        double secs = static_cast<double>(core::SystemClock::SteadyNowNs() - received) / 1e9;
         hm->Record(route, status, secs);
     });
     if (match.handler == nullptr) {
@@ -337,8 +339,7 @@ void App::Impl::RegisterRoutes() {
     router.Add("POST", "/v1/chat/completions", [p](const auto& ex) { p->ChatCompletions(ex); });
     router.Add("POST", "/v1/completions", [p](const auto& ex) { p->Completions(ex); });
     router.Add("POST", "/v1/embeddings", [p](const auto& ex) { p->Embeddings(ex); });
-    router.Add("POST", "/v1/images/generations",
-               [p](const auto& ex) { p->ImageGenerations(ex); });
+    router.Add("POST", "/v1/images/generations", [p](const auto& ex) { p->ImageGenerations(ex); });
     router.Add("GET", "/v1/models", [p](const auto& ex) { p->ListModels(ex); });
     router.Add("GET", "/v1/models/{id}", [p](const auto& ex) { p->GetModel(ex); });
 
@@ -387,9 +388,9 @@ void App::Impl::RegisterHealthChecks() {
     health.Add("spend_flush", {"ready"}, obs::SyncHealthCheck([sp] {
                    // Flushes that keep failing mean spend accumulates only in memory.
                    if (sp->PendingRows() > 100000) {
-                       return obs::HealthResult{obs::HealthStatus::kDegraded,
-                                                std::to_string(sp->PendingRows()) +
-                                                    " spend rows waiting to be written"};
+                       return obs::HealthResult{
+                           obs::HealthStatus::kDegraded,
+                           std::to_string(sp->PendingRows()) + " spend rows waiting to be written"};
                    }
                    return obs::HealthResult{obs::HealthStatus::kHealthy,
                                             std::to_string(sp->flushes()) + " flushes, " +
@@ -400,9 +401,8 @@ void App::Impl::RegisterHealthChecks() {
                    if (!w.empty()) {
                        return obs::HealthResult{obs::HealthStatus::kDegraded, w.front()};
                    }
-                   return obs::HealthResult{
-                       obs::HealthStatus::kHealthy,
-                       "snapshot version " + std::to_string(cs->version())};
+                   return obs::HealthResult{obs::HealthStatus::kHealthy,
+                                            "snapshot version " + std::to_string(cs->version())};
                }));
     std::vector<http_client::Client*> raw;
     for (auto& c : clients) {
@@ -418,9 +418,10 @@ void App::Impl::RegisterHealthChecks() {
                                   static_cast<double>(limit * static_cast<int>(raw.size()));
                    if (ratio >= 0.9) {
                        return obs::HealthResult{obs::HealthStatus::kDegraded,
-                                                std::to_string(active) + " upstream calls in "
-                                                                         "flight (≥ 90 % of the "
-                                                                         "pool)"};
+                                                std::to_string(active) +
+                                                    " upstream calls in "
+                                                    "flight (≥ 90 % of the "
+                                                    "pool)"};
                    }
                    return obs::HealthResult{obs::HealthStatus::kHealthy,
                                             std::to_string(active) + " upstream calls in flight"};
@@ -433,8 +434,7 @@ void App::Impl::BeginShutdown() {
         runtime->Stop();
         return;
     }
-    spdlog::info("shutting down: draining connections (grace {} ms)",
-                 cfg.server.shutdown_grace_ms);
+    spdlog::info("shutting down: draining connections (grace {} ms)", cfg.server.shutdown_grace_ms);
     server->Shutdown(std::chrono::milliseconds(cfg.server.shutdown_grace_ms), [this] {
         spdlog::info("connections drained");
         runtime->Stop();

@@ -1,12 +1,12 @@
 #pragma once
 
+#include "config/config.hpp"
+#include "core/error.hpp"
+
 #include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
-
-#include "config/config.hpp"
-#include "core/error.hpp"
 
 namespace conduit::app {
 

@@ -1,14 +1,14 @@
 // conduit: the gateway executable. `conduit serve [flags]` runs the server; see --help.
+#include "app/app.hpp"
+#include "config/loader.hpp"
+#include "obs/logging.hpp"
+
+#include <spdlog/spdlog.h>
+
 #include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
-
-#include <spdlog/spdlog.h>
-
-#include "app/app.hpp"
-#include "config/loader.hpp"
-#include "obs/logging.hpp"
 
 namespace {
 

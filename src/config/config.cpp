@@ -142,6 +142,11 @@ core::Result<void> Validate(const Config& c) {
             return r;
         }
     }
+    if (c.upstream.client != "auto" && c.upstream.client != "native" &&
+        c.upstream.client != "curl") {
+        return Invalid("upstream.client",
+                       "must be auto, native or curl (got '" + c.upstream.client + "')");
+    }
     if (c.log.format != "text" && c.log.format != "json") {
         return Invalid("log.format", "must be text or json (got '" + c.log.format + "')");
     }

@@ -30,6 +30,7 @@ struct UpstreamConfig {
     int total_timeout_ms = 600000;
     int max_connections_per_host = 256;
     int max_total_connections = 1024;
+    std::string client = "auto";  // auto | native | curl (see http_client::ClientKind)
 };
 
 /// Persistence: SQLite in `data_dir` unless `database_url` names a PostgreSQL database.

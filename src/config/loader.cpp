@@ -129,6 +129,11 @@ const std::vector<Option>& Options() {
          "--upstream-max-total-connections",
          CONDUIT_FIELD(upstream.max_total_connections),
          "Pooled upstream connections in total"},
+        {"upstream.client",
+         {"CONDUIT_UPSTREAM_CLIENT"},
+         "--upstream-client",
+         CONDUIT_FIELD(upstream.client),
+         "Upstream HTTP client: auto (native, libcurl for proxied URLs), native or curl"},
         // store
         {"store.data_dir",
          {"CONDUIT_DATA_DIR"},

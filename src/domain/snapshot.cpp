@@ -4,6 +4,7 @@
 #include "core/strings.hpp"
 
 #include <algorithm>
+#include <atomic>
 
 namespace conduit::domain {
 
@@ -94,8 +95,10 @@ std::shared_ptr<const Snapshot> Snapshot::Build(const ConfigData& data,
                                                 const core::SecretBox& box,
                                                 uint64_t version,
                                                 std::vector<std::string>* warnings) {
+    static std::atomic<uint64_t> next_uid{1};
     auto snap = std::make_shared<Snapshot>();
     snap->version_ = version;
+    snap->uid_ = next_uid.fetch_add(1, std::memory_order_relaxed);
     for (const auto& g : data.groups) {
         snap->groups_.emplace(g.id, g);
     }
@@ -208,12 +211,34 @@ core::Result<const KeyEntry*> Snapshot::Authenticate(std::string_view presented_
                           "Missing API key. Send 'Authorization: Bearer condt_…' or "
                           "'X-API-Key'.");
     }
-    std::string hash = HashVirtualKey(presented_key);
-    auto it = keys_by_hash_.find(hash);
-    if (it == keys_by_hash_.end() || !core::ConstantTimeEquals(it->second.key.key_hash, hash)) {
-        return invalid();
+    // Per-thread memo of presented key → entry for this snapshot, so the SHA-256 runs once per
+    // key per thread per configuration version instead of on every request. Misses are not
+    // memoised (a flood of wrong keys must not grow it), and it is bounded.
+    struct Memo {
+        uint64_t snapshot_uid = 0;
+        std::unordered_map<std::string, const KeyEntry*> entries;
+    };
+    thread_local Memo memo;
+    if (memo.snapshot_uid != uid_) {
+        memo.snapshot_uid = uid_;
+        memo.entries.clear();
     }
-    const KeyEntry& e = it->second;
+    const KeyEntry* found = nullptr;
+    if (auto m = memo.entries.find(std::string(presented_key)); m != memo.entries.end()) {
+        found = m->second;
+    } else {
+        std::string hash = HashVirtualKey(presented_key);
+        auto it = keys_by_hash_.find(hash);
+        if (it == keys_by_hash_.end() || !core::ConstantTimeEquals(it->second.key.key_hash, hash)) {
+            return invalid();
+        }
+        found = &it->second;
+        if (memo.entries.size() >= 8192) {
+            memo.entries.clear();
+        }
+        memo.entries.emplace(std::string(presented_key), found);
+    }
+    const KeyEntry& e = *found;
     if (!e.key.is_enabled) {
         return core::Fail(core::ErrorCode::kUnauthorized, "This API key is disabled.");
     }

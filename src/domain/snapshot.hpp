@@ -73,6 +73,7 @@ public:
 
 private:
     uint64_t version_ = 0;
+    uint64_t uid_ = 0;  // process-unique: keys per-thread memos (addresses and versions repeat)
     std::unordered_map<std::string, KeyEntry> keys_by_hash_;
     std::unordered_map<Id, const KeyEntry*> keys_by_id_;
     std::unordered_map<std::string, std::vector<Deployment>> deployments_;  // lowercase alias

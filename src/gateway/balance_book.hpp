@@ -1,13 +1,13 @@
 #pragma once
 
+#include "domain/entities.hpp"
+
 #include <atomic>
 #include <memory>
 #include <optional>
 #include <shared_mutex>
 #include <unordered_map>
 #include <vector>
-
-#include "domain/entities.hpp"
 
 namespace conduit::gateway {
 

@@ -1,18 +1,18 @@
 #pragma once
 
-#include <atomic>
-#include <functional>
-#include <memory>
-#include <mutex>
-#include <string>
-#include <vector>
-
 #include "core/error.hpp"
 #include "core/secret_box.hpp"
 #include "domain/snapshot.hpp"
 #include "gateway/balance_book.hpp"
 #include "store/executor.hpp"
 #include "store/store.hpp"
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
 
 namespace conduit::gateway {
 

@@ -1,10 +1,10 @@
 #pragma once
 
-#include <string>
-#include <string_view>
-
 #include "core/error.hpp"
 #include "net/http_types.hpp"
+
+#include <string>
+#include <string_view>
 
 namespace conduit::gateway {
 

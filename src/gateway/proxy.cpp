@@ -1,12 +1,12 @@
 #include "gateway/proxy.hpp"
 
-#include <spdlog/spdlog.h>
-
 #include "core/strings.hpp"
 #include "domain/cost.hpp"
 #include "gateway/errors.hpp"
 #include "json/json_peek.hpp"
 #include "json/sse.hpp"
+
+#include <spdlog/spdlog.h>
 
 namespace conduit::gateway {
 
@@ -15,48 +15,64 @@ namespace {
 using core::ErrorCode;
 using Kind = OpenAIProxy::Kind;
 
-void Fail(const net::ExchangePtr& ex, ErrorCode code, std::string message,
-          std::string param = {}) {
+void Fail(const net::ExchangePtr& ex, ErrorCode code, std::string message, std::string param = {}) {
     ex->Respond(ErrorResponse(core::Error{code, std::move(message), std::move(param)}));
 }
 
 std::string_view UpstreamPath(Kind kind) {
     switch (kind) {
-        case Kind::kChat: return "/chat/completions";
-        case Kind::kCompletion: return "/completions";
-        case Kind::kEmbedding: return "/embeddings";
-        case Kind::kImage: return "/images/generations";
+        case Kind::kChat:
+            return "/chat/completions";
+        case Kind::kCompletion:
+            return "/completions";
+        case Kind::kEmbedding:
+            return "/embeddings";
+        case Kind::kImage:
+            return "/images/generations";
     }
     return "/";
 }
 
 std::string_view KindName(Kind kind) {
     switch (kind) {
-        case Kind::kChat: return "chat";
-        case Kind::kCompletion: return "completion";
-        case Kind::kEmbedding: return "embedding";
-        case Kind::kImage: return "image";
+        case Kind::kChat:
+            return "chat";
+        case Kind::kCompletion:
+            return "completion";
+        case Kind::kEmbedding:
+            return "embedding";
+        case Kind::kImage:
+            return "image";
     }
     return "unknown";
 }
 
 domain::RequestKind ToRequestKind(Kind kind) {
     switch (kind) {
-        case Kind::kChat: return domain::RequestKind::kChat;
-        case Kind::kCompletion: return domain::RequestKind::kCompletion;
-        case Kind::kEmbedding: return domain::RequestKind::kEmbedding;
-        case Kind::kImage: return domain::RequestKind::kImage;
+        case Kind::kChat:
+            return domain::RequestKind::kChat;
+        case Kind::kCompletion:
+            return domain::RequestKind::kCompletion;
+        case Kind::kEmbedding:
+            return domain::RequestKind::kEmbedding;
+        case Kind::kImage:
+            return domain::RequestKind::kImage;
     }
     return domain::RequestKind::kChat;
 }
 
 std::string_view FailureKind(http_client::Failure f) {
     switch (f) {
-        case http_client::Failure::kConnect: return "connect";
-        case http_client::Failure::kTimeout: return "timeout";
-        case http_client::Failure::kCancelled: return "cancelled";
-        case http_client::Failure::kOther: return "other";
-        case http_client::Failure::kNone: return "none";
+        case http_client::Failure::kConnect:
+            return "connect";
+        case http_client::Failure::kTimeout:
+            return "timeout";
+        case http_client::Failure::kCancelled:
+            return "cancelled";
+        case http_client::Failure::kOther:
+            return "other";
+        case http_client::Failure::kNone:
+            return "none";
     }
     return "other";
 }
@@ -141,7 +157,12 @@ void ProxyCall::Start(std::string upstream_body) {
 }
 
 int64_t ProxyCall::OverheadUs(int64_t upstream_wait_ns) const {
-    int64_t total = core::SystemClock::SteadyNowNs() - ex->request().received_ns;
+    // Gateway time runs from the request's first byte; upstream wait is only the time between
+    // the request having been sent and the response bytes arriving, so the HTTP client's own
+    // work counts as gateway time.
+    const auto& req = ex->request();
+    int64_t start = req.first_byte_ns != 0 ? req.first_byte_ns : req.received_ns;
+    int64_t total = core::SystemClock::SteadyNowNs() - start;
     int64_t overhead = total - upstream_wait_ns;
     return overhead < 0 ? 0 : overhead / 1000;
 }
@@ -152,8 +173,10 @@ void ProxyCall::OnHeaders(int status, net::Headers headers) {
     if (!stream || status < 200 || status >= 300 || ex->closed()) {
         return;  // buffered: answered in OnDone
     }
-    int64_t wait = core::SystemClock::SteadyNowNs() - upstream_started_ns;
-    int64_t overhead_us = OverheadUs(wait);
+    http_client::Outcome t = call ? call->Timing() : http_client::Outcome{};
+    int64_t sent = t.sent_ns != 0 ? t.sent_ns : upstream_started_ns;
+    int64_t arrived = t.first_byte_ns != 0 ? t.first_byte_ns : core::SystemClock::SteadyNowNs();
+    int64_t overhead_us = OverheadUs(arrived - sent);
     deps.metrics.overhead.Observe(static_cast<double>(overhead_us) / 1e6);
     net::Headers h;
     h.Add("Content-Type", "text/event-stream; charset=utf-8");
@@ -273,29 +296,28 @@ void ProxyCall::RespondBuffered(const http_client::Outcome& outcome) {
         return;
     }
     if (outcome.failure == Failure::kTimeout) {
-        ex->Respond(ErrorResponse({ErrorCode::kUpstreamTimeout,
-                                   "The upstream provider '" + deployment->provider.name +
-                                       "' did not answer in time.",
-                                   ""}));
+        ex->Respond(ErrorResponse(
+            {ErrorCode::kUpstreamTimeout,
+             "The upstream provider '" + deployment->provider.name + "' did not answer in time.",
+             ""}));
         Record(504);
         return;
     }
     if (outcome.failure != Failure::kNone || body_overflow) {
-        ex->Respond(ErrorResponse(
-            {ErrorCode::kUpstreamError,
-             body_overflow ? "The upstream response is too large."
-                           : "The upstream provider failed: " + outcome.message,
-             ""}));
+        ex->Respond(
+            ErrorResponse({ErrorCode::kUpstreamError,
+                           body_overflow ? "The upstream response is too large."
+                                         : "The upstream provider failed: " + outcome.message,
+                           ""}));
         Record(502);
         return;
     }
     int status = upstream_status;
     if (status >= 500) {
         // Provider faults become a gateway error; the provider's body may reveal internals.
-        ex->Respond(ErrorResponse({ErrorCode::kUpstreamError,
-                                   "The upstream provider returned HTTP " +
-                                       std::to_string(status) + ".",
-                                   ""}));
+        ex->Respond(ErrorResponse(
+            {ErrorCode::kUpstreamError,
+             "The upstream provider returned HTTP " + std::to_string(status) + ".", ""}));
         Record(502);
         return;
     }
@@ -311,8 +333,9 @@ void ProxyCall::RespondBuffered(const http_client::Outcome& outcome) {
     if (status >= 200 && status < 300) {
         usage = json::ExtractUsage(body);
     }
-    int64_t wait = outcome.finished_ns - outcome.started_ns;
-    int64_t overhead_us = OverheadUs(wait);
+    int64_t sent = outcome.sent_ns != 0 ? outcome.sent_ns : outcome.started_ns;
+    int64_t last = outcome.last_read_ns != 0 ? outcome.last_read_ns : outcome.finished_ns;
+    int64_t overhead_us = OverheadUs(last - sent);
     deps.metrics.overhead.Observe(static_cast<double>(overhead_us) / 1e6);
     r.headers.Add("X-Conduit-Overhead-Us", std::to_string(overhead_us));
     r.body = std::move(body);
@@ -476,8 +499,9 @@ void OpenAIProxy::ListModels(const net::ExchangePtr& ex) {
             out += ',';
         }
         first = false;
-        out += "{\"id\":" + core::JsonQuote(m.id) + ",\"object\":\"model\",\"created\":" +
-               std::to_string(m.created_s) + ",\"owned_by\":" + core::JsonQuote(m.owned_by) + "}";
+        out += "{\"id\":" + core::JsonQuote(m.id) +
+               ",\"object\":\"model\",\"created\":" + std::to_string(m.created_s) +
+               ",\"owned_by\":" + core::JsonQuote(m.owned_by) + "}";
     }
     out += "]}";
     ex->Respond(net::Response::Json(200, std::move(out)));
@@ -494,8 +518,8 @@ void OpenAIProxy::GetModel(const net::ExchangePtr& ex) {
     for (const auto& m : snapshot->ModelsFor(**key)) {
         if (core::IEquals(m.id, id)) {
             ex->Respond(net::Response::Json(
-                200, "{\"id\":" + core::JsonQuote(m.id) + ",\"object\":\"model\",\"created\":" +
-                         std::to_string(m.created_s) +
+                200, "{\"id\":" + core::JsonQuote(m.id) +
+                         ",\"object\":\"model\",\"created\":" + std::to_string(m.created_s) +
                          ",\"owned_by\":" + core::JsonQuote(m.owned_by) + "}"));
             return;
         }

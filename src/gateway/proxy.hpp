@@ -1,8 +1,5 @@
 #pragma once
 
-#include <chrono>
-#include <functional>
-
 #include "core/clock.hpp"
 #include "gateway/balance_book.hpp"
 #include "gateway/config_state.hpp"
@@ -10,6 +7,9 @@
 #include "gateway/spend_recorder.hpp"
 #include "http_client/client.hpp"
 #include "net/exchange.hpp"
+
+#include <chrono>
+#include <functional>
 
 namespace conduit::gateway {
 

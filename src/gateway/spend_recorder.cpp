@@ -1,15 +1,17 @@
 #include "gateway/spend_recorder.hpp"
 
-#include <future>
-#include <map>
+#include "core/clock.hpp"
 
 #include <spdlog/spdlog.h>
 
-#include "core/clock.hpp"
+#include <future>
+#include <map>
 
 namespace conduit::gateway {
 
-SpendRecorder::SpendRecorder(store::Store& store, store::Executor& executor, BalanceBook& book,
+SpendRecorder::SpendRecorder(store::Store& store,
+                             store::Executor& executor,
+                             BalanceBook& book,
                              std::chrono::milliseconds interval)
     : store_(store), executor_(executor), book_(book), interval_(interval) {}
 

@@ -1,5 +1,10 @@
 #pragma once
 
+#include "domain/entities.hpp"
+#include "gateway/balance_book.hpp"
+#include "store/executor.hpp"
+#include "store/store.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -7,11 +12,6 @@
 #include <mutex>
 #include <thread>
 #include <vector>
-
-#include "domain/entities.hpp"
-#include "gateway/balance_book.hpp"
-#include "store/executor.hpp"
-#include "store/store.hpp"
 
 namespace conduit::gateway {
 
@@ -23,7 +23,9 @@ namespace conduit::gateway {
 /// store executor. If a flush fails, the batch is kept and retried with the next one.
 class SpendRecorder {
 public:
-    SpendRecorder(store::Store& store, store::Executor& executor, BalanceBook& book,
+    SpendRecorder(store::Store& store,
+                  store::Executor& executor,
+                  BalanceBook& book,
                   std::chrono::milliseconds interval);
     ~SpendRecorder();
     SpendRecorder(const SpendRecorder&) = delete;

@@ -41,10 +41,13 @@ enum class Failure {
 /// Outcome of a call, with timing for overhead accounting (steady clock ns).
 struct Outcome {
     Failure failure = Failure::kNone;
-    std::string message;     // curl's error text on failure
-    int status = 0;          // 0 if no response headers were received
-    int64_t started_ns = 0;  // when the call was started
-    int64_t headers_ns = 0;  // when response headers completed (0 if never)
+    std::string message;        // curl's error text on failure
+    int status = 0;             // 0 if no response headers were received
+    int64_t started_ns = 0;     // when the call was started
+    int64_t sent_ns = 0;        // when the request was completely written (0 if unknown)
+    int64_t first_byte_ns = 0;  // when the first response byte arrived (0 if never)
+    int64_t headers_ns = 0;     // when response headers completed (0 if never)
+    int64_t last_read_ns = 0;   // when the last response bytes arrived (0 if never)
     int64_t finished_ns = 0;
     bool reused_connection = false;
 };
@@ -68,6 +71,8 @@ public:
     virtual void Cancel() = 0;
     /// Resumes a transfer paused by on_data returning false.
     virtual void Resume() = 0;
+    /// Timestamps known so far (started, sent, first byte, headers, last read).
+    virtual Outcome Timing() const = 0;
 };
 using CallPtr = std::shared_ptr<Call>;
 
@@ -89,7 +94,22 @@ public:
     virtual size_t Active() const = 0;
 };
 
-/// Creates a client on `loop`, which must be a loop of net::Runtime.
+/// Creates a libcurl-multi client on `loop`, which must be a loop of net::Runtime. HTTP/2 over
+/// TLS, proxies from the environment, every libcurl feature.
 std::unique_ptr<Client> MakeCurlClient(core::Loop& loop, PoolOptions options);
+/// Creates the native HTTP/1.1 client on `loop`: keep-alive pool per host, TLS (OpenSSL, SNI,
+/// host name verification), no proxy support. Several times cheaper per request than libcurl.
+std::unique_ptr<Client> MakeNativeClient(core::Loop& loop, PoolOptions options);
+
+/// Which implementation carries upstream calls.
+enum class ClientKind {
+    kAuto,    // native, except for URLs a proxy environment variable applies to (libcurl)
+    kNative,  // always native (proxy variables ignored)
+    kCurl,    // always libcurl
+};
+/// Parses "auto" | "native" | "curl".
+bool ParseClientKind(std::string_view text, ClientKind& out);
+/// The upstream client for a loop, per `kind`.
+std::unique_ptr<Client> MakeClient(core::Loop& loop, PoolOptions options, ClientKind kind);
 
 }  // namespace conduit::http_client

@@ -80,6 +80,25 @@ public:
 
     void Cancel() override;
     void Resume() override;
+    Outcome Timing() const override {
+        Outcome o;
+        o.started_ns = started_ns_;
+        o.sent_ns = SentNs();
+        o.first_byte_ns = first_byte_ns_;
+        o.headers_ns = headers_ns_;
+        o.last_read_ns = last_activity_ns_;
+        o.status = status_;
+        return o;
+    }
+    /// When libcurl started sending (its pre-transfer time), on our clock.
+    int64_t SentNs() const {
+        if (easy_ == nullptr || added_ns_ == 0) {
+            return sent_ns_cache_;
+        }
+        curl_off_t pre_us = 0;
+        curl_easy_getinfo(easy_, CURLINFO_PRETRANSFER_TIME_T, &pre_us);
+        return pre_us > 0 ? added_ns_ + static_cast<int64_t>(pre_us) * 1000 : 0;
+    }
 
     // --- client side ---
     bool Setup(CURL* easy);
@@ -103,8 +122,11 @@ public:
     bool finished_ = false;
     bool added_ = false;
     int64_t started_ns_ = 0;
+    int64_t added_ns_ = 0;
+    int64_t first_byte_ns_ = 0;
     int64_t headers_ns_ = 0;
     int64_t last_activity_ns_ = 0;
+    int64_t sent_ns_cache_ = 0;
     core::TimerPtr watchdog_;
 };
 
@@ -204,7 +226,8 @@ public:
         call->easy_ = easy;
         calls_[easy] = call;
         call->added_ = true;
-        call->last_activity_ns_ = NowNs();
+        call->added_ns_ = NowNs();
+        call->last_activity_ns_ = call->added_ns_;
         curl_multi_add_handle(multi_, easy);
         ArmWatchdog(call);
     }
@@ -418,6 +441,9 @@ size_t CurlCall::HeaderCb(char* data, size_t size, size_t n, void* userp) {
         return 0;
     }
     std::string_view line(data, len);
+    if (self->first_byte_ns_ == 0) {
+        self->first_byte_ns_ = NowNs();
+    }
     if (core::IStartsWith(line, "HTTP/")) {
         // Status line: "HTTP/1.1 200 OK" or "HTTP/2 200".
         self->resp_headers_ = net::Headers();
@@ -566,13 +592,11 @@ void CurlCall::Fail(Failure f, std::string message) {
         watchdog_->Cancel();
     }
     auto keep = shared_from_this();
+    Outcome o = Timing();
     client_->Remove(this);
-    Outcome o;
     o.failure = f;
     o.message = std::move(message);
     o.status = headers_done_ ? status_ : 0;
-    o.started_ns = started_ns_;
-    o.headers_ns = headers_ns_;
     o.finished_ns = NowNs();
     if (!cancelled_ && cb_.on_done) {
         auto done = std::move(cb_.on_done);
@@ -590,9 +614,7 @@ void CurlCall::Finish(CURLcode code) {
     if (watchdog_) {
         watchdog_->Cancel();
     }
-    Outcome o;
-    o.started_ns = started_ns_;
-    o.headers_ns = headers_ns_;
+    Outcome o = Timing();
     o.finished_ns = NowNs();
     o.status = headers_done_ ? status_ : 0;
     long connects = 0;

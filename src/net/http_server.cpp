@@ -3,6 +3,7 @@
 #include "core/clock.hpp"
 #include "core/strings.hpp"
 #include "net/asio_loop.hpp"
+#include "net/request_parser.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -11,16 +12,13 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/http/error.hpp>
-#include <boost/beast/http/parser.hpp>
-#include <boost/beast/http/read.hpp>
-#include <boost/beast/http/string_body.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <sys/socket.h>
 #include <unordered_set>
@@ -28,8 +26,6 @@
 namespace conduit::net {
 
 namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace http = beast::http;
 using tcp = asio::ip::tcp;
 using boost::system::error_code;
 
@@ -111,6 +107,7 @@ class Connection;
 struct ShardState {
     AsioLoop* loop = nullptr;
     std::unique_ptr<tcp::acceptor> acceptor;
+    std::unique_ptr<asio::steady_timer> sweeper;  // checks connection deadlines
     std::unordered_set<Connection*> connections;  // loop thread only
     bool draining = false;                        // loop thread only
 };
@@ -129,6 +126,9 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
     uint16_t port = 0;
 
     asio::awaitable<void> AcceptLoop(ShardState* shard);
+    /// Enforces connection deadlines on one shard, then re-arms itself.
+    void Sweep(ShardState* shard);
+    std::chrono::milliseconds sweep_interval{250};
     Response ErrorResponse(int status, std::string_view message) const {
         if (options.error_response) {
             return options.error_response(status, message);
@@ -147,8 +147,6 @@ public:
         : server_(std::move(server)),
           shard_(shard),
           socket_(std::move(socket)),
-          read_deadline_(socket_.get_executor()),
-          write_deadline_(socket_.get_executor()),
           done_timer_(socket_.get_executor()) {
         error_code ec;
         auto ep = socket_.remote_endpoint(ec);
@@ -190,6 +188,21 @@ public:
             socket_.cancel(ec);
         }
     }
+    /// Called by the shard's sweeper: enforces the current read or write deadline.
+    void CheckDeadline(int64_t now_ns) {
+        if (deadline_ns_ == 0 || now_ns < deadline_ns_ || broken_) {
+            return;
+        }
+        deadline_ns_ = 0;
+        if (deadline_is_write_) {
+            OnBroken();  // a client that does not read its response
+            return;
+        }
+        read_timed_out_ = true;
+        error_code ec;
+        socket_.cancel(ec);  // the pending read completes with operation_aborted
+    }
+
     /// Hard close (shutdown deadline passed).
     void Abort() { OnBroken(); }
     /// Closes once what is already queued has been written (the client sees the bytes sent so
@@ -207,7 +220,19 @@ private:
     void StartWatch();
     void CompleteExchange();
     void OnBroken();
-    void ArmDeadline(asio::steady_timer& timer, std::chrono::milliseconds d, bool close_on_expiry);
+    void SetReadDeadline(int64_t deadline_ns) {
+        deadline_ns_ = deadline_ns;
+        deadline_is_write_ = false;
+    }
+    void SetWriteDeadline() {
+        deadline_ns_ =
+            core::SystemClock::SteadyNowNs() +
+            std::chrono::duration_cast<std::chrono::nanoseconds>(server_->options.write_timeout)
+                .count();
+        deadline_is_write_ = true;
+    }
+    /// Makes room for at least a few KB at the end of the read buffer.
+    void ReserveRead();
     /// Prepares an error response for the server's own protocol errors (400/408/413/431).
     void PrepareProtocolError(int status, std::string_view message);
     /// Writes what PrepareProtocolError() prepared. No parameters: g++ 12 mishandles
@@ -217,10 +242,11 @@ private:
     std::shared_ptr<HttpServer::Impl> server_;
     ShardState& shard_;
     tcp::socket socket_;
-    asio::steady_timer read_deadline_;
-    asio::steady_timer write_deadline_;
     asio::steady_timer done_timer_;
-    beast::flat_buffer buffer_;
+    std::unique_ptr<char[]> rbuf_;
+    size_t rcap_ = 0;
+    size_t rbegin_ = 0;
+    size_t rend_ = 0;
     std::string remote_;
     std::string error_out_;
 
@@ -231,8 +257,8 @@ private:
     size_t pending_bytes_ = 0;
     size_t inflight_bytes_ = 0;
     uint64_t watch_gen_ = 0;
-    uint64_t read_gen_ = 0;
-    uint64_t write_gen_ = 0;
+    int64_t deadline_ns_ = 0;  // 0 = none; enforced by the shard's sweeper
+    bool deadline_is_write_ = false;
     bool writing_ = false;
     bool final_queued_ = false;
     bool exchange_done_ = true;
@@ -391,27 +417,28 @@ private:
     std::function<void(int, size_t)> on_complete_;
 };
 
-void Connection::ArmDeadline(asio::steady_timer& timer,
-                             std::chrono::milliseconds d,
-                             bool close_on_expiry) {
-    timer.expires_after(d);
-    bool is_read = &timer == &read_deadline_;
-    uint64_t gen = is_read ? ++read_gen_ : ++write_gen_;
-    timer.async_wait([self = shared_from_this(), gen, is_read, close_on_expiry](error_code ec) {
-        // A stale expiry (the operation finished just before the deadline) is ignored.
-        if (ec || gen != (is_read ? self->read_gen_ : self->write_gen_)) {
-            return;
+void Connection::ReserveRead() {
+    if (rbegin_ == rend_) {
+        rbegin_ = rend_ = 0;
+    }
+    constexpr size_t kChunk = 8192;
+    if (rcap_ - rend_ >= kChunk / 2) {
+        return;
+    }
+    size_t live = rend_ - rbegin_;
+    if (rbegin_ > 0 && rcap_ - live >= kChunk) {
+        std::memmove(rbuf_.get(), rbuf_.get() + rbegin_, live);
+    } else {
+        size_t cap = std::max(kChunk, live * 2 + kChunk);
+        auto fresh = std::make_unique<char[]>(cap);
+        if (live > 0) {
+            std::memcpy(fresh.get(), rbuf_.get() + rbegin_, live);
         }
-        if (is_read) {
-            self->read_timed_out_ = true;
-        }
-        error_code ignored;
-        if (close_on_expiry) {
-            self->OnBroken();
-        } else {
-            self->socket_.cancel(ignored);
-        }
-    });
+        rbuf_ = std::move(fresh);
+        rcap_ = cap;
+    }
+    rbegin_ = 0;
+    rend_ = live;
 }
 
 void Connection::StartWrite() {
@@ -426,11 +453,10 @@ void Connection::StartWrite() {
     for (const auto& s : inflight_) {
         write_buffers_.emplace_back(s.data(), s.size());
     }
-    ArmDeadline(write_deadline_, server_->options.write_timeout, true);
+    SetWriteDeadline();
     asio::async_write(socket_, write_buffers_,
                       [self = shared_from_this()](error_code ec, size_t /*n*/) {
-                          self->write_deadline_.cancel();
-                          ++self->write_gen_;
+                          self->deadline_ns_ = 0;
                           self->writing_ = false;
                           self->inflight_.clear();
                           self->inflight_bytes_ = 0;
@@ -499,8 +525,7 @@ void Connection::OnBroken() {
     error_code ec;
     socket_.shutdown(tcp::socket::shutdown_both, ec);
     socket_.close(ec);
-    read_deadline_.cancel();
-    write_deadline_.cancel();
+    deadline_ns_ = 0;
     pending_.clear();
     pending_bytes_ = 0;
     if (exchange_ && !exchange_done_) {
@@ -521,120 +546,104 @@ asio::awaitable<void> Connection::SendPreparedError() {
     if (broken_ || error_out_.empty()) {
         co_return;
     }
-    ArmDeadline(write_deadline_, server_->options.write_timeout, true);
+    SetWriteDeadline();
     auto [ec, n] = co_await asio::async_write(socket_, asio::buffer(error_out_), kTuple);
     (void)ec;
     (void)n;
-    write_deadline_.cancel();
-    ++write_gen_;
+    deadline_ns_ = 0;
     error_out_.clear();
 }
 
 asio::awaitable<void> Connection::Run() {
     auto self = shared_from_this();
     const ServerOptions& opt = server_->options;
+    auto ns = [](std::chrono::milliseconds d) {
+        return std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+    };
     while (!broken_ && !close_after_) {
         if (shard_.draining) {
             break;
         }
-        if (buffer_.size() == 0) {
-            // Keep-alive wait for the first byte of the next request.
-            idle_ = true;
-            ArmDeadline(read_deadline_, opt.idle_timeout, false);
-            auto [ec, n] = co_await socket_.async_read_some(buffer_.prepare(8192), kTuple);
-            read_deadline_.cancel();
-            ++read_gen_;
-            idle_ = false;
-            if (ec || n == 0) {
-                break;  // client closed, idle timeout, or shutdown: close quietly
-            }
-            buffer_.commit(n);
-        }
-
-        http::request_parser<http::string_body> parser;
-        parser.header_limit(static_cast<std::uint32_t>(opt.max_header_bytes));
-        parser.body_limit(static_cast<std::uint64_t>(opt.max_body_bytes));
-        read_timed_out_ = false;
-        ArmDeadline(read_deadline_, opt.header_timeout, false);
-        auto [hec, hn] = co_await http::async_read_header(socket_, buffer_, parser, kTuple);
-        read_deadline_.cancel();
-        ++read_gen_;
-        if (hec) {
-            if (read_timed_out_) {
-                PrepareProtocolError(408, "Timed out reading the request headers.");
-            } else if (hec == http::error::header_limit) {
-                PrepareProtocolError(431, "Request headers are too large.");
-            } else if (hec == http::error::body_limit) {
-                auto cl = parser.is_header_done() ? parser.content_length()
-                                                  : boost::optional<std::uint64_t>();
-                PrepareProtocolError(413, "Request body of " +
-                                              (cl ? std::to_string(*cl) : std::string("?")) +
-                                              " bytes exceeds the limit of " +
-                                              std::to_string(opt.max_body_bytes) + " bytes.");
-            } else if (hec != http::error::end_of_stream && hec != http::error::partial_message &&
-                       hec != asio::error::eof && hec != asio::error::connection_reset &&
-                       hec != asio::error::operation_aborted) {
-                PrepareProtocolError(400, "Malformed HTTP request.");
-            }
-            co_await SendPreparedError();
-            break;
-        }
-        auto content_length = parser.content_length();
-        if (content_length && *content_length > static_cast<uint64_t>(opt.max_body_bytes)) {
-            PrepareProtocolError(413, "Request body of " + std::to_string(*content_length) +
-                                          " bytes exceeds the limit of " +
-                                          std::to_string(opt.max_body_bytes) + " bytes.");
-            co_await SendPreparedError();
-            break;
-        }
-        if (!parser.is_done()) {
-            if (core::IEquals(parser.get()[http::field::expect], "100-continue")) {
-                static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-                ArmDeadline(write_deadline_, opt.write_timeout, true);
-                auto [cec, cn] =
-                    co_await asio::async_write(socket_, asio::buffer(kContinue), kTuple);
-                (void)cn;
-                if (cec) {
+        RequestParser parser(static_cast<size_t>(opt.max_header_bytes),
+                             static_cast<uint64_t>(opt.max_body_bytes));
+        int64_t first_byte_ns = 0;
+        int64_t headers_done_ns = 0;
+        bool continue_sent = false;
+        bool complete = false;
+        for (;;) {
+            if (rend_ > rbegin_) {
+                if (first_byte_ns == 0) {
+                    first_byte_ns = core::SystemClock::SteadyNowNs();
+                }
+                size_t consumed = 0;
+                auto st =
+                    parser.Feed(std::string_view(rbuf_.get() + rbegin_, rend_ - rbegin_), consumed);
+                rbegin_ += consumed;
+                if (st == RequestParser::Status::kDone) {
+                    complete = true;
                     break;
                 }
-                write_deadline_.cancel();
-                ++write_gen_;
+                if (st == RequestParser::Status::kError) {
+                    PrepareProtocolError(parser.error_status(), parser.error());
+                    co_await SendPreparedError();
+                    break;
+                }
+                if (parser.headers_done() && headers_done_ns == 0) {
+                    headers_done_ns = core::SystemClock::SteadyNowNs();
+                }
+                if (parser.expects_continue() && !continue_sent) {
+                    continue_sent = true;
+                    static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+                    SetWriteDeadline();
+                    auto [cec, cn] =
+                        co_await asio::async_write(socket_, asio::buffer(kContinue), kTuple);
+                    (void)cn;
+                    deadline_ns_ = 0;
+                    if (cec) {
+                        broken_ = true;
+                        break;
+                    }
+                }
+            }
+            // Wait for more bytes: the keep-alive idle timeout before a request starts, the
+            // header timeout from its first byte, the body timeout from the end of headers.
+            int64_t now = core::SystemClock::SteadyNowNs();
+            if (first_byte_ns == 0) {
+                idle_ = true;
+                SetReadDeadline(now + ns(opt.idle_timeout));
+            } else if (headers_done_ns == 0) {
+                SetReadDeadline(first_byte_ns + ns(opt.header_timeout));
+            } else {
+                SetReadDeadline(now + ns(opt.body_timeout));
             }
             read_timed_out_ = false;
-            ArmDeadline(read_deadline_, opt.body_timeout, false);
-            auto [bec, bn] = co_await http::async_read(socket_, buffer_, parser, kTuple);
-            read_deadline_.cancel();
-            ++read_gen_;
-            if (bec) {
-                if (read_timed_out_) {
-                    PrepareProtocolError(408, "Timed out reading the request body.");
-                } else if (bec == http::error::body_limit) {
-                    PrepareProtocolError(413, "Request body exceeds the limit of " +
-                                                  std::to_string(opt.max_body_bytes) + " bytes.");
-                } else if (bec != http::error::end_of_stream &&
-                           bec != http::error::partial_message && bec != asio::error::eof &&
-                           bec != asio::error::connection_reset) {
-                    PrepareProtocolError(400, "Malformed HTTP request body.");
+            ReserveRead();
+            auto [ec, n] = co_await socket_.async_read_some(
+                asio::buffer(rbuf_.get() + rend_, rcap_ - rend_), kTuple);
+            deadline_ns_ = 0;
+            idle_ = false;
+            if (n > 0) {
+                rend_ += n;
+            }
+            if (ec || n == 0) {
+                if (read_timed_out_ && first_byte_ns != 0) {
+                    PrepareProtocolError(408, headers_done_ns == 0
+                                                  ? "Timed out reading the request headers."
+                                                  : "Timed out reading the request body.");
+                    co_await SendPreparedError();
                 }
-                co_await SendPreparedError();
+                // Otherwise: the client closed, the idle timeout passed, or shutdown.
                 break;
             }
         }
-        if (broken_) {
+        if (!complete || broken_) {
             break;
         }
 
-        auto msg = parser.release();
-        keep_alive_ = msg.keep_alive();
-        Request req;
-        req.method = std::string(msg.method_string());
-        req.target = std::string(msg.target());
-        req.headers.reserve(16);
-        for (const auto& field : msg) {
-            req.headers.Add(std::string(field.name_string()), std::string(field.value()));
-        }
-        req.body = std::move(msg.body());
+        keep_alive_ = parser.keep_alive();
+        Request req = std::move(parser.request());
         req.remote_address = remote_;
+        req.first_byte_ns = first_byte_ns;
         req.received_ns = core::SystemClock::SteadyNowNs();
         bool head = req.method == "HEAD";
 
@@ -669,8 +678,7 @@ asio::awaitable<void> Connection::Run() {
         socket_.shutdown(tcp::socket::shutdown_send, ec);
         socket_.close(ec);
     }
-    read_deadline_.cancel();
-    write_deadline_.cancel();
+    deadline_ns_ = 0;
 }
 
 asio::awaitable<void> HttpServer::Impl::AcceptLoop(ShardState* shard) {
@@ -722,8 +730,8 @@ struct ShutdownWaiter : std::enable_shared_from_this<ShutdownWaiter> {
 
     void Tick() {
         bool expired = std::chrono::steady_clock::now() >= deadline;
-        bool all_closed = impl->drained_shards.load() == impl->shards.size() &&
-                          impl->connections.load() == 0;
+        bool all_closed =
+            impl->drained_shards.load() == impl->shards.size() && impl->connections.load() == 0;
         if (!all_closed && !expired) {
             timer.expires_after(std::chrono::milliseconds(20));
             timer.async_wait([self = shared_from_this()](error_code ec) {
@@ -756,6 +764,19 @@ struct ShutdownWaiter : std::enable_shared_from_this<ShutdownWaiter> {
     std::chrono::steady_clock::time_point deadline;
     std::function<void()> done;
 };
+
+void HttpServer::Impl::Sweep(ShardState* shard) {
+    int64_t now = core::SystemClock::SteadyNowNs();
+    for (auto* c : shard->connections) {
+        c->CheckDeadline(now);  // never erases from the set synchronously
+    }
+    shard->sweeper->expires_after(sweep_interval);
+    shard->sweeper->async_wait([self = shared_from_this(), shard](error_code ec) {
+        if (!ec) {
+            self->Sweep(shard);
+        }
+    });
+}
 
 HttpServer::HttpServer(Runtime& runtime, ServerOptions options, Handler handler)
     : impl_(std::make_shared<Impl>(runtime, std::move(options), std::move(handler))) {}
@@ -797,6 +818,17 @@ core::Result<uint16_t> HttpServer::Start() {
         impl_->shards.push_back(std::move(shard));
     }
     impl_->port = port;
+    // Deadlines are checked by one timer per shard (no timer operation per read or write);
+    // its period bounds how late a timeout can fire.
+    auto smallest = std::min({impl_->options.idle_timeout, impl_->options.header_timeout,
+                              impl_->options.body_timeout, impl_->options.write_timeout});
+    impl_->sweep_interval =
+        std::clamp(smallest / 4, std::chrono::milliseconds(10), std::chrono::milliseconds(250));
+    for (auto& shard : impl_->shards) {
+        ShardState* s = shard.get();
+        s->sweeper = std::make_unique<asio::steady_timer>(s->loop->context());
+        asio::post(s->loop->context(), [impl = impl_, s] { impl->Sweep(s); });
+    }
     for (auto& shard : impl_->shards) {
         ShardState* s = shard.get();
         auto impl = impl_;

@@ -37,6 +37,7 @@ struct Request {
     Headers headers;
     std::string body;
     std::string remote_address;
+    int64_t first_byte_ns = 0;             // steady clock when the request's first bytes arrived
     int64_t received_ns = 0;               // steady clock when the request was completely read
     std::vector<std::string> path_params;  // captured `{name}` segments, in route order
 

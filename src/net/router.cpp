@@ -65,7 +65,8 @@ int Router::Score(const Route& r, const std::vector<std::string_view>& parts) {
     return score;
 }
 
-void Router::Capture(const Route& r, const std::vector<std::string_view>& parts,
+void Router::Capture(const Route& r,
+                     const std::vector<std::string_view>& parts,
                      std::vector<std::string>& params) {
     for (size_t i = 0; i < r.segments.size(); ++i) {
         const auto& seg = r.segments[i];
@@ -86,7 +87,8 @@ void Router::Capture(const Route& r, const std::vector<std::string_view>& parts,
     }
 }
 
-RouteMatch Router::Match(std::string_view method, std::string_view path,
+RouteMatch Router::Match(std::string_view method,
+                         std::string_view path,
                          std::vector<std::string>& params) const {
     auto parts = SplitPath(path);
     RouteMatch result;

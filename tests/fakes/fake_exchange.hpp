@@ -1,10 +1,10 @@
 #pragma once
 
-#include <memory>
-#include <string>
-
 #include "fakes/fake_loop.hpp"
 #include "net/exchange.hpp"
+
+#include <memory>
+#include <string>
 
 namespace conduit::testing {
 
@@ -13,8 +13,10 @@ class FakeExchange final : public net::Exchange {
 public:
     FakeExchange(core::Loop& loop, net::Request req) : loop_(loop), req_(std::move(req)) {}
 
-    static std::shared_ptr<FakeExchange> Make(core::Loop& loop, std::string method,
-                                              std::string target, std::string body = {},
+    static std::shared_ptr<FakeExchange> Make(core::Loop& loop,
+                                              std::string method,
+                                              std::string target,
+                                              std::string body = {},
                                               net::Headers headers = {}) {
         net::Request r;
         r.method = std::move(method);

@@ -1,11 +1,11 @@
 #pragma once
 
+#include "http_client/client.hpp"
+
 #include <deque>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include "http_client/client.hpp"
 
 namespace conduit::testing {
 
@@ -23,6 +23,12 @@ public:
             cb = {};  // like the real client: release the callbacks (and what they own)
         }
         void Resume() override { ++resumes; }
+        http_client::Outcome Timing() const override {
+            http_client::Outcome o;
+            o.started_ns = 1;
+            o.sent_ns = 1;
+            return o;
+        }
 
         void Headers(int status, net::Headers h = {}) {
             if (!cancelled && cb.on_headers) {

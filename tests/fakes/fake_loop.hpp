@@ -1,13 +1,13 @@
 #pragma once
 
+#include "core/loop.hpp"
+
 #include <chrono>
 #include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <vector>
-
-#include "core/loop.hpp"
 
 namespace conduit::testing {
 

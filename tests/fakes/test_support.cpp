@@ -1,8 +1,8 @@
 #include "fakes/test_support.hpp"
 
-#include <thread>
-
 #include "core/crypto.hpp"
+
+#include <thread>
 
 namespace conduit::testing {
 

@@ -1,9 +1,9 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <functional>
-#include <cstdint>
 #include <string>
 #include <string_view>
 

@@ -127,7 +127,7 @@ CREATE INDEX model_cost_mappings_by_mapping ON model_cost_mappings(mapping_id);
 
 -- No foreign keys: the log outlives deleted keys and groups.
 CREATE TABLE request_logs (
-    id                INTEGER PRIMARY KEY AUTOINCREMENT,
+    id                INTEGER PRIMARY KEY,  -- rowid: no AUTOINCREMENT bookkeeping per insert
     request_id        TEXT    NOT NULL DEFAULT '',
     virtual_key_id    INTEGER NOT NULL,
     group_id          INTEGER NOT NULL,

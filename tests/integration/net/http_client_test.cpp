@@ -1,13 +1,12 @@
+#include "fakes/test_support.hpp"
 #include "http_client/client.hpp"
+#include "net/http_server.hpp"
+#include "net/router.hpp"
 
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <mutex>
-
-#include "fakes/test_support.hpp"
-#include "net/http_server.hpp"
-#include "net/router.hpp"
 
 namespace conduit::http_client {
 namespace {
@@ -16,7 +15,7 @@ using conduit::testing::WaitFor;
 using namespace std::chrono_literals;
 
 /// Upstream server plus a client on a separate runtime.
-class HttpClientTest : public ::testing::Test {
+class HttpClientTest : public ::testing::TestWithParam<ClientKind> {
 protected:
     void SetUp() override {
         router_.Add("GET", "/ok", [](const net::ExchangePtr& ex) {
@@ -25,9 +24,9 @@ protected:
             ex->Respond(std::move(r));
         });
         router_.Add("POST", "/echo", [](const net::ExchangePtr& ex) {
-            ex->Respond(net::Response::Text(201, "got:" + ex->request().body + ":" +
-                                                     std::string(ex->request().headers.Get(
-                                                         "authorization"))));
+            ex->Respond(net::Response::Text(
+                201, "got:" + ex->request().body + ":" +
+                         std::string(ex->request().headers.Get("authorization"))));
         });
         router_.Add("GET", "/big-stream", [](const net::ExchangePtr& ex) {
             ex->BeginStream(200, net::Headers{});
@@ -47,22 +46,36 @@ protected:
             std::lock_guard l(mu_);
             parked_.push_back(ex);
         });
+        router_.Add("GET", "/chunked", [](const net::ExchangePtr& ex) {
+            net::Headers h;
+            h.Add("X-Kind", "chunked");
+            ex->BeginStream(200, h);
+            ex->Write("alpha-");
+            ex->Write("beta-");
+            ex->Write(std::string(50000, 'g'));
+            ex->EndStream();
+        });
+        router_.Add("GET", "/count", [this](const net::ExchangePtr& ex) {
+            ex->Respond(net::Response::Text(200, std::to_string(++served_)));
+        });
         net::ServerOptions opt;
         opt.host = "127.0.0.1";
         opt.port = 0;
-        server_ = std::make_unique<net::HttpServer>(upstream_rt_, opt, [this](const net::ExchangePtr& ex) {
-            auto& req = ex->request();
-            auto m = router_.Match(req.method, req.path(), req.path_params);
-            if (m.handler == nullptr) {
-                ex->Respond(net::Response::Text(404, "no"));
-                return;
-            }
-            (*m.handler)(ex);
-        });
+        opt.idle_timeout = std::chrono::milliseconds(300);  // upstream closes idle keep-alives
+        server_ = std::make_unique<net::HttpServer>(
+            upstream_rt_, opt, [this](const net::ExchangePtr& ex) {
+                auto& req = ex->request();
+                auto m = router_.Match(req.method, req.path(), req.path_params);
+                if (m.handler == nullptr) {
+                    ex->Respond(net::Response::Text(404, "no"));
+                    return;
+                }
+                (*m.handler)(ex);
+            });
         port_ = *server_->Start();
         upstream_rt_.Start();
         client_rt_.Start();
-        RunOnClient([this] { client_ = MakeCurlClient(client_rt_.loop(0), PoolOptions{}); });
+        RunOnClient([this] { client_ = MakeClient(client_rt_.loop(0), pool_, GetParam()); });
     }
     void TearDown() override {
         RunOnClient([this] { client_.reset(); });
@@ -89,7 +102,9 @@ protected:
         std::string body;
         Outcome outcome;
     };
-    CallPtr Start(Request req, Result& res, std::function<bool(std::string_view)> on_data = {},
+    CallPtr Start(Request req,
+                  Result& res,
+                  std::function<bool(std::string_view)> on_data = {},
                   CallPtr* loop_side_handle = nullptr) {
         CallPtr call;
         RunOnClient([&] {
@@ -123,9 +138,11 @@ protected:
     std::mutex mu_;
     std::vector<net::ExchangePtr> parked_;
     std::atomic<bool> upstream_saw_close_{false};
+    std::atomic<int> served_{0};
+    PoolOptions pool_;
 };
 
-TEST_F(HttpClientTest, GetReturnsStatusHeadersAndBody) {
+TEST_P(HttpClientTest, GetReturnsStatusHeadersAndBody) {
     Result res;
     Request req;
     req.method = "GET";
@@ -139,7 +156,7 @@ TEST_F(HttpClientTest, GetReturnsStatusHeadersAndBody) {
     EXPECT_GT(res.outcome.headers_ns, res.outcome.started_ns);
 }
 
-TEST_F(HttpClientTest, PostSendsBodyAndHeadersAndReusesConnection) {
+TEST_P(HttpClientTest, PostSendsBodyAndHeadersAndReusesConnection) {
     for (int i = 0; i < 2; ++i) {
         Result res;
         Request req;
@@ -156,7 +173,7 @@ TEST_F(HttpClientTest, PostSendsBodyAndHeadersAndReusesConnection) {
     }
 }
 
-TEST_F(HttpClientTest, PauseAndResumeDeliverEveryByteInOrder) {
+TEST_P(HttpClientTest, PauseAndResumeDeliverEveryByteInOrder) {
     Result res;
     std::string got;
     int calls = 0;
@@ -187,7 +204,7 @@ TEST_F(HttpClientTest, PauseAndResumeDeliverEveryByteInOrder) {
     }
 }
 
-TEST_F(HttpClientTest, ConnectionRefusedIsAConnectFailure) {
+TEST_P(HttpClientTest, ConnectionRefusedIsAConnectFailure) {
     Result res;
     Request req;
     req.method = "GET";
@@ -198,7 +215,7 @@ TEST_F(HttpClientTest, ConnectionRefusedIsAConnectFailure) {
     EXPECT_EQ(res.outcome.status, 0);
 }
 
-TEST_F(HttpClientTest, FirstByteTimeoutFiresAndReleasesTheUpstream) {
+TEST_P(HttpClientTest, FirstByteTimeoutFiresAndReleasesTheUpstream) {
     Result res;
     Request req;
     req.method = "GET";
@@ -213,7 +230,7 @@ TEST_F(HttpClientTest, FirstByteTimeoutFiresAndReleasesTheUpstream) {
     EXPECT_TRUE(WaitFor([&] { return upstream_saw_close_.load(); }));
 }
 
-TEST_F(HttpClientTest, IdleTimeoutBetweenChunks) {
+TEST_P(HttpClientTest, IdleTimeoutBetweenChunks) {
     Result res;
     Request req;
     req.method = "GET";
@@ -226,7 +243,7 @@ TEST_F(HttpClientTest, IdleTimeoutBetweenChunks) {
     EXPECT_EQ(res.body, "first");
 }
 
-TEST_F(HttpClientTest, CancelStopsCallbacksAndClosesUpstreamConnection) {
+TEST_P(HttpClientTest, CancelStopsCallbacksAndClosesUpstreamConnection) {
     Result res;
     Request req;
     req.method = "GET";
@@ -241,6 +258,77 @@ TEST_F(HttpClientTest, CancelStopsCallbacksAndClosesUpstreamConnection) {
     EXPECT_FALSE(res.done.load());
     RunOnClient([&] { EXPECT_EQ(client_->Active(), 0u); });
 }
+
+TEST_P(HttpClientTest, ChunkedResponsesAreDechunked) {
+    Result res;
+    Request req;
+    req.method = "GET";
+    req.url = Url("/chunked");
+    Start(req, res);
+    ASSERT_TRUE(WaitFor([&] { return res.done.load(); }));
+    EXPECT_EQ(res.outcome.failure, Failure::kNone) << res.outcome.message;
+    EXPECT_EQ(res.headers.Get("x-kind"), "chunked");
+    EXPECT_EQ(res.body, "alpha-beta-" + std::string(50000, 'g'));
+}
+
+TEST_P(HttpClientTest, AStaleKeepAliveConnectionIsRetriedTransparently) {
+    for (int i = 0; i < 2; ++i) {
+        Result res;
+        Request req;
+        req.url = Url("/echo");
+        req.body = "x";
+        Start(req, res);
+        ASSERT_TRUE(WaitFor([&] { return res.done.load(); }));
+        EXPECT_EQ(res.outcome.failure, Failure::kNone) << res.outcome.message;
+        EXPECT_EQ(res.status, 201);
+        if (i == 0) {
+            // Let the upstream close the idle pooled connection (its idle timeout is 300 ms).
+            ASSERT_TRUE(WaitFor([&] { return server_->ActiveConnections() == 0; }));
+        }
+    }
+}
+
+TEST_P(HttpClientTest, CallsQueueWhenThePoolIsFull) {
+    pool_.max_connections_per_host = 2;
+    pool_.max_total_connections = 2;
+    RunOnClient([this] { client_ = MakeClient(client_rt_.loop(0), pool_, GetParam()); });
+    std::vector<std::unique_ptr<Result>> results;
+    for (int i = 0; i < 20; ++i) {
+        results.push_back(std::make_unique<Result>());
+        Request req;
+        req.method = "GET";
+        req.url = Url("/count");
+        Start(req, *results.back());
+    }
+    for (auto& r : results) {
+        ASSERT_TRUE(WaitFor([&] { return r->done.load(); }));
+        EXPECT_EQ(r->outcome.failure, Failure::kNone) << r->outcome.message;
+    }
+    EXPECT_EQ(served_.load(), 20);
+    EXPECT_LE(server_->ActiveConnections(), 2);
+}
+
+TEST_P(HttpClientTest, TimingIsOrdered) {
+    Result res;
+    Request req;
+    req.method = "GET";
+    req.url = Url("/ok");
+    Start(req, res);
+    ASSERT_TRUE(WaitFor([&] { return res.done.load(); }));
+    const auto& o = res.outcome;
+    EXPECT_GT(o.sent_ns, 0);
+    EXPECT_GE(o.sent_ns, o.started_ns);
+    EXPECT_GE(o.first_byte_ns, o.sent_ns);
+    EXPECT_GE(o.headers_ns, o.first_byte_ns);
+    EXPECT_GE(o.finished_ns, o.headers_ns);
+}
+
+INSTANTIATE_TEST_SUITE_P(Clients,
+                         HttpClientTest,
+                         ::testing::Values(ClientKind::kNative, ClientKind::kCurl),
+                         [](const ::testing::TestParamInfo<ClientKind>& info) {
+                             return info.param == ClientKind::kNative ? "native" : "curl";
+                         });
 
 }  // namespace
 }  // namespace conduit::http_client

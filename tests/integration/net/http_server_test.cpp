@@ -1,11 +1,11 @@
 #include "net/http_server.hpp"
 
+#include "fakes/test_support.hpp"
+#include "net/router.hpp"
+
 #include <gtest/gtest.h>
 
 #include <atomic>
-
-#include "fakes/test_support.hpp"
-#include "net/router.hpp"
 
 namespace conduit::net {
 namespace {
@@ -17,9 +17,8 @@ using namespace std::chrono_literals;
 class HttpServerTest : public ::testing::Test {
 protected:
     void SetUp() override {
-        router_.Add("GET", "/hello", [](const ExchangePtr& ex) {
-            ex->Respond(Response::Text(200, "hi"));
-        });
+        router_.Add("GET", "/hello",
+                    [](const ExchangePtr& ex) { ex->Respond(Response::Text(200, "hi")); });
         router_.Add("POST", "/echo", [](const ExchangePtr& ex) {
             ex->Respond(Response::Text(200, ex->request().body));
         });
@@ -99,7 +98,8 @@ TEST_F(HttpServerTest, ServesSimpleGetWithFraming) {
 
 TEST_F(HttpServerTest, KeepAliveAndPipelining) {
     RawClient c("127.0.0.1", port_);
-    ASSERT_TRUE(c.Send("GET /items/7 HTTP/1.1\r\nHost: x\r\n\r\nGET /ITEMS/8 HTTP/1.1\r\nHost: x\r\n\r\n"));
+    ASSERT_TRUE(
+        c.Send("GET /items/7 HTTP/1.1\r\nHost: x\r\n\r\nGET /ITEMS/8 HTTP/1.1\r\nHost: x\r\n\r\n"));
     std::string r = c.ReadUntil("item=8", 2000);
     auto first = r.find("item=7");
     auto second = r.find("item=8");
@@ -164,8 +164,8 @@ TEST_F(HttpServerTest, MalformedRequestGets400) {
 
 TEST_F(HttpServerTest, HugeHeadersGet431) {
     RawClient c("127.0.0.1", port_);
-    ASSERT_TRUE(c.Send("GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(4000, 'b') +
-                       "\r\n\r\n"));
+    ASSERT_TRUE(
+        c.Send("GET /hello HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(4000, 'b') + "\r\n\r\n"));
     bool closed = false;
     std::string r = c.ReadToClose(2000, &closed);
     EXPECT_EQ(r.rfind("HTTP/1.1 431", 0), 0u) << r;
@@ -173,8 +173,9 @@ TEST_F(HttpServerTest, HugeHeadersGet431) {
 
 TEST_F(HttpServerTest, ExpectContinueIsAnswered) {
     RawClient c("127.0.0.1", port_);
-    ASSERT_TRUE(c.Send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
-                       "Expect: 100-continue\r\n\r\n"));
+    ASSERT_TRUE(
+        c.Send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+               "Expect: 100-continue\r\n\r\n"));
     std::string r = c.ReadUntil("100 Continue\r\n\r\n", 2000);
     ASSERT_NE(r.find("HTTP/1.1 100 Continue"), std::string::npos) << r;
     ASSERT_TRUE(c.Send("data"));

@@ -1,10 +1,10 @@
-#include <gtest/gtest.h>
-
 #include "fakes/test_support.hpp"
 #include "gateway/balance_book.hpp"
 #include "gateway/spend_recorder.hpp"
 #include "store/executor.hpp"
 #include "store/sqlite/sqlite_store.hpp"
+
+#include <gtest/gtest.h>
 
 namespace conduit::gateway {
 namespace {

@@ -1,8 +1,7 @@
 #include "gateway/errors.hpp"
 
-#include <gtest/gtest.h>
-
 #include <boost/json.hpp>
+#include <gtest/gtest.h>
 
 namespace conduit::gateway {
 namespace {

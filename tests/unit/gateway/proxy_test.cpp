@@ -1,14 +1,13 @@
 #include "gateway/proxy.hpp"
 
-#include <gtest/gtest.h>
-
-#include <boost/json.hpp>
-
 #include "domain/keys.hpp"
 #include "fakes/fake_exchange.hpp"
 #include "fakes/fake_http_client.hpp"
 #include "store/executor.hpp"
 #include "store/sqlite/sqlite_store.hpp"
+
+#include <boost/json.hpp>
+#include <gtest/gtest.h>
 
 namespace conduit::gateway {
 namespace {
@@ -19,10 +18,7 @@ using conduit::testing::FakeLoop;
 
 class ProxyTest : public ::testing::Test {
 protected:
-    ProxyTest()
-        : box_(core::SecretBox::DeriveKey("k")),
-          registry_(),
-          metrics_(registry_) {}
+    ProxyTest() : box_(core::SecretBox::DeriveKey("k")), registry_(), metrics_(registry_) {}
 
     void SetUp() override {
         store_ = std::move(*store::OpenSqliteStore(":memory:"));
@@ -60,12 +56,10 @@ protected:
         ASSERT_TRUE(store_->CreateCost(c));
         config_ = std::make_unique<ConfigState>(*store_, book_, box_);
         ASSERT_TRUE(config_->ReloadOnExecutor());
-        spend_ = std::make_unique<SpendRecorder>(*store_, executor_, book_,
-                                                 std::chrono::hours(1));
+        spend_ = std::make_unique<SpendRecorder>(*store_, executor_, book_, std::chrono::hours(1));
         proxy_ = std::make_unique<OpenAIProxy>(ProxyDeps{
-            *config_, book_, *spend_,
-            [this](size_t) -> http_client::Client& { return client_; }, http_client::Timeouts{},
-            metrics_, core::SystemClock::Instance()});
+            *config_, book_, *spend_, [this](size_t) -> http_client::Client& { return client_; },
+            http_client::Timeouts{}, metrics_, core::SystemClock::Instance()});
     }
 
     std::string AddKey(domain::Id group, std::string allowed) {
@@ -131,8 +125,9 @@ TEST_F(ProxyTest, NonStreamRewritesModelSendsProviderKeyAndBillsUsage) {
     call.Data(R"("completion_tokens":500,"total_tokens":1500}})");
     call.Done();
     EXPECT_EQ(ex->status(), 200);
-    EXPECT_EQ(ex->body(),
-              R"({"id":"x","choices":[],"usage":{"prompt_tokens":1000,"completion_tokens":500,"total_tokens":1500}})");
+    EXPECT_EQ(
+        ex->body(),
+        R"({"id":"x","choices":[],"usage":{"prompt_tokens":1000,"completion_tokens":500,"total_tokens":1500}})");
     EXPECT_FALSE(ex->headers().Get("x-conduit-overhead-us").empty());
     auto logs = FlushedLogs();
     ASSERT_EQ(logs.size(), 1u);
@@ -157,8 +152,9 @@ TEST_F(ProxyTest, StreamForwardsEventsAndDropsTheUsageChunkTheClientDidNotAskFor
     call.Data("data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"choi");
     EXPECT_EQ(ex->body(), "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n");
     call.Data("ces\":[{\"delta\":{\"content\":\"b\"}}]}\n\n");
-    call.Data("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,"
-              "\"total_tokens\":5}}\n\ndata: [DONE]\n\n");
+    call.Data(
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,"
+        "\"total_tokens\":5}}\n\ndata: [DONE]\n\n");
     call.Done();
     EXPECT_TRUE(ex->responded());
     EXPECT_EQ(ex->body(),
@@ -179,8 +175,9 @@ TEST_F(ProxyTest, StreamKeepsTheUsageChunkWhenTheClientAskedForIt) {
     proxy_->ChatCompletions(ex);
     auto& call = *client_.calls.at(0);
     call.Headers(200);
-    call.Data("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,"
-              "\"total_tokens\":5}}\n\ndata: [DONE]\n\n");
+    call.Data(
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,"
+        "\"total_tokens\":5}}\n\ndata: [DONE]\n\n");
     call.Done();
     EXPECT_NE(ex->body().find("\"usage\""), std::string::npos);
 }
@@ -261,8 +258,7 @@ TEST_F(ProxyTest, RequestErrorsNeverReachTheUpstream) {
         {R"({"model":"nope","messages":[]})", key_, 404, "model_not_found", "model"},
         {R"({"model":"gpt-test","messages":[]})", restricted_key_, 403, "model_not_allowed",
          "model"},
-        {R"({"model":"gpt-test","messages":[]})", broke_key_, 402, "insufficient_balance",
-         nullptr},
+        {R"({"model":"gpt-test","messages":[]})", broke_key_, 402, "insufficient_balance", nullptr},
     };
     for (const auto& c : cases) {
         auto ex = Post(c.body, c.key);
