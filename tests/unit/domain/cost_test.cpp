@@ -7,11 +7,11 @@ namespace {
 
 ModelCost Prices() {
     ModelCost c;
-    c.input_per_million = 2'500'000;      // $2.50 / 1M
-    c.output_per_million = 10'000'000;    // $10.00 / 1M
-    c.embedding_per_million = 20'000;     // $0.02 / 1M
-    c.image_per_image = 40'000;           // $0.04
-    c.video_per_second = 100'000;         // $0.10 / s
+    c.input_per_million = 2'500'000;    // $2.50 / 1M
+    c.output_per_million = 10'000'000;  // $10.00 / 1M
+    c.embedding_per_million = 20'000;   // $0.02 / 1M
+    c.image_per_image = 40'000;         // $0.04
+    c.video_per_second = 100'000;       // $0.10 / s
     return c;
 }
 

@@ -1,10 +1,10 @@
 #include "domain/keys.hpp"
 
+#include "core/crypto.hpp"
+
 #include <gtest/gtest.h>
 
 #include <set>
-
-#include "core/crypto.hpp"
 
 namespace conduit::domain {
 namespace {

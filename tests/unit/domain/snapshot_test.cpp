@@ -57,10 +57,8 @@ protected:
                                           .priority = 5});
         d.mappings.push_back(ModelMapping{
             .id = 3, .model_alias = "gpt-4-off", .provider_model_id = "x", .provider_id = 3});
-        d.mappings.push_back(ModelMapping{.id = 4,
-                                          .model_alias = "other",
-                                          .provider_model_id = "y",
-                                          .provider_id = 1});
+        d.mappings.push_back(ModelMapping{
+            .id = 4, .model_alias = "other", .provider_model_id = "y", .provider_id = 1});
         d.mappings.push_back(ModelMapping{.id = 5,
                                           .model_alias = "gpt-4-disabled",
                                           .provider_model_id = "z",
@@ -87,8 +85,8 @@ TEST_F(SnapshotTest, AuthenticatesOnlyKnownEnabledUnexpiredKeys) {
     auto ok = s->Authenticate(key_, 2000);
     ASSERT_TRUE(ok);
     EXPECT_EQ((*ok)->key.id, 10);
-    for (const auto& bad : {disabled_key_, expired_key_, std::string("condt_unknown"),
-                            std::string("")}) {
+    for (const auto& bad :
+         {disabled_key_, expired_key_, std::string("condt_unknown"), std::string("")}) {
         auto r = s->Authenticate(bad, 2000);
         ASSERT_FALSE(r) << bad;
         EXPECT_EQ(r.error().code, core::ErrorCode::kUnauthorized);
