@@ -178,6 +178,9 @@ std::shared_ptr<const Snapshot> Snapshot::Build(const ConfigData& data,
             continue;
         }
         d.base_url = StripSlash(std::move(base));
+        if (!d.api_key.empty()) {
+            d.authorization = "Bearer " + d.api_key;
+        }
         if (auto cit = cost_for_mapping.find(m.id); cit != cost_for_mapping.end()) {
             d.cost = *cit->second;
         }

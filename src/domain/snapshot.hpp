@@ -24,6 +24,7 @@ struct Deployment {
     std::string base_url;    // effective base URL, no trailing slash (".../v1")
     std::string organization;
     std::optional<ModelCost> cost;
+    std::string authorization;  // "Bearer <api_key>" (empty without a key), built once
 };
 
 /// A virtual key as the request path sees it.

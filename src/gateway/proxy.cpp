@@ -119,11 +119,14 @@ void ProxyCall::Start(std::string upstream_body) {
     const domain::Deployment& d = *deployment;
     http_client::Request req;
     req.method = "POST";
-    req.url = d.base_url + std::string(UpstreamPath(kind));
+    std::string_view path = UpstreamPath(kind);
+    req.url.reserve(d.base_url.size() + path.size());
+    req.url.append(d.base_url).append(path);
+    req.headers.reserve(5);
     req.headers.Add("Content-Type", "application/json");
     req.headers.Add("Accept", stream ? "text/event-stream" : "application/json");
-    if (!d.api_key.empty()) {
-        req.headers.Add("Authorization", "Bearer " + d.api_key);
+    if (!d.authorization.empty()) {
+        req.headers.Add("Authorization", d.authorization);
     }
     if (!d.organization.empty()) {
         req.headers.Add("OpenAI-Organization", d.organization);

@@ -204,7 +204,80 @@ bool MayContainUsage(std::string_view data) {
     return data.find("\"usage\"") != std::string_view::npos;
 }
 
+namespace {
+
+/// Fast path: OpenAI-compatible servers put `usage` last. If the last `"usage"` key's object is
+/// followed only by the closing brace of the document, it is provably the top-level key, and
+/// only that small object needs parsing. Returns the object text, or empty when the fast path
+/// does not apply (the caller then parses the whole document).
+std::string_view TopLevelTrailingUsageObject(std::string_view json) {
+    size_t end = json.find_last_not_of(" \t\r\n");
+    if (end == std::string_view::npos || json[end] != '}') {
+        return {};
+    }
+    size_t key = json.rfind("\"usage\"");
+    if (key == std::string_view::npos) {
+        return {};
+    }
+    size_t i = key + 7;
+    while (i < end && (json[i] == ' ' || json[i] == '\t' || json[i] == '\r' || json[i] == '\n')) {
+        ++i;
+    }
+    if (i >= end || json[i] != ':') {
+        return {};
+    }
+    ++i;
+    while (i < end && (json[i] == ' ' || json[i] == '\t' || json[i] == '\r' || json[i] == '\n')) {
+        ++i;
+    }
+    if (i >= end || json[i] != '{') {
+        return {};
+    }
+    size_t start = i;
+    int depth = 0;
+    bool in_string = false;
+    for (; i < end; ++i) {
+        char c = json[i];
+        if (in_string) {
+            if (c == '\\') {
+                ++i;
+            } else if (c == '"') {
+                in_string = false;
+            }
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '{') {
+            ++depth;
+        } else if (c == '}' && --depth == 0) {
+            break;
+        }
+    }
+    if (i >= end || depth != 0) {
+        return {};
+    }
+    // Only whitespace may separate the usage object from the document's final brace.
+    if (json.find_first_not_of(" \t\r\n", i + 1) != end) {
+        return {};
+    }
+    return json.substr(start, i + 1 - start);
+}
+
+}  // namespace
+
+Usage ExtractUsageFull(std::string_view json);
+
 Usage ExtractUsage(std::string_view json) {
+    if (auto obj = TopLevelTrailingUsageObject(json); !obj.empty()) {
+        // Parse {"usage": <object>} built from the small tail only.
+        std::string wrapped;
+        wrapped.reserve(obj.size() + 12);
+        wrapped.append("{\"usage\":").append(obj).append("}");
+        return ExtractUsageFull(wrapped);
+    }
+    return ExtractUsageFull(json);
+}
+
+Usage ExtractUsageFull(std::string_view json) {
     const simdjson::padded_string_view padded = detail::PaddedCopy(json);
     return detail::WithParser(json.size(), [&padded](od::parser& parser) {
         Usage usage;

@@ -3,12 +3,17 @@
 #include <spdlog/spdlog.h>
 
 #include <pthread.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 namespace conduit::store {
 
 Executor::Executor(std::string name) {
     thread_ = std::thread([this, name = std::move(name)] {
         pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
+        // Background work (spend flushes, admin writes) yields to the event loops when they
+        // share a core: a flush must never stall request handling.
+        setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), 10);
         Run();
     });
 }

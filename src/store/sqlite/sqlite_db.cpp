@@ -73,6 +73,12 @@ Statement& Statement::BindText(int index, std::string_view value) {
     return *this;
 }
 
+Statement& Statement::BindTextNoCopy(int index, std::string_view value) {
+    NoteBindResult(sqlite3_bind_text(stmt_, index, value.empty() ? "" : value.data(),
+                                     ClampLength(value.size()), SQLITE_STATIC));
+    return *this;
+}
+
 Statement& Statement::BindBlob(int index, std::string_view value) {
     NoteBindResult(sqlite3_bind_blob(stmt_, index, value.empty() ? "" : value.data(),
                                      ClampLength(value.size()), SQLITE_TRANSIENT));

@@ -31,6 +31,9 @@ public:
     /// Binds 0 or 1.
     Statement& BindBool(int index, bool value);
     /// Binds UTF-8 text (copied).
+    /// Like BindText, but SQLite does not copy: `value` must stay alive and unchanged until the
+    /// statement is reset (cheaper for bulk inserts).
+    Statement& BindTextNoCopy(int index, std::string_view value);
     Statement& BindText(int index, std::string_view value);
     /// Binds raw bytes (copied).
     Statement& BindBlob(int index, std::string_view value);

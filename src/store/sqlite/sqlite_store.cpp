@@ -1075,32 +1075,48 @@ public:
                 return Err(r);
             }
         }
-        for (const auto& row : logs) {
-            auto ins = db_->Prepare(
+        // Multi-row INSERTs of up to kRowsPerInsert rows (the statement for a full chunk is
+        // prepared once and cached); text is bound without copies (the rows outlive each step).
+        constexpr size_t kRowsPerInsert = 64;
+        constexpr int kCols = 15;
+        for (size_t start = 0; start < logs.size(); start += kRowsPerInsert) {
+            size_t n = std::min(kRowsPerInsert, logs.size() - start);
+            std::string sql =
                 "INSERT INTO request_logs (request_id, virtual_key_id, group_id, model_alias, "
                 "provider_model, request_type, input_tokens, output_tokens, cost, "
                 "response_time_ms, status_code, streamed, usage_estimated, client_ip, "
-                "timestamp_ms) "
-                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)");
+                "timestamp_ms) VALUES ";
+            for (size_t r = 0; r < n; ++r) {
+                sql += r == 0 ? "(" : ",(";
+                for (int c = 0; c < kCols; ++c) {
+                    sql += c == 0 ? "?" : ",?";
+                }
+                sql += ")";
+            }
+            auto ins = db_->Prepare(sql);
             if (!ins) {
                 return Err(ins);
             }
-            (*ins)
-                ->BindText(1, row.request_id)
-                .BindInt(2, row.virtual_key_id)
-                .BindInt(3, row.group_id)
-                .BindText(4, row.model_alias)
-                .BindText(5, row.provider_model)
-                .BindText(6, row.request_type)
-                .BindInt(7, row.input_tokens)
-                .BindInt(8, row.output_tokens)
-                .BindInt(9, row.cost)
-                .BindInt(10, row.response_time_ms)
-                .BindInt(11, row.status_code)
-                .BindBool(12, row.streamed)
-                .BindBool(13, row.usage_estimated)
-                .BindText(14, row.client_ip)
-                .BindInt(15, row.timestamp_ms);
+            for (size_t r = 0; r < n; ++r) {
+                const auto& row = logs[start + r];
+                int base = static_cast<int>(r) * kCols;
+                (*ins)
+                    ->BindTextNoCopy(base + 1, row.request_id)
+                    .BindInt(base + 2, row.virtual_key_id)
+                    .BindInt(base + 3, row.group_id)
+                    .BindTextNoCopy(base + 4, row.model_alias)
+                    .BindTextNoCopy(base + 5, row.provider_model)
+                    .BindTextNoCopy(base + 6, row.request_type)
+                    .BindInt(base + 7, row.input_tokens)
+                    .BindInt(base + 8, row.output_tokens)
+                    .BindInt(base + 9, row.cost)
+                    .BindInt(base + 10, row.response_time_ms)
+                    .BindInt(base + 11, row.status_code)
+                    .BindBool(base + 12, row.streamed)
+                    .BindBool(base + 13, row.usage_estimated)
+                    .BindTextNoCopy(base + 14, row.client_ip)
+                    .BindInt(base + 15, row.timestamp_ms);
+            }
             if (auto r = (*ins)->Run(); !r) {
                 return r;
             }

@@ -371,3 +371,31 @@ TEST(MayContainUsage, IsASubstringCheck) {
 
 }  // namespace
 }  // namespace conduit::json
+
+namespace conduit::json {
+namespace {
+
+TEST(ExtractUsageFastPath, TrailingTopLevelUsageMatchesTheFullParse) {
+    std::string body =
+        R"({"id":"x","choices":[{"message":{"content":"the \"usage\": {\"prompt_tokens\": 999} trick"}}],"usage":{"prompt_tokens":12,"completion_tokens":34,"total_tokens":46,"completion_tokens_details":{"reasoning_tokens":0}}}  )";
+    auto u = ExtractUsage(body);
+    ASSERT_TRUE(u.present);
+    EXPECT_EQ(u.prompt_tokens, 12);
+    EXPECT_EQ(u.completion_tokens, 34);
+    EXPECT_EQ(u.total_tokens, 46);
+}
+
+TEST(ExtractUsageFastPath, NestedTrailingUsageIsNotMistakenForTopLevel) {
+    // The last "usage" belongs to a nested object: the top level has none.
+    auto u = ExtractUsage(R"({"id":"x","meta":{"usage":{"prompt_tokens":5}}})");
+    EXPECT_FALSE(u.present);
+    // Top-level usage that is not last still works (full parse).
+    auto v = ExtractUsage(
+        R"({"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3},"id":"x"})");
+    ASSERT_TRUE(v.present);
+    EXPECT_EQ(v.total_tokens, 3);
+    EXPECT_FALSE(ExtractUsage(R"({"id":"x","usage":null})").present);
+}
+
+}  // namespace
+}  // namespace conduit::json
