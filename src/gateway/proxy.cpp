@@ -8,6 +8,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <cstring>
+
 namespace conduit::gateway {
 
 namespace {
@@ -212,6 +214,16 @@ bool ProxyCall::OnData(std::string_view data) {
             }
         });
         return false;
+    }
+    // Fast path: whole events (LF line endings, ending at a blank line) with no usage in them
+    // are forwarded as they are, without scanning each event.
+    if (scanner.AtEventBoundary() && data.size() >= 2 && data.substr(data.size() - 2) == "\n\n" &&
+        !json::MayContainUsage(data)) {
+        for (size_t pos = 0; (pos = data.find("data:", pos)) != std::string_view::npos; pos += 5) {
+            ++content_events;
+        }
+        ex->Write(std::string(data));
+        return true;
     }
     std::string out;
     out.reserve(data.size() + 64);

@@ -226,17 +226,19 @@ public:
         auto call = std::make_shared<NativeCall>(this, std::move(request), std::move(callbacks),
                                                  std::move(url));
         call->started_ns_ = NowNs();
-        asio::post(ctx_, [call, ok] {
-            if (call->cancelled_) {
-                return;
-            }
-            if (!ok) {
-                call->Fail(Failure::kOther, "unsupported or malformed URL");
-                return;
-            }
-            call->Begin();
-        });
         ++active_;
+        if (!ok) {
+            // Failures are reported later, never from inside Start().
+            asio::post(ctx_, [call] {
+                if (!call->cancelled_) {
+                    call->Fail(Failure::kOther, "unsupported or malformed URL");
+                }
+            });
+            return call;
+        }
+        // Started at once (no queue hop): Begin() only initiates asynchronous operations and
+        // never invokes a callback synchronously.
+        call->Begin();
         return call;
     }
 
@@ -476,9 +478,11 @@ void NativeCall::SendRequest() {
             self->RetryOrFail("writing the request failed: " + ec.message());
             return;
         }
-        self->sent_ns_ = NowNs();
         self->ReadMore();
     });
+    // Asio writes speculatively when the socket has room, so for a request that fits in the
+    // socket buffer it is in the kernel now; its completion handler only runs later.
+    sent_ns_ = NowNs();
 }
 
 void NativeCall::ReadMore() {

@@ -201,7 +201,33 @@ void SseScanner::Emit(std::string_view raw, void* ctx, Callback cb) {
 bool IsDoneEvent(const SseScanner::Event& event) { return event.data == "[DONE]"; }
 
 bool MayContainUsage(std::string_view data) {
-    return data.find("\"usage\"") != std::string_view::npos;
+    // memmem (glibc) rather than string_view::find; `"usage": null` (which OpenAI sends in every
+    // chunk once usage is requested) does not count, so such chunks stay on the fast path.
+    static constexpr std::string_view kNeedle = "\"usage\"";
+    const char* p = data.data();
+    const char* end = data.data() + data.size();
+    while (p < end) {
+        const void* hit = memmem(p, static_cast<size_t>(end - p), kNeedle.data(), kNeedle.size());
+        if (hit == nullptr) {
+            return false;
+        }
+        const char* q = static_cast<const char*>(hit) + kNeedle.size();
+        while (q < end && (*q == ' ' || *q == '\t' || *q == '\r' || *q == '\n')) {
+            ++q;
+        }
+        if (q < end && *q == ':') {
+            ++q;
+            while (q < end && (*q == ' ' || *q == '\t' || *q == '\r' || *q == '\n')) {
+                ++q;
+            }
+            if (static_cast<size_t>(end - q) >= 4 && std::string_view(q, 4) == "null") {
+                p = q + 4;
+                continue;
+            }
+        }
+        return true;
+    }
+    return false;
 }
 
 namespace {

@@ -62,6 +62,11 @@ public:
     bool Failed() const { return failed_; }
     /// Bytes held for an incomplete event.
     size_t BufferedBytes() const { return buffer_.size(); }
+    /// True between events with no line-ending ambiguity pending: bytes that are whole events
+    /// may then bypass the scanner without changing what it would have produced.
+    bool AtEventBoundary() const {
+        return buffer_.empty() && !after_cr_ && !cr_ended_blank_ && !failed_;
+    }
     /// At end of stream: returns the bytes of the incomplete trailing event (usually empty; an
     /// SSE client discards such an event) and resets the scanner for a new stream.
     std::string TakeRemainder();

@@ -330,14 +330,20 @@ public:
             return;
         }
         body_bytes_ += chunk.size();
+        // Chunk framing around the caller's buffer (moved, not copied); the small strings stay
+        // in SSO storage.
+        static constexpr char kHex[] = "0123456789abcdef";
         char size_line[24];
-        int n = std::snprintf(size_line, sizeof(size_line), "%zx\r\n", chunk.size());
-        std::string framed;
-        framed.reserve(chunk.size() + static_cast<size_t>(n) + 2);
-        framed.append(size_line, static_cast<size_t>(n));
-        framed += chunk;
-        framed += "\r\n";
-        conn->QueueWrite(std::move(framed));
+        size_t len = 0;
+        for (size_t v = chunk.size(); v != 0 || len == 0; v >>= 4) {
+            size_line[len++] = kHex[v & 0xF];
+        }
+        std::reverse(size_line, size_line + len);
+        size_line[len++] = '\r';
+        size_line[len++] = '\n';
+        conn->QueueWrite(std::string(size_line, len));
+        conn->QueueWrite(std::move(chunk));
+        conn->QueueWrite(std::string("\r\n"));
     }
 
     void EndStream() override {

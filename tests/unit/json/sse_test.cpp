@@ -361,7 +361,8 @@ TEST(HasEmptyChoices, DetectsTheUsageOnlyChunk) {
 }
 
 TEST(MayContainUsage, IsASubstringCheck) {
-    EXPECT_TRUE(MayContainUsage(R"({"usage":null})"));
+    // `"usage": null` is not usage (OpenAI sends it in every chunk once usage is requested).
+    EXPECT_FALSE(MayContainUsage(R"({"usage":null})"));
     EXPECT_TRUE(MayContainUsage(R"({"choices":[],"usage":{"total_tokens":1}})"));
     // Content that merely mentions the word does not match unless quoted as a JSON string.
     EXPECT_FALSE(MayContainUsage(R"({"choices":[{"delta":{"content":"my usage"}}]})"));
@@ -395,6 +396,21 @@ TEST(ExtractUsageFastPath, NestedTrailingUsageIsNotMistakenForTopLevel) {
     ASSERT_TRUE(v.present);
     EXPECT_EQ(v.total_tokens, 3);
     EXPECT_FALSE(ExtractUsage(R"({"id":"x","usage":null})").present);
+}
+
+}  // namespace
+}  // namespace conduit::json
+
+namespace conduit::json {
+namespace {
+
+TEST(MayContainUsage, NullUsageDoesNotCount) {
+    EXPECT_FALSE(MayContainUsage(R"({"choices":[{"delta":{}}],"usage":null})"));
+    EXPECT_FALSE(MayContainUsage(R"({"usage" :  null, "x":1})"));
+    EXPECT_TRUE(MayContainUsage(R"({"usage":null,"n":{"usage":{"prompt_tokens":1}}})"));
+    EXPECT_TRUE(MayContainUsage(R"({"choices":[],"usage":{"prompt_tokens":3}})"));
+    // Conservative: a quoted "usage" that is not a key still counts as "may contain".
+    EXPECT_TRUE(MayContainUsage(R"({"choices":[{"delta":{"content":"usage"}}]})"));
 }
 
 }  // namespace
