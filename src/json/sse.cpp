@@ -292,9 +292,94 @@ std::string_view TopLevelTrailingUsageObject(std::string_view json) {
 
 Usage ExtractUsageFull(std::string_view json);
 
+namespace {
+
+/// Reads the depth-1 integer members prompt_tokens / completion_tokens / total_tokens of a small
+/// usage object `{...}` (nested objects such as *_tokens_details are skipped). Returns false on
+/// anything unexpected, so the caller can fall back to the full parser.
+bool ParseUsageObject(std::string_view obj, Usage& out) {
+    size_t i = 1;  // past '{'
+    int depth = 1;
+    bool have_total = false;
+    auto skip_ws = [&] {
+        while (i < obj.size() &&
+               (obj[i] == ' ' || obj[i] == '\t' || obj[i] == '\r' || obj[i] == '\n')) {
+            ++i;
+        }
+    };
+    while (i < obj.size()) {
+        char c = obj[i];
+        if (c == '"') {
+            size_t start = ++i;
+            while (i < obj.size() && obj[i] != '"') {
+                if (obj[i] == '\\') {
+                    ++i;
+                }
+                ++i;
+            }
+            if (i >= obj.size()) {
+                return false;
+            }
+            std::string_view str = obj.substr(start, i - start);
+            ++i;
+            skip_ws();
+            if (depth != 1 || i >= obj.size() || obj[i] != ':') {
+                continue;  // a string value, or a key nested deeper
+            }
+            ++i;
+            skip_ws();
+            int64_t* target = nullptr;
+            if (str == "prompt_tokens") {
+                target = &out.prompt_tokens;
+            } else if (str == "completion_tokens") {
+                target = &out.completion_tokens;
+            } else if (str == "total_tokens") {
+                target = &out.total_tokens;
+                have_total = true;
+            }
+            if (target != nullptr) {
+                int64_t v = 0;
+                size_t digits = 0;
+                while (i < obj.size() && obj[i] >= '0' && obj[i] <= '9' && digits < 18) {
+                    v = v * 10 + (obj[i] - '0');
+                    ++i;
+                    ++digits;
+                }
+                if (digits == 0) {
+                    return false;  // not a plain non-negative integer: let the full parser decide
+                }
+                *target = v;
+            }
+            continue;
+        }
+        if (c == '{' || c == '[') {
+            ++depth;
+        } else if (c == '}' || c == ']') {
+            if (--depth == 0) {
+                break;
+            }
+        }
+        ++i;
+    }
+    if (depth != 0) {
+        return false;
+    }
+    if (!have_total) {
+        out.total_tokens = out.prompt_tokens + out.completion_tokens;
+    }
+    out.present = true;
+    return true;
+}
+
+}  // namespace
+
 Usage ExtractUsage(std::string_view json) {
     if (auto obj = TopLevelTrailingUsageObject(json); !obj.empty()) {
-        // Parse {"usage": <object>} built from the small tail only.
+        Usage u;
+        if (ParseUsageObject(obj, u)) {
+            return u;
+        }
+        // Unusual content: parse {"usage": <object>} built from the small tail only.
         std::string wrapped;
         wrapped.reserve(obj.size() + 12);
         wrapped.append("{\"usage\":").append(obj).append("}");

@@ -41,6 +41,11 @@ void Router::Add(std::string method, std::string pattern, Handler handler) {
     }
     r.pattern = std::move(pattern);
     r.handler = std::move(handler);
+    if (r.has_rest) {
+        rest_routes_.push_back(routes_.size());
+    } else {
+        by_count_[r.segments.size()].push_back(routes_.size());
+    }
     routes_.push_back(std::move(r));
 }
 
@@ -94,7 +99,11 @@ RouteMatch Router::Match(std::string_view method,
     RouteMatch result;
     const Route* best = nullptr;
     int best_score = -1;
-    for (const auto& r : routes_) {
+    static const std::vector<size_t> kNone;
+    auto bucket = by_count_.find(parts.size());
+    const std::vector<size_t>& fixed = bucket == by_count_.end() ? kNone : bucket->second;
+    for (size_t k = 0; k < fixed.size() + rest_routes_.size(); ++k) {
+        const Route& r = routes_[k < fixed.size() ? fixed[k] : rest_routes_[k - fixed.size()]];
         int score = Score(r, parts);
         if (score < 0) {
             continue;

@@ -4,6 +4,7 @@
 
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace conduit::net {
@@ -50,6 +51,10 @@ private:
                         const std::vector<std::string_view>& parts,
                         std::vector<std::string>& params);
     std::vector<Route> routes_;
+    // Candidate routes by segment count (routes with a `{rest*}` segment are always candidates),
+    // in registration order, so a request is only scored against routes that could match.
+    std::unordered_map<size_t, std::vector<size_t>> by_count_;
+    std::vector<size_t> rest_routes_;
 };
 
 }  // namespace conduit::net

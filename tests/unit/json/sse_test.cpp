@@ -415,3 +415,26 @@ TEST(MayContainUsage, NullUsageDoesNotCount) {
 
 }  // namespace
 }  // namespace conduit::json
+
+namespace conduit::json {
+namespace {
+
+TEST(ExtractUsageFastPath, AgreesWithTheFullParserOnVariants) {
+    const char* bodies[] = {
+        R"({"usage":{"prompt_tokens":7,"completion_tokens":9,"total_tokens":16}})",
+        R"({"x":1, "usage" : { "completion_tokens" : 2 , "prompt_tokens":3 } })",
+        R"({"usage":{"prompt_tokens":5,"prompt_tokens_details":{"cached_tokens":4,"prompt_tokens":99},"completion_tokens":1}})",
+        R"({"usage":{"prompt_tokens":5,"note":"prompt_tokens: 77","completion_tokens":1,"total_tokens":6}})",
+    };
+    const Usage expected[] = {{7, 9, 16, true}, {3, 2, 5, true}, {5, 1, 6, true}, {5, 1, 6, true}};
+    for (size_t i = 0; i < std::size(bodies); ++i) {
+        auto u = ExtractUsage(bodies[i]);
+        EXPECT_TRUE(u.present) << bodies[i];
+        EXPECT_EQ(u.prompt_tokens, expected[i].prompt_tokens) << bodies[i];
+        EXPECT_EQ(u.completion_tokens, expected[i].completion_tokens) << bodies[i];
+        EXPECT_EQ(u.total_tokens, expected[i].total_tokens) << bodies[i];
+    }
+}
+
+}  // namespace
+}  // namespace conduit::json
