@@ -2,6 +2,7 @@
 
 #include "core/error.hpp"
 #include "domain/entities.hpp"
+#include "domain/task.hpp"
 
 #include <optional>
 #include <string>
@@ -27,6 +28,53 @@ struct RequestLogQuery {
     std::optional<Id> virtual_key_id;
     std::optional<Id> group_id;
     std::optional<int64_t> since_ms;
+    int limit = 100;
+    int offset = 0;
+};
+
+/// Filter for task queries. Results are oldest first (by created_at, then id).
+struct TaskQuery {
+    std::optional<Id> virtual_key_id;
+    std::optional<domain::TaskState> state;
+    bool non_terminal_only = false;
+    std::optional<int64_t> created_before_ms;
+    int limit = 100;
+    int offset = 0;
+};
+
+/// A virtual key's webhook signing secret (sealed with core::SecretBox). During a rotation the
+/// previous secret keeps signing until `previous_valid_until_ms`.
+struct WebhookSecret {
+    Id virtual_key_id = 0;
+    std::string secret_sealed;
+    std::string previous_sealed;  // empty when there is none
+    int64_t previous_valid_until_ms = 0;
+    int64_t created_at_ms = 0;
+};
+
+/// One webhook delivery (one event for one URL), across its attempts.
+struct WebhookDelivery {
+    std::string id;  // the webhook-id header value (stable across retries)
+    std::string task_id;
+    Id virtual_key_id = 0;
+    std::string event_type;  // task.completed, task.failed, ...
+    std::string url;
+    std::string headers_json;
+    std::string payload;
+    std::string status;  // pending | delivered | failed (retrying) | dead
+    int attempts = 0;
+    int last_status_code = 0;
+    std::string last_error;
+    int64_t created_at_ms = 0;
+    int64_t updated_at_ms = 0;
+    int64_t delivered_at_ms = 0;
+};
+
+/// Filter for webhook deliveries. Newest first.
+struct WebhookDeliveryQuery {
+    std::optional<std::string> status;
+    std::optional<Id> virtual_key_id;
+    std::optional<std::string> task_id;
     int limit = 100;
     int offset = 0;
 };
@@ -140,6 +188,28 @@ public:
                                     int64_t now_ms) = 0;
     virtual Result<std::vector<domain::RequestLogRow>> ListRequestLogs(
         const RequestLogQuery& q) = 0;
+
+    // --- Async tasks ---
+    /// Inserts `t` (id chosen by the caller). If `t.idempotency_key` is set and a task of the
+    /// same virtual key already has it, nothing is inserted and that task is returned with
+    /// `created = false`.
+    virtual Result<std::pair<domain::AsyncTask, bool>> CreateTask(const domain::AsyncTask& t);
+    virtual Result<std::optional<domain::AsyncTask>> GetTask(std::string_view id);
+    /// Optimistic update: replaces every mutable field when the stored version equals
+    /// `t.version`, and returns the row with version + 1. nullopt if the task does not exist;
+    /// kConflict if its version moved (re-read and retry).
+    virtual Result<std::optional<domain::AsyncTask>> UpdateTask(const domain::AsyncTask& t);
+    virtual Result<std::vector<domain::AsyncTask>> ListTasks(const TaskQuery& q);
+
+    // --- Webhooks ---
+    virtual Result<std::optional<WebhookSecret>> GetWebhookSecret(Id virtual_key_id);
+    /// Inserts or replaces the key's secret row.
+    virtual Result<void> PutWebhookSecret(const WebhookSecret& s);
+    /// Inserts or replaces delivery rows by id, in one transaction (called in batches).
+    virtual Result<void> UpsertWebhookDeliveries(const std::vector<WebhookDelivery>& rows);
+    virtual Result<std::optional<WebhookDelivery>> GetWebhookDelivery(std::string_view id);
+    virtual Result<std::vector<WebhookDelivery>> ListWebhookDeliveries(
+        const WebhookDeliveryQuery& q);
 
     // --- Settings (small key/value pairs) ---
     virtual Result<std::optional<std::string>> GetSetting(std::string_view key) = 0;
