@@ -18,7 +18,7 @@ step "e2e (node, official openai client)"
 if [ "${CONDUIT_SKIP_ASAN:-0}" != "1" ]; then
   step "configure + build (asan)"
   cmake --preset asan >/dev/null
-  cmake --build --preset asan --target conduit_unit_tests
+  cmake --build --preset asan --target conduit_unit_tests conduit-loadgen
   step "unit tests under ASan+UBSan"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     ctest --preset asan -L unit --output-on-failure
