@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace conduit::store {
@@ -79,7 +80,7 @@ struct WebhookDeliveryQuery {
     int offset = 0;
 };
 
-/// The persistence port (DESIGN §1): configuration, keys, ledger and logs.
+/// The persistence port (DESIGN §1): configuration, keys, ledger, logs, async tasks and webhooks.
 ///
 /// Adapters: SQLite (embedded default) and, later, PostgreSQL. Every adapter passes the same
 /// contract suite (tests/contract/store_contract.hpp).
@@ -190,26 +191,38 @@ public:
         const RequestLogQuery& q) = 0;
 
     // --- Async tasks ---
-    /// Inserts `t` (id chosen by the caller). If `t.idempotency_key` is set and a task of the
-    /// same virtual key already has it, nothing is inserted and that task is returned with
-    /// `created = false`.
-    virtual Result<std::pair<domain::AsyncTask, bool>> CreateTask(const domain::AsyncTask& t);
-    virtual Result<std::optional<domain::AsyncTask>> GetTask(std::string_view id);
+    /// Inserts `t` (id chosen by the caller; every field stored as given, `version` included).
+    /// If `t.idempotency_key` is set and a task of the same virtual key already has it, nothing
+    /// is inserted and that task is returned with `created = false` (decided atomically, so two
+    /// concurrent submissions with one key yield one task). kConflict if the id is taken;
+    /// kInvalidRequest for an empty id or a progress outside 0..100.
+    virtual Result<std::pair<domain::AsyncTask, bool>> CreateTask(const domain::AsyncTask& t) = 0;
+    virtual Result<std::optional<domain::AsyncTask>> GetTask(std::string_view id) = 0;
     /// Optimistic update: replaces every mutable field when the stored version equals
     /// `t.version`, and returns the row with version + 1. nullopt if the task does not exist;
-    /// kConflict if its version moved (re-read and retry).
-    virtual Result<std::optional<domain::AsyncTask>> UpdateTask(const domain::AsyncTask& t);
-    virtual Result<std::vector<domain::AsyncTask>> ListTasks(const TaskQuery& q);
+    /// kConflict if its version moved (re-read and retry). Immutable (kept from the stored row):
+    /// id, type, virtual_key_id, group_id, idempotency_key, request_hash, created_at_ms.
+    virtual Result<std::optional<domain::AsyncTask>> UpdateTask(const domain::AsyncTask& t) = 0;
+    /// Tasks matching every set filter of `q` (non_terminal_only: pending or running;
+    /// created_before_ms: strictly earlier), oldest first. kInvalidRequest for a negative limit
+    /// or offset.
+    virtual Result<std::vector<domain::AsyncTask>> ListTasks(const TaskQuery& q) = 0;
 
     // --- Webhooks ---
-    virtual Result<std::optional<WebhookSecret>> GetWebhookSecret(Id virtual_key_id);
-    /// Inserts or replaces the key's secret row.
-    virtual Result<void> PutWebhookSecret(const WebhookSecret& s);
-    /// Inserts or replaces delivery rows by id, in one transaction (called in batches).
-    virtual Result<void> UpsertWebhookDeliveries(const std::vector<WebhookDelivery>& rows);
-    virtual Result<std::optional<WebhookDelivery>> GetWebhookDelivery(std::string_view id);
+    virtual Result<std::optional<WebhookSecret>> GetWebhookSecret(Id virtual_key_id) = 0;
+    /// Inserts or replaces the key's secret row (every field). kInvalidRequest if the virtual key
+    /// does not exist; the row is deleted with its key.
+    virtual Result<void> PutWebhookSecret(const WebhookSecret& s) = 0;
+    /// Inserts or replaces delivery rows by id, in one transaction (called in batches; all or
+    /// nothing). A replaced row keeps its identity (task_id, virtual_key_id, created_at_ms);
+    /// every other field is replaced. Rows are applied in order, so the last of several rows
+    /// with one id wins. kInvalidRequest for an empty id.
+    virtual Result<void> UpsertWebhookDeliveries(const std::vector<WebhookDelivery>& rows) = 0;
+    virtual Result<std::optional<WebhookDelivery>> GetWebhookDelivery(std::string_view id) = 0;
+    /// Deliveries matching every set filter of `q`, newest first (by created_at_ms, then id).
+    /// kInvalidRequest for a negative limit or offset.
     virtual Result<std::vector<WebhookDelivery>> ListWebhookDeliveries(
-        const WebhookDeliveryQuery& q);
+        const WebhookDeliveryQuery& q) = 0;
 
     // --- Settings (small key/value pairs) ---
     virtual Result<std::optional<std::string>> GetSetting(std::string_view key) = 0;

@@ -17,6 +17,7 @@
 
 #include "core/error.hpp"
 #include "domain/entities.hpp"
+#include "domain/task.hpp"
 #include "store/store.hpp"
 
 #include <gtest/gtest.h>
@@ -34,6 +35,7 @@
 
 namespace conduit::store::contract {
 
+using domain::AsyncTask;
 using domain::GroupTransaction;
 using domain::ModelCost;
 using domain::ModelMapping;
@@ -42,6 +44,7 @@ using domain::ProviderKey;
 using domain::ProviderType;
 using domain::ReferenceType;
 using domain::RequestLogRow;
+using domain::TaskState;
 using domain::TransactionType;
 using domain::VirtualKey;
 using domain::VirtualKeyGroup;
@@ -377,6 +380,149 @@ std::vector<Id> IdsOf(const std::vector<T>& rows) {
         out.push_back(r.id);
     }
     return out;
+}
+
+// --- Tasks and webhooks ---
+
+/// A task with every field set to a distinctive, non-default value (`n` varies the text).
+inline AsyncTask NewTask(std::string id, Id key_id, int n = 1, int64_t created = kT0 + 60) {
+    AsyncTask t;
+    t.id = std::move(id);
+    t.type = std::string(domain::kVideoTask);
+    t.state = TaskState::kRunning;
+    t.progress = 42;
+    t.message = Num("rendering frame ", n);
+    t.virtual_key_id = key_id;
+    t.group_id = 900 + key_id;
+    t.model_alias = Num("video-model-", n);
+    t.request_json = R"({"prompt":"a fjörd at dawn \"wide\"","duration":5,"n":)" + Num("", n) + "}";
+    t.result_json = R"({"created":1,"data":[{"url":"/v1/media/abc"}]})";
+    t.error_message = "upstream said: 'slow down'";
+    t.error_code = "rate_limited";
+    t.retryable = false;  // the default is true
+    t.webhook_url = "https://hooks.example.test/conduit?x=1&y=2";
+    t.webhook_headers_json = R"({"X-Team":"växjö"})";
+    t.timeout_seconds = 900;
+    t.idempotency_key = Num("idem-", n);
+    t.request_hash = std::string(64, 'f');
+    t.attempt = 2;
+    t.retry_count = 1;
+    t.max_retries = 5;  // the default is 3
+    t.upstream_job_id = Num("job_", n);
+    t.mapping_id = 77;
+    t.created_at_ms = created;
+    t.updated_at_ms = created + 1;
+    t.started_at_ms = created + 2;
+    t.completed_at_ms = created + 3;
+    t.next_attempt_at_ms = created + 4;
+    t.version = 7;
+    return t;
+}
+
+/// A freshly submitted task: pending, no idempotency key, version 0.
+inline AsyncTask NewPendingTask(std::string id, Id key_id, int64_t created) {
+    AsyncTask t = NewTask(std::move(id), key_id, 1, created);
+    t.state = TaskState::kPending;
+    t.progress = 0;
+    t.idempotency_key.clear();
+    t.version = 0;
+    return t;
+}
+
+inline void ExpectTaskEq(const AsyncTask& e, const AsyncTask& a) {
+    EXPECT_EQ(e.id, a.id);
+    EXPECT_EQ(e.type, a.type);
+    EXPECT_EQ(domain::ToString(e.state), domain::ToString(a.state));
+    EXPECT_EQ(e.progress, a.progress);
+    EXPECT_EQ(e.message, a.message);
+    EXPECT_EQ(e.virtual_key_id, a.virtual_key_id);
+    EXPECT_EQ(e.group_id, a.group_id);
+    EXPECT_EQ(e.model_alias, a.model_alias);
+    EXPECT_EQ(e.request_json, a.request_json);
+    EXPECT_EQ(e.result_json, a.result_json);
+    EXPECT_EQ(e.error_message, a.error_message);
+    EXPECT_EQ(e.error_code, a.error_code);
+    EXPECT_EQ(e.retryable, a.retryable);
+    EXPECT_EQ(e.webhook_url, a.webhook_url);
+    EXPECT_EQ(e.webhook_headers_json, a.webhook_headers_json);
+    EXPECT_EQ(e.timeout_seconds, a.timeout_seconds);
+    EXPECT_EQ(e.idempotency_key, a.idempotency_key);
+    EXPECT_EQ(e.request_hash, a.request_hash);
+    EXPECT_EQ(e.attempt, a.attempt);
+    EXPECT_EQ(e.retry_count, a.retry_count);
+    EXPECT_EQ(e.max_retries, a.max_retries);
+    EXPECT_EQ(e.upstream_job_id, a.upstream_job_id);
+    EXPECT_EQ(e.mapping_id, a.mapping_id);
+    EXPECT_EQ(e.created_at_ms, a.created_at_ms);
+    EXPECT_EQ(e.updated_at_ms, a.updated_at_ms);
+    EXPECT_EQ(e.started_at_ms, a.started_at_ms);
+    EXPECT_EQ(e.completed_at_ms, a.completed_at_ms);
+    EXPECT_EQ(e.next_attempt_at_ms, a.next_attempt_at_ms);
+    EXPECT_EQ(e.version, a.version);
+}
+
+inline std::vector<std::string> TaskIds(const std::vector<AsyncTask>& rows) {
+    std::vector<std::string> out;
+    out.reserve(rows.size());
+    for (const auto& t : rows) {
+        out.push_back(t.id);
+    }
+    return out;
+}
+
+/// A delivery with every field set to a distinctive value.
+inline WebhookDelivery NewDelivery(
+    std::string id, std::string task_id, Id key_id, std::string status, int64_t created) {
+    WebhookDelivery d;
+    d.id = std::move(id);
+    d.task_id = std::move(task_id);
+    d.virtual_key_id = key_id;
+    d.event_type = "task.progress";
+    d.url = "https://hooks.example.test/in?k=" + std::to_string(key_id);
+    d.headers_json = R"({"Authorization":"Bearer tok","X-Ü":"1"})";
+    d.payload = R"({"type":"task.progress","task_id":")" + d.task_id + R"(","progress":50})";
+    d.status = std::move(status);
+    d.attempts = 1;
+    d.last_status_code = 503;
+    d.last_error = "HTTP 503 from hooks.example.test";
+    d.created_at_ms = created;
+    d.updated_at_ms = created + 5;
+    d.delivered_at_ms = 0;
+    return d;
+}
+
+inline void ExpectDeliveryEq(const WebhookDelivery& e, const WebhookDelivery& a) {
+    EXPECT_EQ(e.id, a.id);
+    EXPECT_EQ(e.task_id, a.task_id);
+    EXPECT_EQ(e.virtual_key_id, a.virtual_key_id);
+    EXPECT_EQ(e.event_type, a.event_type);
+    EXPECT_EQ(e.url, a.url);
+    EXPECT_EQ(e.headers_json, a.headers_json);
+    EXPECT_EQ(e.payload, a.payload);
+    EXPECT_EQ(e.status, a.status);
+    EXPECT_EQ(e.attempts, a.attempts);
+    EXPECT_EQ(e.last_status_code, a.last_status_code);
+    EXPECT_EQ(e.last_error, a.last_error);
+    EXPECT_EQ(e.created_at_ms, a.created_at_ms);
+    EXPECT_EQ(e.updated_at_ms, a.updated_at_ms);
+    EXPECT_EQ(e.delivered_at_ms, a.delivered_at_ms);
+}
+
+inline std::vector<std::string> DeliveryIds(const std::vector<WebhookDelivery>& rows) {
+    std::vector<std::string> out;
+    out.reserve(rows.size());
+    for (const auto& d : rows) {
+        out.push_back(d.id);
+    }
+    return out;
+}
+
+inline void ExpectSecretEq(const WebhookSecret& e, const WebhookSecret& a) {
+    EXPECT_EQ(e.virtual_key_id, a.virtual_key_id);
+    EXPECT_EQ(e.secret_sealed, a.secret_sealed);
+    EXPECT_EQ(e.previous_sealed, a.previous_sealed);
+    EXPECT_EQ(e.previous_valid_until_ms, a.previous_valid_until_ms);
+    EXPECT_EQ(e.created_at_ms, a.created_at_ms);
 }
 
 // --- The fixture ---
@@ -1454,6 +1600,625 @@ TYPED_TEST_P(StoreContract, NegativePagingIsRejected) {
     STORE_EXPECT_ERROR(this->S().ListRequestLogs(q), core::ErrorCode::kInvalidRequest);
 }
 
+// ===== Async tasks =====
+
+TYPED_TEST_P(StoreContract, TasksAndWebhooksStartEmpty) {
+    EXPECT_TRUE(STORE_OK(this->S().ListTasks({})).empty());
+    EXPECT_FALSE(STORE_OK(this->S().GetTask("task_missing")).has_value());
+    EXPECT_FALSE(STORE_OK(this->S().GetWebhookSecret(1)).has_value());
+    EXPECT_FALSE(STORE_OK(this->S().GetWebhookDelivery("msg_missing")).has_value());
+    STORE_OK(this->S().UpsertWebhookDeliveries({}));
+    EXPECT_TRUE(STORE_OK(this->S().ListWebhookDeliveries({})).empty());
+}
+
+TYPED_TEST_P(StoreContract, TaskRoundTripEveryField) {
+    AsyncTask t = NewTask("task_0123456789abcdef0123456789abcdef", 5);
+    auto [returned, created] = STORE_OK(this->S().CreateTask(t));
+    EXPECT_TRUE(created);
+    ExpectTaskEq(t, returned);
+    auto got = STORE_OK(this->S().GetTask(t.id));
+    ASSERT_TRUE(got.has_value());
+    ExpectTaskEq(t, *got);
+
+    // Defaults and empty texts come back as they went in.
+    AsyncTask bare;
+    bare.id = "task_bare";
+    bare.type = std::string(domain::kImageTask);
+    bare.virtual_key_id = 5;
+    bare.created_at_ms = kT0;
+    bare.updated_at_ms = kT0;
+    EXPECT_TRUE(STORE_OK(this->S().CreateTask(bare)).second);
+    auto got_bare = STORE_OK(this->S().GetTask("task_bare"));
+    ASSERT_TRUE(got_bare.has_value());
+    ExpectTaskEq(bare, *got_bare);
+
+    // Every state is stored and read back as itself.
+    const TaskState states[] = {TaskState::kPending, TaskState::kRunning,   TaskState::kCompleted,
+                                TaskState::kFailed,  TaskState::kCancelled, TaskState::kTimedOut};
+    for (int i = 0; i < 6; ++i) {
+        AsyncTask s = NewTask(Num("task_state_", i), 6, i);
+        s.state = states[i];
+        EXPECT_TRUE(STORE_OK(this->S().CreateTask(s)).second);
+        auto read = STORE_OK(this->S().GetTask(s.id));
+        ASSERT_TRUE(read.has_value());
+        EXPECT_EQ(domain::ToString(read->state), domain::ToString(states[i]));
+    }
+
+    // A large request (image edits can carry inline base64 input).
+    AsyncTask big = NewTask("task_big", 7);
+    big.request_json = R"({"image":")" + std::string(300'000, 'Q') + R"("})";
+    STORE_OK(this->S().CreateTask(big));
+    auto got_big = STORE_OK(this->S().GetTask("task_big"));
+    ASSERT_TRUE(got_big.has_value());
+    EXPECT_EQ(got_big->request_json, big.request_json);
+
+    // Ids are matched exactly.
+    EXPECT_FALSE(STORE_OK(this->S().GetTask("TASK_BARE")).has_value());
+    EXPECT_FALSE(STORE_OK(this->S().GetTask("task_bar")).has_value());
+    EXPECT_FALSE(STORE_OK(this->S().GetTask("")).has_value());
+}
+
+TYPED_TEST_P(StoreContract, CreateTaskIsIdempotentPerVirtualKey) {
+    AsyncTask first = NewTask("task_a", 1, 1);  // Idempotency-Key "idem-1"
+    first.state = TaskState::kPending;
+    first.version = 0;
+    auto r1 = STORE_OK(this->S().CreateTask(first));
+    EXPECT_TRUE(r1.second);
+
+    // Same key, same virtual key: nothing new; the stored task comes back.
+    AsyncTask replay = NewTask("task_b", 1, 2);
+    replay.idempotency_key = first.idempotency_key;
+    auto r2 = STORE_OK(this->S().CreateTask(replay));
+    EXPECT_FALSE(r2.second);
+    ExpectTaskEq(first, r2.first);
+    EXPECT_FALSE(STORE_OK(this->S().GetTask("task_b")).has_value());
+
+    // A replay returns the task as it is now.
+    AsyncTask moved = r1.first;
+    moved.state = TaskState::kCompleted;
+    moved.progress = 100;
+    ASSERT_TRUE(STORE_OK(this->S().UpdateTask(moved)).has_value());
+    auto r3 = STORE_OK(this->S().CreateTask(replay));
+    EXPECT_FALSE(r3.second);
+    EXPECT_EQ(r3.first.id, "task_a");
+    EXPECT_EQ(r3.first.state, TaskState::kCompleted);
+    EXPECT_EQ(r3.first.progress, 100);
+    EXPECT_EQ(r3.first.version, 1);
+
+    // The same key under another virtual key is another task.
+    AsyncTask other_vk = NewTask("task_c", 2, 1);
+    ASSERT_EQ(other_vk.idempotency_key, first.idempotency_key);
+    auto r4 = STORE_OK(this->S().CreateTask(other_vk));
+    EXPECT_TRUE(r4.second);
+    ExpectTaskEq(other_vk, r4.first);
+
+    // Another key of the same virtual key is another task; keys compare exactly.
+    EXPECT_TRUE(STORE_OK(this->S().CreateTask(NewTask("task_d", 1, 3))).second);
+    AsyncTask upper = NewTask("task_e", 1, 1);
+    upper.idempotency_key = "IDEM-1";
+    EXPECT_TRUE(STORE_OK(this->S().CreateTask(upper)).second);
+
+    // Without a key nothing is deduplicated, even for identical requests.
+    EXPECT_TRUE(STORE_OK(this->S().CreateTask(NewPendingTask("task_f", 1, kT0))).second);
+    EXPECT_TRUE(STORE_OK(this->S().CreateTask(NewPendingTask("task_g", 1, kT0))).second);
+
+    TaskQuery vk1;
+    vk1.virtual_key_id = 1;
+    auto ids = TaskIds(STORE_OK(this->S().ListTasks(vk1)));
+    std::sort(ids.begin(), ids.end());
+    EXPECT_EQ(ids, (std::vector<std::string>{"task_a", "task_d", "task_e", "task_f", "task_g"}));
+    TaskQuery vk2;
+    vk2.virtual_key_id = 2;
+    EXPECT_EQ(TaskIds(STORE_OK(this->S().ListTasks(vk2))), std::vector<std::string>{"task_c"});
+}
+
+TYPED_TEST_P(StoreContract, CreateTaskRejectsDuplicateIdAndInvalidRows) {
+    AsyncTask t = NewPendingTask("task_dup", 1, kT0);
+    STORE_OK(this->S().CreateTask(t));
+
+    AsyncTask again = NewTask("task_dup", 2, 9);
+    STORE_EXPECT_ERROR(this->S().CreateTask(again), core::ErrorCode::kConflict);
+    // A taken id is an error even with a fresh idempotency key, and that key stays unused.
+    again.virtual_key_id = 1;
+    again.idempotency_key = "fresh";
+    STORE_EXPECT_ERROR(this->S().CreateTask(again), core::ErrorCode::kConflict);
+    auto stored = STORE_OK(this->S().GetTask("task_dup"));
+    ASSERT_TRUE(stored.has_value());
+    ExpectTaskEq(t, *stored);
+    AsyncTask fresh = NewTask("task_fresh", 1, 9);
+    fresh.idempotency_key = "fresh";
+    EXPECT_TRUE(STORE_OK(this->S().CreateTask(fresh)).second);
+
+    STORE_EXPECT_ERROR(this->S().CreateTask(NewPendingTask("", 1, kT0)),
+                       core::ErrorCode::kInvalidRequest);
+    AsyncTask over = NewPendingTask("task_over", 1, kT0);
+    over.progress = 101;
+    STORE_EXPECT_ERROR(this->S().CreateTask(over), core::ErrorCode::kInvalidRequest);
+    over.progress = -1;
+    STORE_EXPECT_ERROR(this->S().CreateTask(over), core::ErrorCode::kInvalidRequest);
+    over.progress = 100;
+    EXPECT_TRUE(STORE_OK(this->S().CreateTask(over)).second);
+
+    EXPECT_EQ(TaskIds(STORE_OK(this->S().ListTasks({}))),
+              (std::vector<std::string>{"task_dup", "task_over", "task_fresh"}));
+}
+
+TYPED_TEST_P(StoreContract, UpdateTaskIsOptimistic) {
+    AsyncTask t = NewPendingTask("task_u", 3, kT0);
+    t.idempotency_key = "idem-u";
+    STORE_OK(this->S().CreateTask(t));
+
+    AsyncTask next = t;  // every mutable field changed
+    next.state = TaskState::kRunning;
+    next.progress = 10;
+    next.message = "started";
+    next.model_alias = "video-model-2";
+    next.request_json = R"({"prompt":"retry"})";
+    next.result_json = R"({"partial":true})";
+    next.error_message = "previous attempt failed";
+    next.error_code = "upstream_error";
+    next.retryable = true;
+    next.webhook_url = "https://other.example.test/hook";
+    next.webhook_headers_json = "";
+    next.timeout_seconds = 60;
+    next.attempt = 3;
+    next.retry_count = 2;
+    next.max_retries = 9;
+    next.upstream_job_id = "job_new";
+    next.mapping_id = 78;
+    next.updated_at_ms = kT0 + 100;
+    next.started_at_ms = kT0 + 101;
+    next.completed_at_ms = kT0 + 102;
+    next.next_attempt_at_ms = kT0 + 103;
+    // ... and every immutable one, which the store must ignore.
+    next.type = std::string(domain::kImageTask);
+    next.virtual_key_id = 99;
+    next.group_id = 98;
+    next.idempotency_key = "changed";
+    next.request_hash = "other-hash";
+    next.created_at_ms = kT0 + 999;
+
+    auto out = STORE_OK(this->S().UpdateTask(next));
+    ASSERT_TRUE(out.has_value());
+    AsyncTask want = next;
+    want.type = t.type;
+    want.virtual_key_id = t.virtual_key_id;
+    want.group_id = t.group_id;
+    want.idempotency_key = t.idempotency_key;
+    want.request_hash = t.request_hash;
+    want.created_at_ms = t.created_at_ms;
+    want.version = 1;
+    ExpectTaskEq(want, *out);
+    auto got = STORE_OK(this->S().GetTask("task_u"));
+    ASSERT_TRUE(got.has_value());
+    ExpectTaskEq(want, *got);
+
+    // A stale or future version conflicts and changes nothing.
+    STORE_EXPECT_ERROR(this->S().UpdateTask(next), core::ErrorCode::kConflict);  // version 0
+    AsyncTask ahead = *out;
+    ahead.version = 5;
+    ahead.progress = 99;
+    STORE_EXPECT_ERROR(this->S().UpdateTask(ahead), core::ErrorCode::kConflict);
+    ExpectTaskEq(want, *STORE_OK(this->S().GetTask("task_u")));
+
+    // Each update from the latest row bumps the version by one.
+    AsyncTask cur = *out;
+    for (int i = 0; i < 2; ++i) {
+        cur.progress += 10;
+        auto r = STORE_OK(this->S().UpdateTask(cur));
+        ASSERT_TRUE(r.has_value());
+        EXPECT_EQ(r->version, cur.version + 1);
+        cur = *r;
+    }
+    EXPECT_EQ(cur.version, 3);
+    EXPECT_EQ(cur.progress, 30);
+
+    // Two writers that read the same version: the first wins, the second must re-read.
+    AsyncTask a = cur;
+    AsyncTask b = cur;
+    a.state = TaskState::kCompleted;
+    b.state = TaskState::kCancelled;
+    EXPECT_TRUE(STORE_OK(this->S().UpdateTask(a)).has_value());
+    STORE_EXPECT_ERROR(this->S().UpdateTask(b), core::ErrorCode::kConflict);
+    auto final_row = STORE_OK(this->S().GetTask("task_u"));
+    ASSERT_TRUE(final_row.has_value());
+    EXPECT_EQ(final_row->state, TaskState::kCompleted);
+    EXPECT_EQ(final_row->version, 4);
+
+    // An update cannot break the row's rules either.
+    AsyncTask bad = *final_row;
+    bad.progress = 101;
+    STORE_EXPECT_ERROR(this->S().UpdateTask(bad), core::ErrorCode::kInvalidRequest);
+    EXPECT_EQ(STORE_OK(this->S().GetTask("task_u"))->version, 4);
+
+    // The idempotency key still resolves under the original virtual key.
+    AsyncTask replay = NewPendingTask("task_replay", 3, kT0);
+    replay.idempotency_key = "idem-u";
+    auto r = STORE_OK(this->S().CreateTask(replay));
+    EXPECT_FALSE(r.second);
+    EXPECT_EQ(r.first.id, "task_u");
+
+    // A missing task is nullopt, not a conflict.
+    AsyncTask missing = cur;
+    missing.id = "task_nope";
+    EXPECT_FALSE(STORE_OK(this->S().UpdateTask(missing)).has_value());
+    EXPECT_FALSE(STORE_OK(this->S().GetTask("task_nope")).has_value());
+}
+
+TYPED_TEST_P(StoreContract, ListTasksFiltersAndOrdering) {
+    struct Row {
+        const char* id;
+        Id key;
+        TaskState state;
+        int64_t created;
+    };
+    // Inserted out of time order; t3 and t4 share a timestamp (then id decides).
+    const Row rows[] = {
+        {"t5", 2, TaskState::kFailed, 300},   {"t1", 1, TaskState::kPending, 100},
+        {"t4", 1, TaskState::kRunning, 200},  {"t3", 1, TaskState::kCompleted, 200},
+        {"t2", 2, TaskState::kRunning, 150},  {"t8", 1, TaskState::kCancelled, 260},
+        {"t7", 2, TaskState::kTimedOut, 250}, {"t6", 1, TaskState::kPending, 50},
+    };
+    for (const auto& row : rows) {
+        AsyncTask t = NewPendingTask(row.id, row.key, row.created);
+        t.state = row.state;
+        STORE_OK(this->S().CreateTask(t));
+    }
+    auto list = [&](const TaskQuery& q) { return TaskIds(STORE_OK(this->S().ListTasks(q))); };
+    using V = std::vector<std::string>;
+
+    EXPECT_EQ(list({}), (V{"t6", "t1", "t2", "t3", "t4", "t7", "t8", "t5"}));
+
+    TaskQuery by_key;
+    by_key.virtual_key_id = 1;
+    EXPECT_EQ(list(by_key), (V{"t6", "t1", "t3", "t4", "t8"}));
+
+    TaskQuery by_state;
+    by_state.state = TaskState::kRunning;
+    EXPECT_EQ(list(by_state), (V{"t2", "t4"}));
+    by_state.state = TaskState::kTimedOut;
+    EXPECT_EQ(list(by_state), (V{"t7"}));
+
+    TaskQuery open;
+    open.non_terminal_only = true;
+    EXPECT_EQ(list(open), (V{"t6", "t1", "t2", "t4"}));
+    open.virtual_key_id = 2;
+    EXPECT_EQ(list(open), (V{"t2"}));
+    open.virtual_key_id.reset();
+    open.state = TaskState::kCompleted;
+    EXPECT_TRUE(list(open).empty());
+    open.state = TaskState::kPending;
+    EXPECT_EQ(list(open), (V{"t6", "t1"}));
+
+    TaskQuery before;
+    before.created_before_ms = 200;  // strictly earlier
+    EXPECT_EQ(list(before), (V{"t6", "t1", "t2"}));
+    before.created_before_ms = 201;
+    before.non_terminal_only = true;
+    EXPECT_EQ(list(before), (V{"t6", "t1", "t2", "t4"}));
+    before.created_before_ms = 50;
+    EXPECT_TRUE(list(before).empty());
+
+    TaskQuery combined;
+    combined.virtual_key_id = 1;
+    combined.state = TaskState::kPending;
+    combined.created_before_ms = 100;
+    EXPECT_EQ(list(combined), (V{"t6"}));
+
+    TaskQuery page;
+    page.limit = 3;
+    EXPECT_EQ(list(page), (V{"t6", "t1", "t2"}));
+    page.offset = 3;
+    EXPECT_EQ(list(page), (V{"t3", "t4", "t7"}));
+    page.offset = 6;
+    EXPECT_EQ(list(page), (V{"t8", "t5"}));
+    page.offset = 8;
+    EXPECT_TRUE(list(page).empty());
+
+    TaskQuery open_page;  // the timeout sweeper pages through open tasks, oldest first
+    open_page.non_terminal_only = true;
+    open_page.limit = 1;
+    open_page.offset = 1;
+    EXPECT_EQ(list(open_page), (V{"t1"}));
+
+    TaskQuery none;
+    none.limit = 0;
+    EXPECT_TRUE(list(none).empty());
+
+    // The non-terminal view follows updates both ways.
+    auto t1 = *STORE_OK(this->S().GetTask("t1"));
+    t1.state = TaskState::kCompleted;
+    ASSERT_TRUE(STORE_OK(this->S().UpdateTask(t1)).has_value());
+    auto t5 = *STORE_OK(this->S().GetTask("t5"));
+    t5.state = TaskState::kPending;  // operator retry of a failed task
+    ASSERT_TRUE(STORE_OK(this->S().UpdateTask(t5)).has_value());
+    TaskQuery open_again;
+    open_again.non_terminal_only = true;
+    EXPECT_EQ(list(open_again), (V{"t6", "t2", "t4", "t5"}));
+
+    TaskQuery negative;
+    negative.limit = -1;
+    STORE_EXPECT_ERROR(this->S().ListTasks(negative), core::ErrorCode::kInvalidRequest);
+    negative.limit = 10;
+    negative.offset = -1;
+    STORE_EXPECT_ERROR(this->S().ListTasks(negative), core::ErrorCode::kInvalidRequest);
+}
+
+TYPED_TEST_P(StoreContract, ListTasksDefaultLimitIsOneHundred) {
+    for (int i = 0; i < 130; ++i) {
+        STORE_OK(this->S().CreateTask(NewPendingTask(Num("task_", 1000 + i), 1, kT0 + i)));
+    }
+    auto rows = STORE_OK(this->S().ListTasks({}));
+    ASSERT_EQ(rows.size(), 100u);
+    EXPECT_EQ(rows.front().id, "task_1000");
+    EXPECT_EQ(rows.back().id, "task_1099");
+    TaskQuery open;
+    open.non_terminal_only = true;
+    EXPECT_EQ(STORE_OK(this->S().ListTasks(open)).size(), 100u);
+}
+
+// ===== Webhooks =====
+
+TYPED_TEST_P(StoreContract, WebhookSecretPutGetReplace) {
+    auto g = STORE_OK(this->S().CreateGroup(NewGroup("g"), "admin"));
+    auto k1 = STORE_OK(this->S().CreateKey(NewKey(g.id, 1)));
+    auto k2 = STORE_OK(this->S().CreateKey(NewKey(g.id, 2)));
+    EXPECT_FALSE(STORE_OK(this->S().GetWebhookSecret(k1.id)).has_value());
+
+    WebhookSecret s1;
+    s1.virtual_key_id = k1.id;
+    s1.secret_sealed = "v1:c2VhbGVkLW9uZQ==";
+    s1.created_at_ms = kT0;
+    STORE_OK(this->S().PutWebhookSecret(s1));
+    auto got = STORE_OK(this->S().GetWebhookSecret(k1.id));
+    ASSERT_TRUE(got.has_value());
+    ExpectSecretEq(s1, *got);
+    EXPECT_FALSE(STORE_OK(this->S().GetWebhookSecret(k2.id)).has_value());
+
+    // Rotation: the new secret, with the old one valid for a grace period (any bytes).
+    WebhookSecret s2;
+    s2.virtual_key_id = k1.id;
+    s2.secret_sealed = std::string("v1:\x00\xfe\xff", 6) + "two";
+    s2.previous_sealed = s1.secret_sealed;
+    s2.previous_valid_until_ms = kT0 + 86'400'000;
+    s2.created_at_ms = kT0 + 10;
+    STORE_OK(this->S().PutWebhookSecret(s2));
+    got = STORE_OK(this->S().GetWebhookSecret(k1.id));
+    ASSERT_TRUE(got.has_value());
+    ExpectSecretEq(s2, *got);
+
+    // Dropping the previous secret once the grace period is over.
+    WebhookSecret s3 = s2;
+    s3.previous_sealed.clear();
+    s3.previous_valid_until_ms = 0;
+    STORE_OK(this->S().PutWebhookSecret(s3));
+    got = STORE_OK(this->S().GetWebhookSecret(k1.id));
+    ASSERT_TRUE(got.has_value());
+    ExpectSecretEq(s3, *got);
+
+    // Keys have their own secrets.
+    WebhookSecret other;
+    other.virtual_key_id = k2.id;
+    other.secret_sealed = "v1:b3RoZXI=";
+    other.created_at_ms = kT0 + 20;
+    STORE_OK(this->S().PutWebhookSecret(other));
+    ExpectSecretEq(s3, *STORE_OK(this->S().GetWebhookSecret(k1.id)));
+    ExpectSecretEq(other, *STORE_OK(this->S().GetWebhookSecret(k2.id)));
+
+    // Only existing keys have secrets, and a secret goes with its key.
+    WebhookSecret orphan = other;
+    orphan.virtual_key_id = k2.id + 1000;
+    STORE_EXPECT_ERROR(this->S().PutWebhookSecret(orphan), core::ErrorCode::kInvalidRequest);
+    EXPECT_FALSE(STORE_OK(this->S().GetWebhookSecret(orphan.virtual_key_id)).has_value());
+    EXPECT_TRUE(STORE_OK(this->S().DeleteKey(k1.id)));
+    EXPECT_FALSE(STORE_OK(this->S().GetWebhookSecret(k1.id)).has_value());
+    ExpectSecretEq(other, *STORE_OK(this->S().GetWebhookSecret(k2.id)));
+}
+
+TYPED_TEST_P(StoreContract, WebhookDeliveryUpsertInsertsThenReplaces) {
+    WebhookDelivery d = NewDelivery("msg_1", "task_a", 4, "pending", kT0);
+    STORE_OK(this->S().UpsertWebhookDeliveries({d}));
+    auto got = STORE_OK(this->S().GetWebhookDelivery("msg_1"));
+    ASSERT_TRUE(got.has_value());
+    ExpectDeliveryEq(d, *got);
+
+    WebhookDelivery retry = d;
+    retry.status = "failed";
+    retry.attempts = 2;
+    retry.last_status_code = 502;
+    retry.last_error = "bad gateway";
+    retry.updated_at_ms = kT0 + 2'000;
+    STORE_OK(this->S().UpsertWebhookDeliveries({retry}));
+    ExpectDeliveryEq(retry, *STORE_OK(this->S().GetWebhookDelivery("msg_1")));
+
+    WebhookDelivery done = retry;
+    done.event_type = "task.completed";
+    done.url = "https://moved.example.test/hook";
+    done.headers_json = "{}";
+    done.payload = R"({"type":"task.completed"})";
+    done.status = "delivered";
+    done.attempts = 3;
+    done.last_status_code = 200;
+    done.last_error.clear();
+    done.updated_at_ms = kT0 + 4'000;
+    done.delivered_at_ms = kT0 + 4'000;
+    // The identity of a delivery is kept from its first row.
+    done.task_id = "task_other";
+    done.virtual_key_id = 99;
+    done.created_at_ms = kT0 + 9'999;
+    STORE_OK(this->S().UpsertWebhookDeliveries({done}));
+    WebhookDelivery want = done;
+    want.task_id = d.task_id;
+    want.virtual_key_id = d.virtual_key_id;
+    want.created_at_ms = d.created_at_ms;
+    ExpectDeliveryEq(want, *STORE_OK(this->S().GetWebhookDelivery("msg_1")));
+    auto all = STORE_OK(this->S().ListWebhookDeliveries({}));
+    ASSERT_EQ(all.size(), 1u);
+    ExpectDeliveryEq(want, all[0]);
+
+    // Several rows with one id in one batch: the last one wins.
+    WebhookDelivery a1 = NewDelivery("msg_2", "task_b", 4, "pending", kT0 + 10);
+    WebhookDelivery a2 = a1;
+    a2.status = "failed";
+    a2.attempts = 2;
+    WebhookDelivery a3 = a2;
+    a3.status = "dead";
+    a3.attempts = 4;
+    STORE_OK(this->S().UpsertWebhookDeliveries({a1, a2, a3}));
+    ExpectDeliveryEq(a3, *STORE_OK(this->S().GetWebhookDelivery("msg_2")));
+
+    EXPECT_FALSE(STORE_OK(this->S().GetWebhookDelivery("MSG_1")).has_value());
+    EXPECT_FALSE(STORE_OK(this->S().GetWebhookDelivery("msg_3")).has_value());
+    STORE_OK(this->S().UpsertWebhookDeliveries({}));
+    EXPECT_EQ(STORE_OK(this->S().ListWebhookDeliveries({})).size(), 2u);
+}
+
+TYPED_TEST_P(StoreContract, WebhookDeliveryBatchesAreLargeAndAllOrNothing) {
+    std::vector<WebhookDelivery> batch;
+    for (int i = 0; i < 500; ++i) {
+        batch.push_back(
+            NewDelivery(Num("msg_", i), Num("task_", i % 50), 1 + i % 5, "pending", kT0 + i));
+    }
+    STORE_OK(this->S().UpsertWebhookDeliveries(batch));
+    WebhookDeliveryQuery all;
+    all.limit = 1'000;
+    auto rows = STORE_OK(this->S().ListWebhookDeliveries(all));
+    ASSERT_EQ(rows.size(), 500u);
+    ExpectDeliveryEq(batch[499], rows.front());
+    ExpectDeliveryEq(batch[0], rows.back());
+
+    // Half of them delivered, plus 100 new ones, in one batch.
+    std::vector<WebhookDelivery> second;
+    for (int i = 0; i < 500; i += 2) {
+        WebhookDelivery d = batch[i];
+        d.status = "delivered";
+        d.attempts = 2;
+        d.last_status_code = 204;
+        d.delivered_at_ms = kT0 + 10'000 + i;
+        second.push_back(d);
+    }
+    for (int i = 500; i < 600; ++i) {
+        second.push_back(NewDelivery(Num("msg_", i), "task_x", 9, "pending", kT0 + i));
+    }
+    STORE_OK(this->S().UpsertWebhookDeliveries(second));
+    EXPECT_EQ(STORE_OK(this->S().ListWebhookDeliveries(all)).size(), 600u);
+    WebhookDeliveryQuery delivered = all;
+    delivered.status = "delivered";
+    EXPECT_EQ(STORE_OK(this->S().ListWebhookDeliveries(delivered)).size(), 250u);
+    WebhookDeliveryQuery pending = all;
+    pending.status = "pending";
+    EXPECT_EQ(STORE_OK(this->S().ListWebhookDeliveries(pending)).size(), 350u);
+    ExpectDeliveryEq(second[5], *STORE_OK(this->S().GetWebhookDelivery("msg_10")));
+    ExpectDeliveryEq(batch[11], *STORE_OK(this->S().GetWebhookDelivery("msg_11")));
+
+    // The default page is the newest hundred.
+    auto page = STORE_OK(this->S().ListWebhookDeliveries({}));
+    ASSERT_EQ(page.size(), 100u);
+    EXPECT_EQ(page.front().id, "msg_599");
+    EXPECT_EQ(page.back().id, "msg_500");
+
+    // One bad row (empty id) rolls back the whole batch, rows before it included.
+    WebhookDelivery fresh = NewDelivery("msg_new", "task_y", 1, "pending", kT0 + 5'000);
+    WebhookDelivery dead = batch[1];
+    dead.status = "dead";
+    WebhookDelivery nameless = NewDelivery("", "task_y", 1, "pending", kT0 + 5'001);
+    STORE_EXPECT_ERROR(this->S().UpsertWebhookDeliveries({fresh, dead, nameless}),
+                       core::ErrorCode::kInvalidRequest);
+    EXPECT_FALSE(STORE_OK(this->S().GetWebhookDelivery("msg_new")).has_value());
+    EXPECT_EQ(STORE_OK(this->S().GetWebhookDelivery("msg_1"))->status, "pending");
+    EXPECT_EQ(STORE_OK(this->S().ListWebhookDeliveries(all)).size(), 600u);
+
+    // The store is fully usable afterwards.
+    STORE_OK(this->S().UpsertWebhookDeliveries({fresh, dead}));
+    ExpectDeliveryEq(fresh, *STORE_OK(this->S().GetWebhookDelivery("msg_new")));
+    EXPECT_EQ(STORE_OK(this->S().GetWebhookDelivery("msg_1"))->status, "dead");
+}
+
+TYPED_TEST_P(StoreContract, WebhookDeliveryListFiltersNewestFirst) {
+    // Inserted out of time order; d2 and d5 share a timestamp (then the larger id is newer).
+    STORE_OK(this->S().UpsertWebhookDeliveries({
+        NewDelivery("d4", "task_b", 2, "dead", 300),
+        NewDelivery("d1", "task_a", 1, "delivered", 100),
+        NewDelivery("d6", "task_c", 1, "delivered", 50),
+        NewDelivery("d2", "task_a", 1, "failed", 200),
+        NewDelivery("d5", "task_c", 1, "pending", 200),
+        NewDelivery("d3", "task_b", 2, "pending", 150),
+    }));
+    auto list = [&](const WebhookDeliveryQuery& q) {
+        return DeliveryIds(STORE_OK(this->S().ListWebhookDeliveries(q)));
+    };
+    using V = std::vector<std::string>;
+
+    EXPECT_EQ(list({}), (V{"d4", "d5", "d2", "d3", "d1", "d6"}));
+
+    WebhookDeliveryQuery by_status;
+    by_status.status = "pending";
+    EXPECT_EQ(list(by_status), (V{"d5", "d3"}));
+    by_status.status = "delivered";
+    EXPECT_EQ(list(by_status), (V{"d1", "d6"}));
+    by_status.status = "Delivered";
+    EXPECT_TRUE(list(by_status).empty());
+
+    WebhookDeliveryQuery by_key;
+    by_key.virtual_key_id = 1;
+    EXPECT_EQ(list(by_key), (V{"d5", "d2", "d1", "d6"}));
+    by_key.virtual_key_id = 2;
+    EXPECT_EQ(list(by_key), (V{"d4", "d3"}));
+    by_key.virtual_key_id = 3;
+    EXPECT_TRUE(list(by_key).empty());
+
+    WebhookDeliveryQuery by_task;
+    by_task.task_id = "task_a";
+    EXPECT_EQ(list(by_task), (V{"d2", "d1"}));
+    by_task.task_id = "task_c";
+    EXPECT_EQ(list(by_task), (V{"d5", "d6"}));
+
+    WebhookDeliveryQuery combined;
+    combined.virtual_key_id = 1;
+    combined.status = "pending";
+    EXPECT_EQ(list(combined), (V{"d5"}));
+    combined.virtual_key_id.reset();
+    combined.task_id = "task_a";
+    combined.status = "delivered";
+    EXPECT_EQ(list(combined), (V{"d1"}));
+    combined.virtual_key_id = 2;
+    EXPECT_TRUE(list(combined).empty());
+
+    WebhookDeliveryQuery page;
+    page.limit = 2;
+    EXPECT_EQ(list(page), (V{"d4", "d5"}));
+    page.offset = 2;
+    EXPECT_EQ(list(page), (V{"d2", "d3"}));
+    page.offset = 4;
+    EXPECT_EQ(list(page), (V{"d1", "d6"}));
+    page.offset = 6;
+    EXPECT_TRUE(list(page).empty());
+
+    WebhookDeliveryQuery filtered_page;
+    filtered_page.virtual_key_id = 1;
+    filtered_page.limit = 1;
+    filtered_page.offset = 2;
+    EXPECT_EQ(list(filtered_page), (V{"d1"}));
+
+    WebhookDeliveryQuery none;
+    none.limit = 0;
+    EXPECT_TRUE(list(none).empty());
+
+    // A status change moves a row between the status views (order by creation is kept).
+    auto d6 = *STORE_OK(this->S().GetWebhookDelivery("d6"));
+    d6.status = "pending";
+    STORE_OK(this->S().UpsertWebhookDeliveries({d6}));
+    by_status.status = "pending";
+    EXPECT_EQ(list(by_status), (V{"d5", "d3", "d6"}));
+
+    WebhookDeliveryQuery negative;
+    negative.limit = -1;
+    STORE_EXPECT_ERROR(this->S().ListWebhookDeliveries(negative), core::ErrorCode::kInvalidRequest);
+    negative.limit = 1;
+    negative.offset = -3;
+    STORE_EXPECT_ERROR(this->S().ListWebhookDeliveries(negative), core::ErrorCode::kInvalidRequest);
+}
+
 REGISTER_TYPED_TEST_SUITE_P(StoreContract,
                             PingAndEngine,
                             MigrateIsIdempotentAndKeepsData,
@@ -1496,6 +2261,17 @@ REGISTER_TYPED_TEST_SUITE_P(StoreContract,
                             RequestLogFiltersAndPaging,
                             RequestLogDefaultLimitIsOneHundred,
                             SettingsGetPutOverwrite,
-                            NegativePagingIsRejected);
+                            NegativePagingIsRejected,
+                            TasksAndWebhooksStartEmpty,
+                            TaskRoundTripEveryField,
+                            CreateTaskIsIdempotentPerVirtualKey,
+                            CreateTaskRejectsDuplicateIdAndInvalidRows,
+                            UpdateTaskIsOptimistic,
+                            ListTasksFiltersAndOrdering,
+                            ListTasksDefaultLimitIsOneHundred,
+                            WebhookSecretPutGetReplace,
+                            WebhookDeliveryUpsertInsertsThenReplaces,
+                            WebhookDeliveryBatchesAreLargeAndAllOrNothing,
+                            WebhookDeliveryListFiltersNewestFirst);
 
 }  // namespace conduit::store::contract

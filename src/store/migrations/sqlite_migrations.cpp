@@ -154,8 +154,86 @@ CREATE TABLE settings (
 ) STRICT, WITHOUT ROWID;
 )sql";
 
+// Async tasks and webhooks. Tasks and deliveries carry no foreign keys (like request_logs, they
+// are history that outlives a deleted key); a webhook secret belongs to its key and goes with it.
+constexpr std::string_view k0002TasksWebhooks = R"sql(
+CREATE TABLE async_tasks (
+    id                    TEXT    PRIMARY KEY CHECK (id <> ''),
+    type                  TEXT    NOT NULL,
+    state                 TEXT    NOT NULL CHECK (state IN ('pending', 'running', 'completed',
+                                                            'failed', 'cancelled', 'timedout')),
+    progress              INTEGER NOT NULL DEFAULT 0 CHECK (progress BETWEEN 0 AND 100),
+    message               TEXT    NOT NULL DEFAULT '',
+    virtual_key_id        INTEGER NOT NULL,
+    group_id              INTEGER NOT NULL,
+    model_alias           TEXT    NOT NULL DEFAULT '',
+    request_json          TEXT    NOT NULL DEFAULT '',
+    result_json           TEXT    NOT NULL DEFAULT '',
+    error_message         TEXT    NOT NULL DEFAULT '',
+    error_code            TEXT    NOT NULL DEFAULT '',
+    retryable             INTEGER NOT NULL DEFAULT 1 CHECK (retryable IN (0, 1)),
+    webhook_url           TEXT    NOT NULL DEFAULT '',
+    webhook_headers_json  TEXT    NOT NULL DEFAULT '',
+    timeout_seconds       INTEGER NOT NULL DEFAULT 0,
+    idempotency_key       TEXT    NOT NULL DEFAULT '',
+    request_hash          TEXT    NOT NULL DEFAULT '',
+    attempt               INTEGER NOT NULL DEFAULT 0,
+    retry_count           INTEGER NOT NULL DEFAULT 0,
+    max_retries           INTEGER NOT NULL DEFAULT 0,
+    upstream_job_id       TEXT    NOT NULL DEFAULT '',
+    mapping_id            INTEGER NOT NULL DEFAULT 0,
+    created_at_ms         INTEGER NOT NULL,
+    updated_at_ms         INTEGER NOT NULL,
+    started_at_ms         INTEGER NOT NULL DEFAULT 0,
+    completed_at_ms       INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at_ms    INTEGER NOT NULL DEFAULT 0,
+    version               INTEGER NOT NULL DEFAULT 0
+) STRICT;
+-- One task per (key, Idempotency-Key); tasks without a key are never deduplicated.
+CREATE UNIQUE INDEX async_tasks_idempotency ON async_tasks(virtual_key_id, idempotency_key)
+    WHERE idempotency_key <> '';
+CREATE INDEX async_tasks_by_key ON async_tasks(virtual_key_id, created_at_ms, id);
+CREATE INDEX async_tasks_by_state ON async_tasks(state, created_at_ms, id);
+CREATE INDEX async_tasks_by_time ON async_tasks(created_at_ms, id);
+-- The timeout sweeper's scan (non-terminal tasks, oldest first, stopping at its limit). The
+-- adapter names it with INDEXED BY: without statistics the planner prefers async_tasks_by_state
+-- and sorts every open task.
+CREATE INDEX async_tasks_open ON async_tasks(created_at_ms, id)
+    WHERE state IN ('pending', 'running');
+
+CREATE TABLE webhook_secrets (
+    virtual_key_id           INTEGER PRIMARY KEY REFERENCES virtual_keys(id) ON DELETE CASCADE,
+    secret_sealed            BLOB    NOT NULL,
+    previous_sealed          BLOB    NOT NULL DEFAULT x'',
+    previous_valid_until_ms  INTEGER NOT NULL DEFAULT 0,
+    created_at_ms            INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE webhook_deliveries (
+    id                TEXT    PRIMARY KEY CHECK (id <> ''),
+    task_id           TEXT    NOT NULL DEFAULT '',
+    virtual_key_id    INTEGER NOT NULL,
+    event_type        TEXT    NOT NULL,
+    url               TEXT    NOT NULL,
+    headers_json      TEXT    NOT NULL DEFAULT '',
+    payload           TEXT    NOT NULL DEFAULT '',
+    status            TEXT    NOT NULL,
+    attempts          INTEGER NOT NULL DEFAULT 0,
+    last_status_code  INTEGER NOT NULL DEFAULT 0,
+    last_error        TEXT    NOT NULL DEFAULT '',
+    created_at_ms     INTEGER NOT NULL,
+    updated_at_ms     INTEGER NOT NULL,
+    delivered_at_ms   INTEGER NOT NULL DEFAULT 0
+) STRICT;
+CREATE INDEX webhook_deliveries_by_status ON webhook_deliveries(status, created_at_ms, id);
+CREATE INDEX webhook_deliveries_by_key ON webhook_deliveries(virtual_key_id, created_at_ms, id);
+CREATE INDEX webhook_deliveries_by_task ON webhook_deliveries(task_id, created_at_ms, id);
+CREATE INDEX webhook_deliveries_by_time ON webhook_deliveries(created_at_ms, id);
+)sql";
+
 constexpr std::array kSqliteMigrations = {
     Migration{1, "0001_init", k0001Init},
+    Migration{2, "0002_tasks_webhooks", k0002TasksWebhooks},
 };
 
 }  // namespace

@@ -25,6 +25,7 @@ using sqlite::Db;
 using sqlite::Statement;
 using sqlite::Transaction;
 
+using domain::AsyncTask;
 using domain::GroupTransaction;
 using domain::ModelCost;
 using domain::ModelMapping;
@@ -217,6 +218,120 @@ std::vector<Id> NormaliseIds(std::vector<Id> ids) {
     std::sort(ids.begin(), ids.end());
     ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
     return ids;
+}
+
+// Column order of async_tasks, and of parameters ?1..?29 in BindTaskFields.
+const std::string kTaskCols =
+    "id, type, state, progress, message, virtual_key_id, group_id, model_alias, request_json, "
+    "result_json, error_message, error_code, retryable, webhook_url, webhook_headers_json, "
+    "timeout_seconds, idempotency_key, request_hash, attempt, retry_count, max_retries, "
+    "upstream_job_id, mapping_id, created_at_ms, updated_at_ms, started_at_ms, completed_at_ms, "
+    "next_attempt_at_ms, version";
+
+AsyncTask ReadTask(const Statement& s) {
+    AsyncTask t;
+    t.id = s.Text(0);
+    t.type = s.Text(1);
+    // The CHECK constraint admits only the six state strings.
+    t.state = domain::ParseTaskState(s.Text(2)).value_or(domain::TaskState::kPending);
+    t.progress = static_cast<int>(s.Int(3));
+    t.message = s.Text(4);
+    t.virtual_key_id = s.Int(5);
+    t.group_id = s.Int(6);
+    t.model_alias = s.Text(7);
+    t.request_json = s.Text(8);
+    t.result_json = s.Text(9);
+    t.error_message = s.Text(10);
+    t.error_code = s.Text(11);
+    t.retryable = s.Bool(12);
+    t.webhook_url = s.Text(13);
+    t.webhook_headers_json = s.Text(14);
+    t.timeout_seconds = s.Int(15);
+    t.idempotency_key = s.Text(16);
+    t.request_hash = s.Text(17);
+    t.attempt = static_cast<int>(s.Int(18));
+    t.retry_count = static_cast<int>(s.Int(19));
+    t.max_retries = static_cast<int>(s.Int(20));
+    t.upstream_job_id = s.Text(21);
+    t.mapping_id = s.Int(22);
+    t.created_at_ms = s.Int(23);
+    t.updated_at_ms = s.Int(24);
+    t.started_at_ms = s.Int(25);
+    t.completed_at_ms = s.Int(26);
+    t.next_attempt_at_ms = s.Int(27);
+    t.version = s.Int(28);
+    return t;
+}
+
+/// Binds every field of `t` to ?1..?29 (kTaskCols order). Text is not copied: `t` must outlive
+/// the statement's use.
+void BindTaskFields(Statement& s, const AsyncTask& t) {
+    s.BindTextNoCopy(1, t.id)
+        .BindTextNoCopy(2, t.type)
+        .BindTextNoCopy(3, domain::ToString(t.state))  // a static string
+        .BindInt(4, t.progress)
+        .BindTextNoCopy(5, t.message)
+        .BindInt(6, t.virtual_key_id)
+        .BindInt(7, t.group_id)
+        .BindTextNoCopy(8, t.model_alias)
+        .BindTextNoCopy(9, t.request_json)
+        .BindTextNoCopy(10, t.result_json)
+        .BindTextNoCopy(11, t.error_message)
+        .BindTextNoCopy(12, t.error_code)
+        .BindBool(13, t.retryable)
+        .BindTextNoCopy(14, t.webhook_url)
+        .BindTextNoCopy(15, t.webhook_headers_json)
+        .BindInt(16, t.timeout_seconds)
+        .BindTextNoCopy(17, t.idempotency_key)
+        .BindTextNoCopy(18, t.request_hash)
+        .BindInt(19, t.attempt)
+        .BindInt(20, t.retry_count)
+        .BindInt(21, t.max_retries)
+        .BindTextNoCopy(22, t.upstream_job_id)
+        .BindInt(23, t.mapping_id)
+        .BindInt(24, t.created_at_ms)
+        .BindInt(25, t.updated_at_ms)
+        .BindInt(26, t.started_at_ms)
+        .BindInt(27, t.completed_at_ms)
+        .BindInt(28, t.next_attempt_at_ms)
+        .BindInt(29, t.version);
+}
+
+const std::string kSecretCols =
+    "virtual_key_id, secret_sealed, previous_sealed, previous_valid_until_ms, created_at_ms";
+
+WebhookSecret ReadSecret(const Statement& s) {
+    WebhookSecret w;
+    w.virtual_key_id = s.Int(0);
+    w.secret_sealed = s.Blob(1);
+    w.previous_sealed = s.Blob(2);
+    w.previous_valid_until_ms = s.Int(3);
+    w.created_at_ms = s.Int(4);
+    return w;
+}
+
+// Column order of webhook_deliveries, and of parameters ?1..?14 in the upsert.
+const std::string kDeliveryCols =
+    "id, task_id, virtual_key_id, event_type, url, headers_json, payload, status, attempts, "
+    "last_status_code, last_error, created_at_ms, updated_at_ms, delivered_at_ms";
+
+WebhookDelivery ReadDelivery(const Statement& s) {
+    WebhookDelivery d;
+    d.id = s.Text(0);
+    d.task_id = s.Text(1);
+    d.virtual_key_id = s.Int(2);
+    d.event_type = s.Text(3);
+    d.url = s.Text(4);
+    d.headers_json = s.Text(5);
+    d.payload = s.Text(6);
+    d.status = s.Text(7);
+    d.attempts = static_cast<int>(s.Int(8));
+    d.last_status_code = static_cast<int>(s.Int(9));
+    d.last_error = s.Text(10);
+    d.created_at_ms = s.Int(11);
+    d.updated_at_ms = s.Int(12);
+    d.delivered_at_ms = s.Int(13);
+    return d;
 }
 
 Result<void> CheckPaging(int limit, int offset) {
@@ -1150,6 +1265,267 @@ public:
             }
             if (q.since_ms) {
                 s.BindInt(3, *q.since_ms);
+            }
+            s.BindInt(4, q.limit).BindInt(5, q.offset);
+        });
+    }
+
+    // --- Async tasks ---
+
+    Result<std::pair<AsyncTask, bool>> CreateTask(const AsyncTask& t) override {
+        std::lock_guard lock(mu_);
+        // The write lock is taken up front, so the look-up and the insert are one atomic step
+        // even against other connections or processes.
+        auto txn = Transaction::Begin(*db_, Transaction::Mode::kImmediate);
+        if (!txn) {
+            return Err(txn);
+        }
+        if (!t.idempotency_key.empty()) {
+            // "idempotency_key <> ''" lets the planner use the partial unique index.
+            auto existing = QueryOne<AsyncTask>(
+                "SELECT " + kTaskCols +
+                    " FROM async_tasks WHERE virtual_key_id = ?1 AND idempotency_key = ?2 "
+                    "AND idempotency_key <> ''",
+                ReadTask, [&](Statement& s) {
+                    s.BindInt(1, t.virtual_key_id).BindTextNoCopy(2, t.idempotency_key);
+                });
+            if (!existing) {
+                return Err(existing);
+            }
+            if (*existing) {
+                return std::pair<AsyncTask, bool>(std::move(**existing), false);
+            }
+        }
+        auto ins = db_->Prepare("INSERT INTO async_tasks (" + kTaskCols +
+                                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, "
+                                "?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, "
+                                "?27, ?28, ?29)");
+        if (!ins) {
+            return Err(ins);
+        }
+        BindTaskFields(**ins, t);
+        if (auto r = (*ins)->Run(); !r) {
+            if (r.error().code == ErrorCode::kConflict) {
+                return Fail(ErrorCode::kConflict,
+                            fmt::format("a task with id '{}' already exists", t.id));
+            }
+            return Err(r);
+        }
+        if (auto r = txn->Commit(); !r) {
+            return Err(r);
+        }
+        return std::pair<AsyncTask, bool>(t, true);
+    }
+
+    Result<std::optional<AsyncTask>> GetTask(std::string_view id) override {
+        std::lock_guard lock(mu_);
+        return QueryOne<AsyncTask>("SELECT " + kTaskCols + " FROM async_tasks WHERE id = ?1",
+                                   ReadTask, [&](Statement& s) { s.BindTextNoCopy(1, id); });
+    }
+
+    Result<std::optional<AsyncTask>> UpdateTask(const AsyncTask& t) override {
+        std::lock_guard lock(mu_);
+        // Parameters keep their kTaskCols numbers; the immutable ones (?2 type, ?6 key, ?7 group,
+        // ?17 idempotency key, ?18 request hash, ?24 created at) are bound but unused.
+        auto updated = QueryOne<AsyncTask>(
+            "UPDATE async_tasks SET state = ?3, progress = ?4, message = ?5, model_alias = ?8, "
+            "request_json = ?9, result_json = ?10, error_message = ?11, error_code = ?12, "
+            "retryable = ?13, webhook_url = ?14, webhook_headers_json = ?15, "
+            "timeout_seconds = ?16, attempt = ?19, retry_count = ?20, max_retries = ?21, "
+            "upstream_job_id = ?22, mapping_id = ?23, updated_at_ms = ?25, started_at_ms = ?26, "
+            "completed_at_ms = ?27, next_attempt_at_ms = ?28, version = version + 1 "
+            "WHERE id = ?1 AND version = ?29 RETURNING " +
+                kTaskCols,
+            ReadTask, [&](Statement& s) { BindTaskFields(s, t); });
+        if (!updated || *updated) {
+            return updated;
+        }
+        // Nothing matched: either there is no such task or its version moved.
+        auto stored = QueryOne<int64_t>(
+            "SELECT version FROM async_tasks WHERE id = ?1",
+            [](const Statement& s) { return s.Int(0); },
+            [&](Statement& s) { s.BindTextNoCopy(1, t.id); });
+        if (!stored) {
+            return Err(stored);
+        }
+        if (!*stored) {
+            return std::optional<AsyncTask>();
+        }
+        return Fail(ErrorCode::kConflict,
+                    fmt::format("task {} was changed concurrently (version {} expected, {} stored)",
+                                t.id, t.version, **stored));
+    }
+
+    Result<std::vector<AsyncTask>> ListTasks(const TaskQuery& q) override {
+        if (auto r = CheckPaging(q.limit, q.offset); !r) {
+            return Err(r);
+        }
+        // At most sixteen distinct texts, each cached as its own prepared statement.
+        std::string sql = "SELECT " + kTaskCols + " FROM async_tasks";
+        if (q.non_terminal_only) {
+            // The timeout sweeper's scan: walk the partial index of open tasks in order and stop
+            // at the limit (left alone, the planner sorts every open task; see migration 0002).
+            sql += " INDEXED BY async_tasks_open";
+        }
+        sql += " WHERE 1 = 1";
+        if (q.virtual_key_id) {
+            sql += " AND virtual_key_id = ?1";
+        }
+        if (q.state) {
+            sql += " AND state = ?2";
+        }
+        if (q.non_terminal_only) {
+            // Word for word the WHERE clause of the partial index async_tasks_open.
+            sql += " AND state IN ('pending', 'running')";
+        }
+        if (q.created_before_ms) {
+            sql += " AND created_at_ms < ?3";
+        }
+        sql += " ORDER BY created_at_ms, id LIMIT ?4 OFFSET ?5";
+        std::lock_guard lock(mu_);
+        return QueryMany<AsyncTask>(sql, ReadTask, [&](Statement& s) {
+            if (q.virtual_key_id) {
+                s.BindInt(1, *q.virtual_key_id);
+            }
+            if (q.state) {
+                s.BindTextNoCopy(2, domain::ToString(*q.state));
+            }
+            if (q.created_before_ms) {
+                s.BindInt(3, *q.created_before_ms);
+            }
+            s.BindInt(4, q.limit).BindInt(5, q.offset);
+        });
+    }
+
+    // --- Webhooks ---
+
+    Result<std::optional<WebhookSecret>> GetWebhookSecret(Id virtual_key_id) override {
+        std::lock_guard lock(mu_);
+        return QueryOne<WebhookSecret>(
+            "SELECT " + kSecretCols + " FROM webhook_secrets WHERE virtual_key_id = ?1", ReadSecret,
+            [&](Statement& s) { s.BindInt(1, virtual_key_id); });
+    }
+
+    Result<void> PutWebhookSecret(const WebhookSecret& w) override {
+        std::lock_guard lock(mu_);
+        auto txn = Transaction::Begin(*db_, Transaction::Mode::kImmediate);
+        if (!txn) {
+            return Err(txn);
+        }
+        // Checked here (not left to the foreign key) so that the error is kInvalidRequest, as
+        // for the other references to a missing parent.
+        auto keys =
+            CountLocked("SELECT COUNT(*) FROM virtual_keys WHERE id = ?1", w.virtual_key_id);
+        if (!keys) {
+            return Err(keys);
+        }
+        if (*keys == 0) {
+            return Fail(ErrorCode::kInvalidRequest,
+                        fmt::format("virtual key {} does not exist", w.virtual_key_id));
+        }
+        auto st = db_->Prepare(
+            "INSERT INTO webhook_secrets (" + kSecretCols +
+            ") VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (virtual_key_id) DO UPDATE SET "
+            "secret_sealed = excluded.secret_sealed, previous_sealed = excluded.previous_sealed, "
+            "previous_valid_until_ms = excluded.previous_valid_until_ms, "
+            "created_at_ms = excluded.created_at_ms");
+        if (!st) {
+            return Err(st);
+        }
+        (*st)
+            ->BindInt(1, w.virtual_key_id)
+            .BindBlob(2, w.secret_sealed)
+            .BindBlob(3, w.previous_sealed)
+            .BindInt(4, w.previous_valid_until_ms)
+            .BindInt(5, w.created_at_ms);
+        if (auto r = (*st)->Run(); !r) {
+            return r;
+        }
+        return txn->Commit();
+    }
+
+    Result<void> UpsertWebhookDeliveries(const std::vector<WebhookDelivery>& rows) override {
+        if (rows.empty()) {
+            return {};
+        }
+        std::lock_guard lock(mu_);
+        auto txn = Transaction::Begin(*db_, Transaction::Mode::kImmediate);
+        if (!txn) {
+            return Err(txn);
+        }
+        // One cached statement stepped once per row; text is bound without copies (the rows
+        // outlive each step). An update leaves the identity columns alone (id, task_id,
+        // virtual_key_id, created_at_ms), which also spares three of the four secondary indexes.
+        auto st = db_->Prepare(
+            "INSERT INTO webhook_deliveries (" + kDeliveryCols +
+            ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) "
+            "ON CONFLICT (id) DO UPDATE SET event_type = excluded.event_type, "
+            "url = excluded.url, headers_json = excluded.headers_json, "
+            "payload = excluded.payload, status = excluded.status, "
+            "attempts = excluded.attempts, last_status_code = excluded.last_status_code, "
+            "last_error = excluded.last_error, updated_at_ms = excluded.updated_at_ms, "
+            "delivered_at_ms = excluded.delivered_at_ms");
+        if (!st) {
+            return Err(st);
+        }
+        for (const auto& d : rows) {
+            (*st)
+                ->BindTextNoCopy(1, d.id)
+                .BindTextNoCopy(2, d.task_id)
+                .BindInt(3, d.virtual_key_id)
+                .BindTextNoCopy(4, d.event_type)
+                .BindTextNoCopy(5, d.url)
+                .BindTextNoCopy(6, d.headers_json)
+                .BindTextNoCopy(7, d.payload)
+                .BindTextNoCopy(8, d.status)
+                .BindInt(9, d.attempts)
+                .BindInt(10, d.last_status_code)
+                .BindTextNoCopy(11, d.last_error)
+                .BindInt(12, d.created_at_ms)
+                .BindInt(13, d.updated_at_ms)
+                .BindInt(14, d.delivered_at_ms);
+            if (auto r = (*st)->Run(); !r) {
+                return r;  // the whole batch rolls back
+            }
+            (*st)->Reset();
+        }
+        return txn->Commit();
+    }
+
+    Result<std::optional<WebhookDelivery>> GetWebhookDelivery(std::string_view id) override {
+        std::lock_guard lock(mu_);
+        return QueryOne<WebhookDelivery>(
+            "SELECT " + kDeliveryCols + " FROM webhook_deliveries WHERE id = ?1", ReadDelivery,
+            [&](Statement& s) { s.BindTextNoCopy(1, id); });
+    }
+
+    Result<std::vector<WebhookDelivery>> ListWebhookDeliveries(
+        const WebhookDeliveryQuery& q) override {
+        if (auto r = CheckPaging(q.limit, q.offset); !r) {
+            return Err(r);
+        }
+        // At most eight distinct texts, each cached as its own prepared statement.
+        std::string sql = "SELECT " + kDeliveryCols + " FROM webhook_deliveries WHERE 1 = 1";
+        if (q.status) {
+            sql += " AND status = ?1";
+        }
+        if (q.virtual_key_id) {
+            sql += " AND virtual_key_id = ?2";
+        }
+        if (q.task_id) {
+            sql += " AND task_id = ?3";
+        }
+        sql += " ORDER BY created_at_ms DESC, id DESC LIMIT ?4 OFFSET ?5";
+        std::lock_guard lock(mu_);
+        return QueryMany<WebhookDelivery>(sql, ReadDelivery, [&](Statement& s) {
+            if (q.status) {
+                s.BindTextNoCopy(1, *q.status);
+            }
+            if (q.virtual_key_id) {
+                s.BindInt(2, *q.virtual_key_id);
+            }
+            if (q.task_id) {
+                s.BindTextNoCopy(3, *q.task_id);
             }
             s.BindInt(4, q.limit).BindInt(5, q.offset);
         });

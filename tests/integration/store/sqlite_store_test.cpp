@@ -9,7 +9,10 @@
 
 #include <filesystem>
 #include <memory>
+#include <set>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 namespace conduit::store {
@@ -91,6 +94,8 @@ TEST(SqliteMigrations, AreNumberedOneToNInOrder) {
         EXPECT_FALSE(steps[i].sql.empty());
     }
     EXPECT_EQ(steps[0].name, "0001_init");
+    ASSERT_GE(steps.size(), 2u);
+    EXPECT_EQ(steps[1].name, "0002_tasks_webhooks");
 }
 
 TEST(SqliteStore, CreatesFileAndParentDirectoriesOnFirstStart) {
@@ -260,6 +265,151 @@ TEST(SqliteStore, SchemaUsesStrictTablesAndForeignKeys) {
               SQLITE_OK);
     auto fks = raw.Column("SELECT \"table\" FROM pragma_foreign_key_list('virtual_keys')");
     EXPECT_EQ(fks, std::vector<std::string>{"virtual_key_groups"});
+}
+
+TEST(SqliteStore, TaskAndWebhookSchema) {
+    conduit::testing::TempDir dir;
+    auto path = dir.path() / "conduit.db";
+    auto store = MustOpen(path);
+    ASSERT_TRUE(store);
+    STORE_OK(store->Migrate());
+    RawDb raw(path);
+    auto indexes = raw.Column(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL AND tbl_name IN "
+        "('async_tasks', 'webhook_secrets', 'webhook_deliveries') ORDER BY name");
+    EXPECT_EQ(indexes, (std::vector<std::string>{
+                           "async_tasks_by_key", "async_tasks_by_state", "async_tasks_by_time",
+                           "async_tasks_idempotency", "async_tasks_open",
+                           "webhook_deliveries_by_key", "webhook_deliveries_by_status",
+                           "webhook_deliveries_by_task", "webhook_deliveries_by_time"}));
+    // A secret belongs to its key; tasks and deliveries are history and outlive it.
+    EXPECT_EQ(raw.Column("SELECT \"table\" || ':' || on_delete "
+                         "FROM pragma_foreign_key_list('webhook_secrets')"),
+              std::vector<std::string>{"virtual_keys:CASCADE"});
+    EXPECT_TRUE(raw.Column("SELECT \"table\" FROM pragma_foreign_key_list('async_tasks')").empty());
+    EXPECT_TRUE(
+        raw.Column("SELECT \"table\" FROM pragma_foreign_key_list('webhook_deliveries')").empty());
+    // The state is stored as its API string.
+    auto t = contract::NewPendingTask("task_s", 1, contract::kT0);
+    t.state = domain::TaskState::kTimedOut;
+    STORE_OK(store->CreateTask(t));
+    EXPECT_EQ(raw.Column("SELECT state FROM async_tasks"), std::vector<std::string>{"timedout"});
+    EXPECT_NE(raw.Exec("UPDATE async_tasks SET state = 'timed_out'"), SQLITE_OK);
+}
+
+TEST(SqliteStore, UpgradeFromVersionOneAddsTaskTablesAndKeepsData) {
+    conduit::testing::TempDir dir;
+    auto path = dir.path() / "conduit.db";
+    Id group_id = 0;
+    {
+        auto store = MustOpen(path);
+        ASSERT_TRUE(store);
+        STORE_OK(store->Migrate());
+        group_id = STORE_OK(store->CreateGroup(contract::NewGroup("old", 7), "admin")).id;
+    }
+    {
+        // Turn the file back into a version-1 database.
+        RawDb raw(path);
+        ASSERT_EQ(
+            raw.Exec("DROP TABLE webhook_deliveries; DROP TABLE webhook_secrets; "
+                     "DROP TABLE async_tasks; DELETE FROM schema_migrations WHERE version = 2"),
+            SQLITE_OK);
+    }
+    auto store = MustOpen(path);
+    ASSERT_TRUE(store);
+    EXPECT_EQ(STORE_OK(store->SchemaVersion()), 1);
+    STORE_OK(store->Migrate());
+    EXPECT_EQ(STORE_OK(store->SchemaVersion()), LatestVersion());
+    EXPECT_EQ(STORE_OK(store->GetGroup(group_id))->balance, 7);
+    EXPECT_TRUE(
+        STORE_OK(store->CreateTask(contract::NewPendingTask("task_new", 1, contract::kT0))).second);
+    RawDb raw(path);
+    EXPECT_EQ(raw.Column("SELECT name FROM schema_migrations WHERE version = 2"),
+              std::vector<std::string>{"0002_tasks_webhooks"});
+}
+
+TEST(SqliteStore, IdempotentCreateIsAtomicAcrossConnections) {
+    conduit::testing::TempDir dir;
+    auto path = dir.path() / "conduit.db";
+    auto first = MustOpen(path);
+    ASSERT_TRUE(first);
+    STORE_OK(first->Migrate());
+    auto second = MustOpen(path);
+    ASSERT_TRUE(second);
+
+    // Two connections (as two instances would) submit the same 100 Idempotency-Keys at once.
+    constexpr int kKeys = 100;
+    using Outcome = std::vector<std::pair<std::string, bool>>;
+    auto submit = [&](Store* store, std::string prefix, Outcome* out) {
+        for (int k = 0; k < kKeys; ++k) {
+            auto t = contract::NewPendingTask(contract::Num(prefix, k), 1, contract::kT0 + k);
+            t.idempotency_key = contract::Num("key-", k);
+            auto r = store->CreateTask(t);
+            if (!r) {
+                ADD_FAILURE() << r.error().message;
+                out->emplace_back("", false);
+                continue;
+            }
+            out->emplace_back(r->first.id, r->second);
+        }
+    };
+    Outcome a;
+    Outcome b;
+    std::thread ta(submit, first.get(), "task_a", &a);
+    std::thread tb(submit, second.get(), "task_b", &b);
+    ta.join();
+    tb.join();
+    ASSERT_EQ(a.size(), static_cast<size_t>(kKeys));
+    ASSERT_EQ(b.size(), static_cast<size_t>(kKeys));
+    std::set<std::string> ids;
+    for (int k = 0; k < kKeys; ++k) {
+        EXPECT_EQ(a[k].first, b[k].first) << "key " << k;
+        EXPECT_NE(a[k].second, b[k].second) << "key " << k;  // exactly one created it
+        ids.insert(a[k].first);
+    }
+    EXPECT_EQ(ids.size(), static_cast<size_t>(kKeys));
+    RawDb raw(path);
+    EXPECT_EQ(raw.Column("SELECT COUNT(*) FROM async_tasks"),
+              std::vector<std::string>{std::to_string(kKeys)});
+}
+
+TEST(SqliteStore, TaskAndWebhookWritesAreUnavailableWhileLocked) {
+    conduit::testing::TempDir dir;
+    auto path = dir.path() / "conduit.db";
+    SqliteOptions options;
+    options.busy_timeout_ms = 50;
+    auto store = MustOpen(path, options);
+    ASSERT_TRUE(store);
+    STORE_OK(store->Migrate());
+    Id gid = STORE_OK(store->CreateGroup(contract::NewGroup("g"), "admin")).id;
+    Id kid = STORE_OK(store->CreateKey(contract::NewKey(gid, 1))).id;
+    auto task = STORE_OK(store->CreateTask(contract::NewPendingTask("task_l", kid, 1))).first;
+    auto delivery = contract::NewDelivery("msg_l", "task_l", kid, "pending", 1);
+    STORE_OK(store->UpsertWebhookDeliveries({delivery}));
+    WebhookSecret secret;
+    secret.virtual_key_id = kid;
+    secret.secret_sealed = "v1:x";
+
+    RawDb raw(path);
+    ASSERT_EQ(raw.Exec("BEGIN IMMEDIATE"), SQLITE_OK);  // another writer holds the lock
+    STORE_EXPECT_ERROR(store->CreateTask(contract::NewPendingTask("task_m", kid, 2)),
+                       core::ErrorCode::kUnavailable);
+    domain::AsyncTask moved = task;
+    moved.state = domain::TaskState::kRunning;
+    STORE_EXPECT_ERROR(store->UpdateTask(moved), core::ErrorCode::kUnavailable);
+    delivery.status = "delivered";
+    STORE_EXPECT_ERROR(store->UpsertWebhookDeliveries({delivery}), core::ErrorCode::kUnavailable);
+    STORE_EXPECT_ERROR(store->PutWebhookSecret(secret), core::ErrorCode::kUnavailable);
+    // Readers are not blocked by a WAL writer.
+    EXPECT_TRUE(STORE_OK(store->GetTask("task_l")).has_value());
+    EXPECT_EQ(STORE_OK(store->ListTasks({})).size(), 1u);
+    EXPECT_EQ(STORE_OK(store->GetWebhookDelivery("msg_l"))->status, "pending");
+    ASSERT_EQ(raw.Exec("ROLLBACK"), SQLITE_OK);
+
+    EXPECT_EQ(STORE_OK(store->UpdateTask(moved))->version, 1);
+    STORE_OK(store->UpsertWebhookDeliveries({delivery}));
+    EXPECT_EQ(STORE_OK(store->GetWebhookDelivery("msg_l"))->status, "delivered");
+    STORE_OK(store->PutWebhookSecret(secret));
 }
 
 }  // namespace
