@@ -75,6 +75,14 @@ int main(int argc, char** argv) {
                    "API key required as 'Authorization: Bearer KEY' (empty = no auth)");
     app.add_option("--embedding-dims", cfg.embedding_dims, "default embedding size")
         ->capture_default_str();
+    app.add_option("--job-duration-ms", cfg.job_duration_ms,
+                   "time from an async job's submit to its end (0 = done at once)")
+        ->capture_default_str();
+    app.add_option("--job-failure-rate", cfg.job_failure_rate,
+                   "fraction (0..1) of async jobs that end failed (chosen per job id)")
+        ->capture_default_str();
+    app.add_option("--video-bytes", cfg.video_bytes, "size of a completed video's content")
+        ->capture_default_str();
     app.add_option("--max-body-bytes", opts.max_body_bytes, "largest accepted request body")
         ->capture_default_str();
     app.add_option("--log-format", log_format, "text or json")->capture_default_str();

@@ -115,6 +115,8 @@ void Assign(std::string_view key, std::string_view value, BodyScan& out) {
         out.input = value;
     } else if (key == "dimensions") {
         out.dimensions = RawInt(value);
+    } else if (key == "seconds") {
+        out.seconds = value;
     } else if (key.size() > 5 && key.substr(0, 5) == "mock_") {
         std::string_view k = key.substr(5);
         if (k == "latency_ms") {
@@ -132,6 +134,18 @@ void Assign(std::string_view key, std::string_view value, BodyScan& out) {
         } else if (k == "hold") {
             if (value.size() >= 2 && value.front() == '"') {
                 out.mock_hold = value.substr(1, value.size() - 2);
+            }
+        } else if (k == "job_duration_ms") {
+            out.mock_job_duration_ms = RawInt(value);
+        } else if (k == "job_fail") {
+            out.mock_job_fail = value == "true" || value == "1";
+        } else if (k == "job_fail_status") {
+            out.mock_job_fail_status = RawInt(value);
+        } else if (k == "video_bytes") {
+            out.mock_video_bytes = RawInt(value);
+        } else if (k == "job_error_code") {
+            if (value.size() >= 2 && value.front() == '"') {
+                out.mock_job_error_code = value.substr(1, value.size() - 2);
             }
         }
     }

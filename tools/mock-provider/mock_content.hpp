@@ -22,6 +22,8 @@ struct BodyScan {
     std::string_view input;
     /// `dimensions` (embeddings).
     std::optional<int64_t> dimensions;
+    /// Raw JSON value of `seconds` (videos: a string or a number); empty when absent.
+    std::string_view seconds;
     /// Test controls (see README in mock_provider.hpp).
     std::optional<int64_t> mock_latency_ms;
     std::optional<int64_t> mock_error_status;
@@ -31,6 +33,13 @@ struct BodyScan {
     bool mock_hang = false;
     /// Contents of the `mock_hold` string literal (escapes are kept as written).
     std::string_view mock_hold;
+    /// Async job controls (video and image jobs).
+    std::optional<int64_t> mock_job_duration_ms;
+    std::optional<bool> mock_job_fail;
+    std::optional<int64_t> mock_job_fail_status;
+    std::optional<int64_t> mock_video_bytes;
+    /// Contents of the `mock_job_error_code` string literal (escapes are kept as written).
+    std::string_view mock_job_error_code;
 };
 
 /// Scans the top-level members of a JSON object `body` (already validated, e.g. by

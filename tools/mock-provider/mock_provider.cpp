@@ -34,12 +34,28 @@ enum Route : size_t {
     kModel,
     kImages,
     kFiles,
+    kVideos,
+    kVideo,
+    kVideoContent,
+    kImageJobs,
+    kImageJob,
     kOtherV1,
     kRouteCount,
 };
 constexpr std::string_view kRouteLabels[kRouteCount] = {
-    "/v1/chat/completions", "/v1/completions",        "/v1/embeddings", "/v1/models",
-    "/v1/models/{id}",      "/v1/images/generations", "/mock/files",    "/v1/other",
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/models",
+    "/v1/models/{id}",
+    "/v1/images/generations",
+    "/mock/files",
+    "/v1/videos",
+    "/v1/videos/{id}",
+    "/v1/videos/{id}/content",
+    "/v1/images/jobs",
+    "/v1/images/jobs/{id}",
+    "/v1/other",
 };
 
 enum Counter : size_t {
@@ -51,6 +67,13 @@ enum Counter : size_t {
     kAuthFailures,
     kRateLimited,
     kErrorsInjected,
+    kVideoJobsStarted,
+    kImageJobsStarted,
+    kJobsCancelled,
+    kJobPolls,
+    kPollsAfterCancel,
+    kContentDownloads,
+    kIdempotentReplays,
     kCounterCount,
 };
 enum Gauge : size_t { kActiveStreams, kHanging, kGaugeCount };
@@ -60,6 +83,10 @@ constexpr int64_t kMaxChoices = 128;
 constexpr int64_t kMaxChunks = 100000;
 constexpr int64_t kMaxDims = 65536;
 constexpr size_t kMaxPendingReleases = 10000;
+constexpr int64_t kMaxJobDurationMs = int64_t{24} * 3600 * 1000;
+constexpr int64_t kMaxVideoBytes = int64_t{256} << 20;
+constexpr int64_t kMaxVideoSeconds = 600;
+constexpr size_t kMaxIdempotencyKey = 255;
 
 // Counters are written only by their shard's thread, so a relaxed load + store is enough (no
 // locked read-modify-write on the hot path); other threads only read them.
@@ -115,6 +142,12 @@ void AppendUsage(std::string& out, int64_t prompt, int64_t completion) {
 }
 
 int64_t CreatedNow() { return static_cast<int64_t>(std::time(nullptr)); }
+
+int64_t UnixMsNow() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
 
 /// Cuts a stream: aborts the connection when the Exchange API offers it, else terminates the
 /// chunked response early (see MockProvider's doc comment).
@@ -221,6 +254,8 @@ struct Call {
     BodyScan scan;
     std::string_view model_raw;  // the raw `model` JSON string literal (view into the body)
     std::shared_ptr<const MockConfig> cfg;
+    std::string_view job_id;       // job routes: the {id} path segment (view into the request)
+    std::shared_ptr<JobSpec> job;  // job submits: the validated job, id and times still unset
 };
 
 /// How much text a response carries.
@@ -249,6 +284,17 @@ std::string StatsToJson(const MockStats& s) {
     o["auth_failures"] = s.auth_failures;
     o["rate_limited"] = s.rate_limited;
     o["errors_injected"] = s.errors_injected;
+    o["video_jobs_started"] = s.video_jobs_started;
+    o["image_jobs_started"] = s.image_jobs_started;
+    o["jobs_started"] = s.jobs_started;
+    o["jobs_cancelled"] = s.jobs_cancelled;
+    o["jobs_completed"] = s.jobs_completed;
+    o["jobs_failed"] = s.jobs_failed;
+    o["jobs_active"] = s.jobs_active;
+    o["job_polls"] = s.job_polls;
+    o["polls_after_cancel"] = s.polls_after_cancel;
+    o["content_downloads"] = s.content_downloads;
+    o["idempotent_replays"] = s.idempotent_replays;
     o["last_authorization"] = s.last_authorization;
     o["last_model"] = s.last_model;
     o["last_body"] = s.last_body;
@@ -282,6 +328,7 @@ struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
     std::atomic<int64_t> rl_count{0};
 
     HoldRegistry holds;
+    JobStore jobs;
 
     mutable std::mutex stats_mu;
     int64_t base_counters[kCounterCount]{};
@@ -306,6 +353,19 @@ struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
     bool BuildImages(
         const Call& call, Shard& sh, std::string_view host, std::string& out, std::string& error);
     Plan PlanText(const Call& call) const;
+    /// "http://host:port" of this mock as the client addressed it (JSON-escaped).
+    void AppendFileBase(std::string& out, std::string_view host) const;
+
+    // Async jobs.
+    bool PrepareJob(Call& call,
+                    const MockConfig& cfg,
+                    const net::Request& req,
+                    std::string& error,
+                    std::string& param) const;
+    void SubmitJob(net::Exchange& ex, Call& call, Shard& sh);
+    void ReadJob(net::Exchange& ex, const Call& call, Shard& sh);
+    void DownloadContent(net::Exchange& ex, const Call& call, Shard& sh);
+    void RespondJob(net::Exchange& ex, const MockJob& job, int status = 200);
 
     Shard& ShardOf(net::Exchange& ex) { return *shards[ex.loop().Index()]; }
     const MockConfig& ConfigFor(Shard& sh) {
@@ -732,6 +792,8 @@ void MockProvider::Impl::HandleV1(const net::ExchangePtr& ex, std::string_view p
     Shard& sh = ShardOf(*ex);
     Route route = kOtherV1;
     std::string_view method = "POST";
+    std::string_view alt_method;  // a second method the route accepts
+    std::string_view job_id;
     if (path == "/v1/chat/completions") {
         route = kChat;
     } else if (path == "/v1/completions") {
@@ -746,16 +808,43 @@ void MockProvider::Impl::HandleV1(const net::ExchangePtr& ex, std::string_view p
     } else if (path.starts_with("/v1/models/") && path.size() > 11) {
         route = kModel;
         method = "GET";
+    } else if (path == "/v1/videos") {
+        route = kVideos;
+    } else if (path.starts_with("/v1/videos/")) {
+        job_id = path.substr(11);
+        route = kVideo;
+        method = "GET";
+        alt_method = "DELETE";
+        if (job_id.ends_with("/content")) {
+            job_id.remove_suffix(8);
+            route = kVideoContent;
+            alt_method = "HEAD";
+        }
+    } else if (path == "/v1/images/jobs") {
+        route = kImageJobs;
+    } else if (path.starts_with("/v1/images/jobs/")) {
+        job_id = path.substr(16);
+        route = kImageJob;
+        method = "GET";
+        alt_method = "DELETE";
+    }
+    if (!job_id.empty() && job_id.find('/') != std::string_view::npos) {
+        route = kOtherV1;
+    } else if ((route == kVideo || route == kVideoContent || route == kImageJob) &&
+               job_id.empty()) {
+        route = kOtherV1;
     }
     Bump(sh.counters[kRequests]);
     Bump(sh.paths[route]);
 
     Call call;
     call.route = route;
+    call.job_id = job_id;
     const MockConfig& cfg = ConfigFor(sh);
-    const bool method_ok = req.method == method;
+    const bool method_ok =
+        req.method == method || (!alt_method.empty() && req.method == alt_method);
     std::optional<core::Error> parse_error;
-    if (method == "POST" && method_ok && route != kOtherV1) {
+    if (req.method == "POST" && method_ok && route != kOtherV1) {
         auto peeked = json::PeekRequest(req.body);
         if (!peeked) {
             parse_error = std::move(peeked.error());
@@ -815,26 +904,35 @@ void MockProvider::Impl::HandleV1(const net::ExchangePtr& ex, std::string_view p
     }
 
     // POST endpoints: validate what every one of them needs before any delay.
-    if (route != kImages && !call.peek.model) {
-        RespondError(*ex, 400, "you must provide a model parameter", "model");
-        return;
-    }
-    if (route == kChat && call.scan.messages.empty()) {
-        RespondError(*ex, 400, "Missing required parameter: 'messages'.", "messages");
-        return;
-    }
-    if (route == kEmbeddings && call.scan.input.empty()) {
-        RespondError(*ex, 400, "Missing required parameter: 'input'.", "input");
-        return;
-    }
-    if (route == kImages && call.scan.prompt.empty()) {
-        RespondError(*ex, 400, "Missing required parameter: 'prompt'.", "prompt");
-        return;
-    }
-    int64_t n = call.peek.n.value_or(1);
-    if (n < 1 || n > (route == kImages ? 10 : kMaxChoices)) {
-        RespondError(*ex, 400, "Invalid value for 'n': out of range.", "n");
-        return;
+    if (route == kVideos || route == kImageJobs) {
+        std::string error;
+        std::string param;
+        if (!PrepareJob(call, cfg, req, error, param)) {
+            RespondError(*ex, 400, error, param);
+            return;
+        }
+    } else if (route != kVideo && route != kVideoContent && route != kImageJob) {
+        if (route != kImages && !call.peek.model) {
+            RespondError(*ex, 400, "you must provide a model parameter", "model");
+            return;
+        }
+        if (route == kChat && call.scan.messages.empty()) {
+            RespondError(*ex, 400, "Missing required parameter: 'messages'.", "messages");
+            return;
+        }
+        if (route == kEmbeddings && call.scan.input.empty()) {
+            RespondError(*ex, 400, "Missing required parameter: 'input'.", "input");
+            return;
+        }
+        if (route == kImages && call.scan.prompt.empty()) {
+            RespondError(*ex, 400, "Missing required parameter: 'prompt'.", "prompt");
+            return;
+        }
+        int64_t n = call.peek.n.value_or(1);
+        if (n < 1 || n > (route == kImages ? 10 : kMaxChoices)) {
+            RespondError(*ex, 400, "Invalid value for 'n': out of range.", "n");
+            return;
+        }
     }
 
     if (call.scan.mock_hang) {
@@ -934,6 +1032,17 @@ void MockProvider::Impl::RespondNow(const net::ExchangePtr& ex, Call& call) {
                 return;
             }
             break;
+        case kVideos:
+        case kImageJobs:
+            SubmitJob(*ex, call, sh);
+            return;
+        case kVideo:
+        case kImageJob:
+            ReadJob(*ex, call, sh);
+            return;
+        case kVideoContent:
+            DownloadContent(*ex, call, sh);
+            return;
         default:
             RespondError(*ex, 404, "Not found.");
             return;
@@ -1111,14 +1220,8 @@ bool MockProvider::Impl::BuildImages(
             out += ',';
         }
         if (url) {
-            out += R"({"url":"http://)";
-            if (host.empty()) {
-                core::AppendJsonEscaped(out, options.host);
-                out += ':';
-                AppendInt(out, port.load(std::memory_order_relaxed));
-            } else {
-                core::AppendJsonEscaped(out, host);
-            }
+            out += R"({"url":")";
+            AppendFileBase(out, host);
             out += "/mock/files/img-";
             AppendHex16(out, hash);
             out += '-';
@@ -1138,6 +1241,240 @@ bool MockProvider::Impl::BuildImages(
     out += "]}";
     (void)sh;
     return true;
+}
+
+void MockProvider::Impl::AppendFileBase(std::string& out, std::string_view host) const {
+    out += "http://";
+    if (!host.empty()) {
+        core::AppendJsonEscaped(out, host);
+        return;
+    }
+    const bool v6 = options.host.find(':') != std::string::npos;
+    if (v6) {
+        out += '[';
+    }
+    core::AppendJsonEscaped(out, options.host);
+    if (v6) {
+        out += ']';
+    }
+    out += ':';
+    AppendInt(out, port.load(std::memory_order_relaxed));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Async jobs
+
+bool MockProvider::Impl::PrepareJob(Call& call,
+                                    const MockConfig& cfg,
+                                    const net::Request& req,
+                                    std::string& error,
+                                    std::string& param) const {
+    const bool video = call.route == kVideos;
+    const BodyScan& scan = call.scan;
+    auto fail = [&](std::string message, std::string_view field) {
+        error = std::move(message);
+        param = field;
+        return false;
+    };
+    if (scan.prompt.empty()) {
+        return fail("Missing required parameter: 'prompt'.", "prompt");
+    }
+    if (scan.prompt.front() != '"') {
+        return fail("Invalid type for 'prompt': expected a string.", "prompt");
+    }
+    auto spec = std::make_shared<JobSpec>();
+    spec->kind = video ? JobKind::kVideo : JobKind::kImage;
+    spec->model_json = call.model_raw.empty() ? (video ? R"("sora-2")" : R"("gpt-image-1")")
+                                              : std::string(call.model_raw);
+    spec->prompt_json.assign(scan.prompt);
+
+    std::string_view size =
+        call.peek.size ? std::string_view(*call.peek.size) : (video ? "1280x720"sv : "1024x1024"sv);
+    const size_t x = size.find('x');
+    auto dimension = [](std::string_view d) {
+        auto v = core::ParseInt(d);
+        return !d.empty() && d.front() != '-' && d.front() != '+' && v && *v > 0 && *v <= 16384;
+    };
+    if (!(size == "auto" && !video) &&
+        (x == std::string_view::npos || !dimension(size.substr(0, x)) ||
+         !dimension(size.substr(x + 1)))) {
+        return fail("Invalid value for 'size': expected WIDTHxHEIGHT, e.g. '1280x720'.", "size");
+    }
+    spec->size.assign(size);
+
+    if (video) {
+        std::string_view seconds = scan.seconds.empty() ? "4"sv : scan.seconds;
+        if (seconds.size() >= 2 && seconds.front() == '"' && seconds.back() == '"') {
+            seconds = seconds.substr(1, seconds.size() - 2);
+        }
+        auto v = core::ParseInt(seconds);
+        if (seconds.empty() || seconds.front() == '-' || seconds.front() == '+' || !v || *v < 1 ||
+            *v > kMaxVideoSeconds) {
+            return fail("Invalid value for 'seconds': expected a whole number of seconds (1 to " +
+                            std::to_string(kMaxVideoSeconds) + ").",
+                        "seconds");
+        }
+        spec->seconds = std::to_string(*v);
+        int64_t bytes = scan.mock_video_bytes.value_or(cfg.video_bytes);
+        if (bytes < 0 || bytes > kMaxVideoBytes) {
+            return fail("Invalid value for 'mock_video_bytes': out of range.", "mock_video_bytes");
+        }
+        spec->content_bytes = bytes;
+    } else {
+        spec->n = call.peek.n.value_or(1);
+        if (spec->n < 1 || spec->n > 10) {
+            return fail("Invalid value for 'n': out of range.", "n");
+        }
+        std::string_view format = call.peek.response_format_str
+                                      ? std::string_view(*call.peek.response_format_str)
+                                      : "url"sv;
+        if (format != "url" && format != "b64_json") {
+            return fail("Invalid value for 'response_format': expected 'url' or 'b64_json'.",
+                        "response_format");
+        }
+        spec->b64 = format == "b64_json";
+    }
+
+    spec->duration_ms = std::clamp<int64_t>(scan.mock_job_duration_ms.value_or(cfg.job_duration_ms),
+                                            0, kMaxJobDurationMs);
+    if (scan.mock_job_error_code.empty()) {
+        spec->error_code = video ? "video_generation_failed" : "image_generation_failed";
+    } else {
+        spec->error_code.assign(scan.mock_job_error_code);
+    }
+    std::string_view key = core::Trim(req.headers.Get("idempotency-key"));
+    if (key.size() > kMaxIdempotencyKey) {
+        return fail("The Idempotency-Key header is longer than 255 characters.", "Idempotency-Key");
+    }
+    spec->idempotency_key.assign(key);
+    // A failing submit is an injected error like mock_error_status (which wins when both are set).
+    if (!call.scan.mock_error_status && scan.mock_job_fail_status) {
+        call.scan.mock_error_status = scan.mock_job_fail_status;
+    }
+    call.job = std::move(spec);
+    return true;
+}
+
+void MockProvider::Impl::SubmitJob(net::Exchange& ex, Call& call, Shard& sh) {
+    JobSpec& spec = *call.job;
+    const bool video = spec.kind == JobKind::kVideo;
+    spec.id = video ? "video_" : "imgjob_";
+    AppendHex16(spec.id, NextId(sh));
+    spec.fails =
+        call.scan.mock_job_fail.value_or(ChosenToFail(spec.id, call.cfg->job_failure_rate));
+    spec.created_ns = NowNs();
+    spec.created_unix_ms = UnixMsNow();
+    JobStore::Submitted submitted = jobs.Submit(std::move(call.job), spec.created_ns);
+    if (submitted.replay) {
+        Bump(sh.counters[kIdempotentReplays]);
+    } else {
+        Bump(sh.counters[video ? kVideoJobsStarted : kImageJobsStarted]);
+    }
+    RespondJob(ex, submitted.job);
+}
+
+void MockProvider::Impl::ReadJob(net::Exchange& ex, const Call& call, Shard& sh) {
+    const JobKind kind = call.route == kVideo ? JobKind::kVideo : JobKind::kImage;
+    const bool cancel = ex.request().method == "DELETE";
+    std::optional<MockJob> job;
+    if (cancel) {
+        auto cancelled = jobs.Cancel(call.job_id, kind, NowNs(), UnixMsNow());
+        if (cancelled) {
+            if (cancelled->cancelled_now) {
+                Bump(sh.counters[kJobsCancelled]);
+            }
+            job = std::move(cancelled->job);
+        }
+    } else {
+        job = jobs.Get(call.job_id, kind, NowNs(), JobStore::Access::kPoll);
+        if (job) {
+            Bump(sh.counters[kJobPolls]);
+            if (job->status == JobStatus::kCancelled) {
+                Bump(sh.counters[kPollsAfterCancel]);
+            }
+        }
+    }
+    if (!job) {
+        RespondError(ex, 404,
+                     std::string(kind == JobKind::kVideo ? "Video" : "Image job") + " with id '" +
+                         std::string(call.job_id) + "' not found.");
+        return;
+    }
+    RespondJob(ex, *job);
+}
+
+void MockProvider::Impl::DownloadContent(net::Exchange& ex, const Call& call, Shard& sh) {
+    net::Request& req = ex.request();
+    auto job = jobs.Get(call.job_id, JobKind::kVideo, NowNs());
+    if (!job) {
+        RespondError(ex, 404, "Video with id '" + std::string(call.job_id) + "' not found.");
+        return;
+    }
+    if (job->status != JobStatus::kCompleted) {
+        RespondError(ex, 404,
+                     "Video with id '" + std::string(call.job_id) + "' has no content: it is " +
+                         std::string(JobStatusName(job->status)) + ".");
+        return;
+    }
+    std::optional<std::string> variant = core::QueryParam(req.query(), "variant");
+    if (variant && *variant != "video") {
+        if (*variant != "thumbnail" && *variant != "spritesheet") {
+            RespondError(ex, 400,
+                         "Invalid value for 'variant': expected 'video', 'thumbnail' or "
+                         "'spritesheet'.",
+                         "variant");
+            return;
+        }
+        ex.Respond(net::Response::Text(200, std::string(TinyPng()), "image/png"));
+        return;
+    }
+    const JobSpec& spec = *job->spec;
+    const int64_t total = spec.content_bytes;
+    std::string sha = jobs.ContentSha256(spec);
+    ByteRange range = ParseByteRange(req.headers.Get("range"), total);
+    net::Response r;
+    r.headers.reserve(5);
+    r.headers.Add("Content-Type", "video/mp4");
+    r.headers.Add("Accept-Ranges", "bytes");
+    r.headers.Add("ETag", "\"" + sha + "\"");
+    r.headers.Add("X-Content-Sha256", std::move(sha));
+    if (range.kind == ByteRange::kUnsatisfiable) {
+        r.status = 416;
+        r.headers.Add("Content-Range", "bytes */" + std::to_string(total));
+        r.headers.Set("Content-Type", "application/json");
+        r.body = ErrorJson(416, "The requested range is not satisfiable.");
+        ex.Respond(std::move(r));
+        return;
+    }
+    if (range.kind == ByteRange::kPartial) {
+        r.status = 206;
+        r.headers.Add("Content-Range", "bytes " + std::to_string(range.begin) + "-" +
+                                           std::to_string(range.end - 1) + "/" +
+                                           std::to_string(total));
+    } else {
+        range.begin = 0;
+        range.end = total;
+    }
+    if (req.method == "GET") {
+        AppendVideoBytes(r.body, spec.id, total, range.begin, range.end);
+        jobs.CountDownload(spec.id);
+        Bump(sh.counters[kContentDownloads]);
+    } else {
+        // HEAD: the server sends no body, but the length must be the GET's.
+        r.body.assign(static_cast<size_t>(range.end - range.begin), '\0');
+    }
+    ex.Respond(std::move(r));
+}
+
+void MockProvider::Impl::RespondJob(net::Exchange& ex, const MockJob& job, int status) {
+    std::string body;
+    std::string base;
+    if (job.spec->kind == JobKind::kImage && job.status == JobStatus::kCompleted &&
+        !job.spec->b64) {
+        AppendFileBase(base, ex.request().headers.Get("host"));
+    }
+    AppendJobObject(body, job, base, png_b64);
+    RespondJson(ex, status, std::move(body));
 }
 
 void MockProvider::Impl::BuildModels() {
@@ -1180,6 +1517,33 @@ void MockProvider::Impl::HandleControl(const net::ExchangePtr& ex, std::string_v
     }
     if (path == "/mock/stats") {
         RespondJson(*ex, 200, StatsToJson(Stats()));
+        return;
+    }
+    if (path == "/mock/jobs") {
+        std::vector<MockJob> all = jobs.All(NowNs());
+        std::string body;
+        body.reserve(32 + all.size() * 512);
+        body += R"({"object":"list","data":[)";
+        for (size_t i = 0; i < all.size(); ++i) {
+            if (i > 0) {
+                body += ',';
+            }
+            AppendJobRecord(body, all[i]);
+        }
+        body += "]}";
+        RespondJson(*ex, 200, std::move(body));
+        return;
+    }
+    if (path.starts_with("/mock/jobs/") && path.size() > 11) {
+        auto job = jobs.Get(path.substr(11), std::nullopt, NowNs());
+        if (!job) {
+            RespondError(*ex, 404, "No job with id '" + std::string(path.substr(11)) + "'.");
+            return;
+        }
+        std::string body;
+        AppendJobRecord(body, *job,
+                        job->spec->kind == JobKind::kVideo ? jobs.ContentSha256(*job->spec) : "");
+        RespondJson(*ex, 200, std::move(body));
         return;
     }
     if (path.starts_with("/mock/release/") && path.size() > 14) {
@@ -1247,6 +1611,7 @@ void MockProvider::Impl::Reset() {
     std::copy(std::begin(c), std::end(c), std::begin(base_counters));
     std::copy(std::begin(p), std::end(p), std::begin(base_paths));
     reset_ns.store(NowNs());
+    jobs.Clear();
 }
 
 MockStats MockProvider::Impl::Stats() const {
@@ -1271,6 +1636,18 @@ MockStats MockProvider::Impl::Stats() const {
     s.auth_failures = c[kAuthFailures];
     s.rate_limited = c[kRateLimited];
     s.errors_injected = c[kErrorsInjected];
+    s.video_jobs_started = c[kVideoJobsStarted];
+    s.image_jobs_started = c[kImageJobsStarted];
+    s.jobs_started = s.video_jobs_started + s.image_jobs_started;
+    s.jobs_cancelled = c[kJobsCancelled];
+    s.job_polls = c[kJobPolls];
+    s.polls_after_cancel = c[kPollsAfterCancel];
+    s.content_downloads = c[kContentDownloads];
+    s.idempotent_replays = c[kIdempotentReplays];
+    JobTally tally = jobs.Tally(NowNs());
+    s.jobs_completed = tally.completed;
+    s.jobs_failed = tally.failed;
+    s.jobs_active = tally.queued + tally.in_progress;
     for (size_t i = 0; i < kRouteCount; ++i) {
         if (p[i] != 0) {
             s.per_path[std::string(kRouteLabels[i])] = p[i];
@@ -1322,6 +1699,15 @@ std::string ValidateConfig(const MockConfig& c) {
     }
     if (c.embedding_dims < 1 || c.embedding_dims > kMaxDims) {
         return "embedding_dims must be between 1 and " + std::to_string(kMaxDims);
+    }
+    if (c.job_duration_ms < 0 || c.job_duration_ms > kMaxJobDurationMs) {
+        return "job_duration_ms must be between 0 and " + std::to_string(kMaxJobDurationMs);
+    }
+    if (!(c.job_failure_rate >= 0 && c.job_failure_rate <= 1)) {
+        return "job_failure_rate must be between 0 and 1";
+    }
+    if (c.video_bytes < 0 || c.video_bytes > kMaxVideoBytes) {
+        return "video_bytes must be between 0 and " + std::to_string(kMaxVideoBytes);
     }
     return {};
 }
@@ -1389,6 +1775,12 @@ core::Result<MockConfig> ApplyConfigJson(MockConfig c, std::string_view text) {
             r = get_int(key, c.rate_limit);
         } else if (key == "embedding_dims") {
             r = get_int(key, c.embedding_dims);
+        } else if (key == "job_duration_ms") {
+            r = get_int(key, c.job_duration_ms);
+        } else if (key == "job_failure_rate") {
+            r = get_double(key, c.job_failure_rate);
+        } else if (key == "video_bytes") {
+            r = get_int(key, c.video_bytes);
         } else if (key == "require_key") {
             auto v = json::GetString(o, key);
             if (!v) {
@@ -1423,6 +1815,9 @@ std::string ConfigJson(const MockConfig& c) {
     o["rate_limit"] = c.rate_limit;
     o["require_key"] = c.require_key;
     o["embedding_dims"] = c.embedding_dims;
+    o["job_duration_ms"] = c.job_duration_ms;
+    o["job_failure_rate"] = c.job_failure_rate;
+    o["video_bytes"] = c.video_bytes;
     return json::Serialize(o);
 }
 
@@ -1530,5 +1925,11 @@ MockConfig MockProvider::Config() const { return impl_->CurrentConfig(); }
 void MockProvider::UpdateOptions(MockConfig config) { impl_->SetConfig(std::move(config)); }
 
 bool MockProvider::Release(std::string_view token) { return impl_->holds.Release(token); }
+
+std::optional<MockJob> MockProvider::Job(std::string_view id) const {
+    return impl_->jobs.Get(id, std::nullopt, NowNs());
+}
+
+std::vector<MockJob> MockProvider::Jobs() const { return impl_->jobs.All(NowNs()); }
 
 }  // namespace conduit::mock

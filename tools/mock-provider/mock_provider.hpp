@@ -10,9 +10,15 @@
 //   GET  /v1/models, /v1/models/{id}
 //   POST /v1/images/generations   url (→ GET /mock/files/{name}) or b64_json
 //   GET  /mock/files/{name}       a small PNG
+//   POST /v1/videos               async video job (OpenAI Videos API shape) → video object
+//   GET  /v1/videos/{id}          the job: queued → in_progress → completed | failed | cancelled
+//   GET  /v1/videos/{id}/content  the video bytes once completed (Range supported)
+//   DELETE /v1/videos/{id}        cancels a queued / in-progress job
+//   POST /v1/images/jobs, GET|DELETE /v1/images/jobs/{id}   the same for images (`data` when
+//                                 completed)
 //   GET  /health                  {"status":"ok"}
 // Control API (no auth): GET /mock/stats, POST /mock/release/{token}, GET|POST /mock/config,
-// POST /mock/reset.
+// POST /mock/reset, GET /mock/jobs, GET /mock/jobs/{id}.
 //
 // Determinism rules:
 //   - Generated text is a run of words from a fixed corpus starting at FNV-1a(raw bytes of
@@ -29,10 +35,16 @@
 //   - Embeddings: FNV-1a of each item's raw JSON text seeds a unit-length vector.
 //
 // Per-request test controls, read from the JSON body: mock_latency_ms, mock_error_status,
-// mock_hang, mock_chunks, mock_chunk_delay_ms, mock_hold, mock_disconnect_after (see
-// MockProvider).
+// mock_hang, mock_chunks, mock_chunk_delay_ms, mock_hold, mock_disconnect_after, and for job
+// submits mock_job_duration_ms, mock_job_fail, mock_job_fail_status, mock_job_error_code,
+// mock_video_bytes (see MockProvider).
+//
+// Async jobs (see mock_jobs.hpp for the lifecycle): progress is computed from elapsed time on
+// every read, so jobs need no timers. A submit with an `Idempotency-Key` header returns the job
+// first submitted with that key (same kind), without starting another.
 
 #include "core/error.hpp"
+#include "mock-provider/mock_jobs.hpp"
 #include "net/runtime.hpp"
 
 #include <atomic>
@@ -41,6 +53,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -73,6 +86,14 @@ struct MockConfig {
     std::string require_key;
     /// Default embedding size (a request's `dimensions` overrides it).
     int64_t embedding_dims = 16;
+    /// Time from a job's submit to its end (completed or failed); progress is linear in it.
+    /// 0 = jobs are done at once. A submit's `mock_job_duration_ms` overrides it. At most 24 h.
+    int64_t job_duration_ms = 2000;
+    /// Fraction (0..1) of jobs that end `failed`, chosen by a hash of the job id (so a job's
+    /// fate does not change between polls). A submit's `mock_job_fail` overrides it.
+    double job_failure_rate = 0;
+    /// Size of a completed video's content (a submit's `mock_video_bytes` overrides it).
+    int64_t video_bytes = 256 * 1024;
 };
 
 /// Start-up options.
@@ -107,7 +128,24 @@ struct MockStats {
     int64_t hanging = 0;               // gauge: exchanges parked by mock_hang
     int64_t auth_failures = 0;
     int64_t rate_limited = 0;
-    int64_t errors_injected = 0;  // error_rate and mock_error_status responses
+    int64_t errors_injected = 0;  // error_rate, mock_error_status and mock_job_fail_status
+    /// Async jobs. *_started count submits that created a job (replays of an Idempotency-Key do
+    /// not); jobs_cancelled counts cancels that stopped a running job; jobs_completed,
+    /// jobs_failed and jobs_active (queued or in progress) are the jobs in that state now.
+    int64_t video_jobs_started = 0;
+    int64_t image_jobs_started = 0;
+    int64_t jobs_started = 0;  // video + image
+    int64_t jobs_cancelled = 0;
+    int64_t jobs_completed = 0;
+    int64_t jobs_failed = 0;
+    int64_t jobs_active = 0;
+    /// GETs of a known job's object; polls_after_cancel counts those of them after its cancel.
+    int64_t job_polls = 0;
+    int64_t polls_after_cancel = 0;
+    /// Successful GETs of a video's content (200 or 206).
+    int64_t content_downloads = 0;
+    /// Submits answered with an existing job because of their Idempotency-Key.
+    int64_t idempotent_replays = 0;
     /// Of the most recent /v1 request: the whole Authorization header, the model, the body
     /// (truncated to 64 KiB). Empty before the first request or after a reset.
     std::string last_authorization;
@@ -136,6 +174,15 @@ struct MockStats {
 ///     is aborted when net::Exchange offers an Abort(); with today's Exchange API the chunked
 ///     response is terminated instead, without finish chunk, usage or [DONE] (a truncated SSE
 ///     stream, which is what a client sees when an upstream drops mid-stream behind a proxy).
+///   - Job submits (POST /v1/videos, /v1/images/jobs): `mock_job_duration_ms` (int ≥ 0,
+///     overrides job_duration_ms), `mock_job_fail` (bool: the job ends `failed`, or never fails
+///     when false), `mock_job_error_code` (string: the failed job's error.code), `mock_video_bytes`
+///     (int: content size), `mock_job_fail_status` (int ≥ 400: the submit itself fails with that
+///     status and starts no job, like mock_error_status).
+///
+/// Job routes honour require_key, rate_limit, latency/jitter and error_rate like the others; an
+/// injected error happens before the job is touched (a failed submit starts nothing, a failed
+/// poll counts no poll, a failed DELETE cancels nothing).
 ///
 /// Thread-safety: every public method may be called from any thread. The Runtime must outlive
 /// the MockProvider.
@@ -168,7 +215,7 @@ public:
     MockStats Stats() const;
     /// GET /mock/stats body.
     std::string StatsJson() const;
-    /// Zeroes the counters and forgets last_* (gauges stay).
+    /// Zeroes the counters, forgets last_* and every job (gauges stay).
     void ResetStats();
 
     /// The current behaviour.
@@ -180,6 +227,12 @@ public:
     /// waiting or in flight; otherwise remembers the release for the next such stream and
     /// returns false.
     bool Release(std::string_view token);
+
+    /// The job `id` (video_… or imgjob_…) as it is now, without counting a poll; nullopt when
+    /// unknown (or forgotten by a reset).
+    std::optional<MockJob> Job(std::string_view id) const;
+    /// Every job as it is now, oldest first.
+    std::vector<MockJob> Jobs() const;
 
     struct Impl;
 
