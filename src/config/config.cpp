@@ -136,6 +136,22 @@ core::Result<void> Validate(const Config& c) {
         {"rabbitmq.partition_count", c.rabbitmq.partition_count, 1, kMaxInt, "must be positive"},
         {"rabbitmq.concurrent_message_limit", c.rabbitmq.concurrent_message_limit, 1, kMaxInt,
          "must be positive"},
+        {"tasks.poll_interval_ms", c.tasks.poll_interval_ms, 1, kMax, "must be positive"},
+        {"tasks.retry_base_ms", c.tasks.retry_base_ms, 0, kMax, "must not be negative"},
+        {"tasks.retry_max_ms", c.tasks.retry_max_ms, c.tasks.retry_base_ms, kMax,
+         "must be at least tasks.retry_base_ms"},
+        {"tasks.max_retries", c.tasks.max_retries, 0, 100, "must be 0..100"},
+        {"tasks.sweep_interval_ms", c.tasks.sweep_interval_ms, 10, kMax, "must be at least 10"},
+        {"webhooks.max_retries", c.webhooks.max_retries, 0, 100, "must be 0..100"},
+        {"webhooks.retry_base_ms", c.webhooks.retry_base_ms, 0, kMax, "must not be negative"},
+        {"webhooks.retry_max_ms", c.webhooks.retry_max_ms, c.webhooks.retry_base_ms, kMax,
+         "must be at least webhooks.retry_base_ms"},
+        {"webhooks.request_timeout_ms", c.webhooks.request_timeout_ms, 1, kMax, "must be positive"},
+        {"webhooks.connect_timeout_ms", c.webhooks.connect_timeout_ms, 1, kMax, "must be positive"},
+        {"webhooks.breaker_failures", c.webhooks.breaker_failures, 1, kMaxInt, "must be positive"},
+        {"webhooks.breaker_open_ms", c.webhooks.breaker_open_ms, 1, kMax, "must be positive"},
+        {"webhooks.max_connections_per_host", c.webhooks.max_connections_per_host, 1, kMaxInt,
+         "must be positive"},
     };
     for (const auto& check : checks) {
         if (auto r = CheckRange(check.setting, check.value, check.lo, check.hi, check.what); !r) {

@@ -73,6 +73,28 @@ struct RabbitMqConfig {
     int concurrent_message_limit = 50;
 };
 
+/// Async image/video tasks (issue 3).
+struct TasksConfig {
+    int poll_interval_ms = 1000;   // provider job polling period
+    int retry_base_ms = 2000;      // first automatic retry delay (doubles, with jitter)
+    int retry_max_ms = 60000;      // cap on the retry delay
+    int max_retries = 3;           // automatic retries of a failed attempt
+    int sweep_interval_ms = 2000;  // stale-task / timeout sweeper period
+    std::string media_dir;         // generated media; empty = <data_dir>/media
+};
+
+/// Outgoing task webhooks (specs/api.md §6).
+struct WebhooksConfig {
+    int max_retries = 3;
+    int retry_base_ms = 2000;
+    int retry_max_ms = 300000;
+    int request_timeout_ms = 10000;
+    int connect_timeout_ms = 5000;
+    int breaker_failures = 5;
+    int breaker_open_ms = 60000;
+    int max_connections_per_host = 50;
+};
+
 /// The whole typed configuration tree; each component receives only its own sub-struct.
 struct Config {
     ServerConfig server;
@@ -83,6 +105,8 @@ struct Config {
     SecurityConfig security;
     RedisConfig redis;
     RabbitMqConfig rabbitmq;
+    TasksConfig tasks;
+    WebhooksConfig webhooks;
     std::string roles = "api,hubs,worker";  // comma-separated subset of api, hubs, worker
     std::string config_file;                // the YAML file that was loaded, if any
 };

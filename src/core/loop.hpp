@@ -31,4 +31,10 @@ public:
     virtual bool InLoopThread() const = 0;
 };
 
+/// The loop whose thread is calling, or nullptr off the loops. Set by the runtime for each loop
+/// thread (code that runs inside a loop callback can find its loop without passing it around).
+Loop* CurrentLoop();
+/// Used by the runtime when a loop thread starts.
+void SetCurrentLoop(Loop* loop);
+
 }  // namespace conduit::core

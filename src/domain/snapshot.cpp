@@ -286,6 +286,17 @@ std::vector<ModelInfo> Snapshot::ModelsFor(const KeyEntry& key) const {
     return out;
 }
 
+const Deployment* Snapshot::FindDeployment(Id mapping_id) const {
+    for (const auto& [alias, list] : deployments_) {
+        for (const auto& d : list) {
+            if (d.mapping.id == mapping_id) {
+                return &d;
+            }
+        }
+    }
+    return nullptr;
+}
+
 const VirtualKeyGroup* Snapshot::FindGroup(Id group_id) const {
     auto it = groups_.find(group_id);
     return it == groups_.end() ? nullptr : &it->second;

@@ -62,6 +62,8 @@ public:
     /// `model_not_found` when no enabled deployment exists. Returns the first deployment in
     /// routing order (priority, then id).
     core::Result<const Deployment*> Resolve(const KeyEntry& key, std::string_view alias) const;
+    /// The deployment of an enabled mapping by id (nullptr if gone or disabled).
+    const Deployment* FindDeployment(Id mapping_id) const;
     /// Every enabled deployment of `alias` in routing order (empty if none).
     const std::vector<Deployment>* Deployments(std::string_view alias) const;
     /// The aliases `key` may use (deduplicated, sorted).

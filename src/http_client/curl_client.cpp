@@ -406,11 +406,16 @@ bool CurlCall::Setup(CURL* easy) {
     curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, ms(req_.timeouts.total));
     // Every per-request option is set on every request: reused handles are not reset.
     const std::string& m = req_.method;
-    curl_easy_setopt(easy, CURLOPT_NOBODY, m == "HEAD" ? 1L : 0L);
+    // Order matters: NOBODY=0 turns a handle back into GET, and HTTPGET=1 clears NOBODY, so
+    // reset NOBODY first, then choose the method, and set NOBODY=1 last for HEAD.
+    curl_easy_setopt(easy, CURLOPT_NOBODY, 0L);
     curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST,
                      (m == "GET" || m == "POST" || m == "HEAD") ? nullptr : m.c_str());
     if (m == "GET" || m == "HEAD") {
         curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
+        if (m == "HEAD") {
+            curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
+        }
     } else {
         curl_easy_setopt(easy, CURLOPT_POST, 1L);
         curl_easy_setopt(easy, CURLOPT_POSTFIELDS, req_.body.data());

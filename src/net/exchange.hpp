@@ -4,6 +4,7 @@
 #include "net/http_types.hpp"
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -29,7 +30,11 @@ public:
     virtual void Respond(Response response) = 0;
     /// Starts a chunked streaming response with the given status and headers.
     virtual void BeginStream(int status, Headers headers) = 0;
-    /// Queues one body chunk (sent as one HTTP chunk). Empty chunks are ignored.
+    /// Starts a streaming response whose length is known: `Content-Length` framing, the body is
+    /// then written with Write() (exactly `length` bytes in total) and ended with EndStream().
+    virtual void BeginFixedLength(int status, Headers headers, uint64_t length) = 0;
+    /// Queues one body chunk (one HTTP chunk, or raw bytes after BeginFixedLength). Empty chunks
+    /// are ignored.
     virtual void Write(std::string chunk) = 0;
     /// Terminates the streaming response.
     virtual void EndStream() = 0;

@@ -321,6 +321,22 @@ public:
         conn->QueueWrite(SerializeHead(status, headers, extra_headers_, true, 0, close));
     }
 
+    void BeginFixedLength(int status, Headers headers, uint64_t length) override {
+        auto conn = conn_.lock();
+        if (started_ || closed_ || !conn) {
+            return;
+        }
+        started_ = true;
+        fixed_length_ = true;
+        status_ = status;
+        bool close = conn->WillClose();
+        if (close) {
+            conn->MarkClosing();
+        }
+        conn->QueueWrite(SerializeHead(status, headers, extra_headers_, false,
+                                       static_cast<size_t>(length), close));
+    }
+
     void Write(std::string chunk) override {
         if (!started_ || responded_ || closed_ || chunk.empty() || head_) {
             return;
@@ -330,6 +346,10 @@ public:
             return;
         }
         body_bytes_ += chunk.size();
+        if (fixed_length_) {
+            conn->QueueWrite(std::move(chunk));
+            return;
+        }
         // Chunk framing around the caller's buffer (moved, not copied); the small strings stay
         // in SSO storage.
         static constexpr char kHex[] = "0123456789abcdef";
@@ -352,7 +372,7 @@ public:
             return;
         }
         responded_ = true;
-        if (!head_) {
+        if (!head_ && !fixed_length_) {
             conn->QueueWrite("0\r\n\r\n");
         }
         conn->FinishResponse();
@@ -416,6 +436,7 @@ private:
     bool started_ = false;
     bool responded_ = false;
     bool closed_ = false;
+    bool fixed_length_ = false;
     int status_ = 0;
     size_t body_bytes_ = 0;
     std::function<void()> on_drain_;

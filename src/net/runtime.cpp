@@ -66,6 +66,7 @@ struct Runtime::Impl {
 
     void RunLoop(size_t i) {
         loops[i]->SetThread(std::this_thread::get_id());
+        core::SetCurrentLoop(loops[i].get());
         loops[i]->context().run();
     }
 };

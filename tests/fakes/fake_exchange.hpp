@@ -45,6 +45,10 @@ public:
         status_ = status;
         headers_ = std::move(h);
     }
+    void BeginFixedLength(int status, net::Headers h, uint64_t length) override {
+        fixed_length_ = length;
+        BeginStream(status, std::move(h));
+    }
     void Write(std::string chunk) override {
         if (started_ && !responded_ && !closed_) {
             body_ += chunk;
@@ -84,6 +88,7 @@ public:
     const net::Headers& headers() const { return headers_; }
     int writes() const { return writes_; }
     bool aborted() const { return aborted_; }
+    uint64_t fixed_length() const { return fixed_length_; }
 
 private:
     core::Loop& loop_;
@@ -92,6 +97,7 @@ private:
     bool responded_ = false;
     bool closed_ = false;
     bool aborted_ = false;
+    uint64_t fixed_length_ = 0;
     int status_ = 0;
     int writes_ = 0;
     net::Headers headers_;
