@@ -1,6 +1,10 @@
 #include "app/app.hpp"
 
 #include "admin/admin_api.hpp"
+#include "bus/backplane.hpp"
+#include "bus/embedded_queue.hpp"
+#include "bus/rabbitmq/rabbitmq_queue.hpp"
+#include "bus/work_queue.hpp"
 #include "core/clock.hpp"
 #include "core/crypto.hpp"
 #include "core/ids.hpp"
@@ -13,6 +17,7 @@
 #include "gateway/proxy.hpp"
 #include "gateway/spend_recorder.hpp"
 #include "http_client/client.hpp"
+#include "media/media_store.hpp"
 #include "net/http_server.hpp"
 #include "net/router.hpp"
 #include "net/runtime.hpp"
@@ -21,13 +26,25 @@
 #include "obs/process_metrics.hpp"
 #include "store/executor.hpp"
 #include "store/sqlite/sqlite_store.hpp"
+#include "tasks/provider_jobs.hpp"
+#include "tasks/task_engine.hpp"
+#include "tasks/task_routes.hpp"
+#include "webhooks/admin_routes.hpp"
+#include "webhooks/message.hpp"
+#include "webhooks/options.hpp"
+#include "webhooks/publisher.hpp"
+#include "webhooks/recorder.hpp"
+#include "webhooks/secrets.hpp"
+#include "webhooks/worker.hpp"
 
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <cstdio>
 #include <fcntl.h>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <sys/stat.h>
 #include <thread>
@@ -142,7 +159,30 @@ struct App::Impl {
     std::atomic<bool> stopping{false};
     std::atomic<int> exit_code{0};
 
+    // Async tasks and webhooks (issue 3).
+    std::unique_ptr<bus::Backplane> backplane;
+    std::unique_ptr<bus::WorkQueue> queue;
+    std::unique_ptr<media::MediaStore> media;
+    std::unique_ptr<tasks::ProviderJobs> jobs;
+    std::vector<std::unique_ptr<http_client::Client>> webhook_clients;
+    webhooks::WebhookOptions webhook_options;
+    std::unique_ptr<webhooks::SecretService> secrets;
+    std::unique_ptr<webhooks::DeliveryRecorder> recorder;
+    std::unique_ptr<webhooks::WebhookPublisher> publisher;
+    std::unique_ptr<webhooks::DeliveryWorker> webhook_worker;
+    std::shared_ptr<tasks::TaskEngine> task_engine;
+    bool worker_role = false;
+    // Queue depths, refreshed off the loops (Stats may block on the engine).
+    obs::GaugeFamily* queue_gauge = nullptr;
+    core::TimerPtr queue_stats_timer;
+
     core::Result<void> Init();
+    core::Result<void> InitTasks(const std::string& host, uint16_t port);
+    void RefreshQueueStats();
+    void ScheduleQueueStats() {
+        RefreshQueueStats();
+        queue_stats_timer = runtime->loop(0).StartTimer(5s, [this] { ScheduleQueueStats(); });
+    }
     void RegisterRoutes();
     void RegisterHealthChecks();
     void Dispatch(const net::ExchangePtr& ex);
@@ -282,6 +322,10 @@ core::Result<void> App::Impl::Init() {
     if (!bound) {
         return tl::unexpected(bound.error());
     }
+    // Tasks need the bound port for the media URLs; no request is dispatched before Run().
+    if (auto t = InitTasks(host, *bound); !t) {
+        return tl::unexpected(t.error());
+    }
     auto* srv = server.get();
     registry.AddCallbackGauge("conduit_http_connections_open", "Open client connections.",
                               [srv] { return static_cast<double>(srv->ActiveConnections()); });
@@ -300,6 +344,183 @@ core::Result<void> App::Impl::Init() {
                               [ex] { return static_cast<double>(ex->QueueDepth()); });
     spdlog::info("listening on http://{}:{} ({} threads)", host, *bound, runtime->size());
     return {};
+}
+
+core::Result<void> App::Impl::InitTasks(const std::string& host, uint16_t port) {
+    auto& registry = obs::Registry::Global();
+    const auto& clock = core::SystemClock::Instance();
+    worker_role = config::HasRole(cfg, "worker");
+    std::vector<core::Loop*> loops;
+    for (size_t i = 0; i < runtime->size(); ++i) {
+        loops.push_back(&runtime->loop(i));
+    }
+    backplane = bus::MakeInProcessBackplane();
+
+    // Webhook delivery settings (specs/api.md §6).
+    auto& wc = cfg.webhooks;
+    webhook_options.max_retries = wc.max_retries;
+    webhook_options.retry_base = std::chrono::milliseconds(wc.retry_base_ms);
+    webhook_options.retry_max = std::chrono::milliseconds(wc.retry_max_ms);
+    webhook_options.request_timeout = std::chrono::milliseconds(wc.request_timeout_ms);
+    webhook_options.connect_timeout = std::chrono::milliseconds(wc.connect_timeout_ms);
+    webhook_options.breaker_failures = wc.breaker_failures;
+    webhook_options.breaker_open = std::chrono::milliseconds(wc.breaker_open_ms);
+
+    // The work queue: RabbitMQ when configured, else the embedded queue in the data directory.
+    bus::QueueOptions task_queue;
+    task_queue.partitions = cfg.rabbitmq.partition_count;
+    task_queue.prefetch = cfg.rabbitmq.prefetch_count;
+    task_queue.concurrency = cfg.rabbitmq.concurrent_message_limit;
+    std::map<std::string, bus::QueueOptions, std::less<>> topics;
+    topics[std::string(tasks::kTasksTopic)] = task_queue;
+    topics[webhook_options.topic] = webhooks::WebhookQueueOptions(webhook_options, task_queue);
+    if (!cfg.rabbitmq.host.empty()) {
+        bus::RabbitMqQueueOptions o;
+        o.host = cfg.rabbitmq.host;
+        o.port = cfg.rabbitmq.port;
+        o.user = cfg.rabbitmq.username;
+        o.password = cfg.rabbitmq.password;
+        o.vhost = cfg.rabbitmq.vhost;
+        o.loops = loops;
+        o.defaults = task_queue;
+        o.topics = topics;
+        queue = bus::MakeRabbitMqQueue(std::move(o));
+    } else {
+        bus::EmbeddedQueueOptions o;
+        o.path = (fs::path(cfg.store.data_dir) / "queue.db").string();
+        o.loops = loops;
+        o.defaults = task_queue;
+        o.topics = topics;
+        queue = bus::MakeEmbeddedQueue(std::move(o));
+    }
+
+    // Media: a directory (default <data_dir>/media) served at /v1/media/{key}.
+    std::string base = cfg.server.public_base_url;
+    if (base.empty()) {
+        bool wildcard = host.empty() || host == "0.0.0.0" || host == "::" || host == "[::]";
+        std::string h = wildcard ? "127.0.0.1" : host;
+        if (h.find(':') != std::string::npos && h.front() != '[') {
+            h = "[" + h + "]";
+        }
+        base = "http://" + h + ":" + std::to_string(port);
+    }
+    while (!base.empty() && base.back() == '/') {
+        base.pop_back();
+    }
+    std::string media_dir = cfg.tasks.media_dir.empty()
+                                ? (fs::path(cfg.store.data_dir) / "media").string()
+                                : cfg.tasks.media_dir;
+    auto opened = media::OpenLocalMediaStore(media_dir, base);
+    if (!opened) {
+        return tl::unexpected(opened.error());
+    }
+    media = std::move(*opened);
+
+    http_client::Timeouts timeouts;
+    timeouts.connect = std::chrono::milliseconds(cfg.upstream.connect_timeout_ms);
+    timeouts.first_byte = std::chrono::milliseconds(cfg.upstream.first_byte_timeout_ms);
+    timeouts.idle = std::chrono::milliseconds(cfg.upstream.idle_timeout_ms);
+    timeouts.total = std::chrono::milliseconds(cfg.upstream.total_timeout_ms);
+    jobs = std::make_unique<tasks::ProviderJobs>(
+        [this](size_t i) -> http_client::Client& { return *clients[i]; }, timeouts);
+
+    // Webhooks: their own pooled clients (receivers are not upstream providers), secrets,
+    // delivery records, the publisher the engine queues through, and the delivery worker.
+    auto pool = webhooks::WebhookPoolOptions();
+    pool.max_connections_per_host = wc.max_connections_per_host;
+    for (size_t i = 0; i < runtime->size(); ++i) {
+        webhook_clients.push_back(
+            http_client::MakeClient(runtime->loop(i), pool, http_client::ClientKind::kCurl));
+    }
+    secrets =
+        std::make_unique<webhooks::SecretService>(*store, *executor, *box, clock, webhook_options);
+    recorder = std::make_unique<webhooks::DeliveryRecorder>(*store, *executor, runtime->loop(0),
+                                                            webhook_options, registry);
+    publisher =
+        std::make_unique<webhooks::WebhookPublisher>(*queue, *recorder, clock, webhook_options);
+    if (worker_role) {
+        auto rng = std::make_shared<std::mt19937_64>(std::random_device{}());
+        auto rng_mu = std::make_shared<std::mutex>();
+        webhook_worker = std::make_unique<webhooks::DeliveryWorker>(
+            webhooks::WorkerDeps{
+                *queue, loops,
+                [this](size_t i) -> http_client::Client& { return *webhook_clients[i]; }, *secrets,
+                *recorder, *store, *executor, clock, &registry,
+                [rng, rng_mu] {
+                    std::lock_guard lock(*rng_mu);
+                    return std::uniform_real_distribution<double>(0.0, 1.0)(*rng);
+                }},
+            webhook_options);
+        webhook_worker->Register();
+    }
+
+    tasks::TaskOptions topt;
+    topt.poll_interval = std::chrono::milliseconds(cfg.tasks.poll_interval_ms);
+    topt.retry_base = std::chrono::milliseconds(cfg.tasks.retry_base_ms);
+    topt.retry_max = std::chrono::milliseconds(cfg.tasks.retry_max_ms);
+    topt.max_retries = cfg.tasks.max_retries;
+    topt.sweep_interval = std::chrono::milliseconds(cfg.tasks.sweep_interval_ms);
+    auto* pub = publisher.get();
+    task_engine = std::make_shared<tasks::TaskEngine>(tasks::TaskEngineDeps{
+        *store, *executor, *config_state, *spend, *queue, *backplane, *media, *jobs, clock, topt,
+        [pub, &clock](const domain::AsyncTask& task, std::string_view event_type,
+                      std::string delivery_id, std::string payload,
+                      std::function<void(core::Result<void>)> done) {
+            webhooks::WebhookEvent e;
+            e.delivery_id = std::move(delivery_id);
+            e.event_type = std::string(event_type);
+            e.task_id = task.id;
+            e.virtual_key_id = task.virtual_key_id;
+            e.url = task.webhook_url;
+            e.headers = webhooks::DecodeHeaders(task.webhook_headers_json);
+            e.payload = std::move(payload);
+            e.timestamp_s = clock.NowUnixMs() / 1000;
+            std::vector<webhooks::WebhookEvent> batch;
+            batch.push_back(std::move(e));
+            pub->Enqueue(std::move(batch), std::move(done));
+        }});
+    task_engine->SubscribeEvents();
+    if (worker_role) {
+        auto next = std::make_shared<std::atomic<size_t>>(0);
+        auto* rt = runtime.get();
+        task_engine->StartWorker([rt, next]() -> core::Loop& {
+            return rt->loop(next->fetch_add(1, std::memory_order_relaxed) % rt->size());
+        });
+    }
+    tasks::RegisterTaskRoutes(router, std::make_shared<tasks::TaskRoutesDeps>(tasks::TaskRoutesDeps{
+                                          task_engine, *config_state, book, *media, clock, base}));
+    webhooks::RegisterWebhookAdminRoutes(
+        router, std::make_shared<webhooks::WebhookAdminDeps>(webhooks::WebhookAdminDeps{
+                    *store, *executor, *secrets, *publisher, *recorder, clock, master_key}));
+
+    if (auto started = queue->Start(); !started) {
+        return core::Fail(started.error().code, std::string("work queue (") +
+                                                    std::string(queue->Engine()) +
+                                                    ") did not start: " + started.error().message);
+    }
+    spdlog::info("work queue: {} ({} partitions); media: {} at {}/v1/media/; roles: {}",
+                 queue->Engine(), task_queue.partitions, media_dir, base, cfg.roles);
+
+    queue_gauge = &registry.Gauge("conduit_queue_messages",
+                                  "Work queue messages by topic and state (refreshed every 5 s).",
+                                  {"topic", "state"});
+    return {};
+}
+
+void App::Impl::RefreshQueueStats() {
+    // Stats may block (a SQLite read, a broker round trip): asked on the store executor.
+    executor->Submit([this] {
+        for (std::string_view topic : {tasks::kTasksTopic, std::string_view("webhooks")}) {
+            auto st = queue->Stats(topic);
+            if (!st) {
+                continue;  // the work_queue health check reports why
+            }
+            queue_gauge->With({topic, "ready"}).Set(static_cast<double>(st->ready));
+            queue_gauge->With({topic, "delayed"}).Set(static_cast<double>(st->delayed));
+            queue_gauge->With({topic, "in_flight"}).Set(static_cast<double>(st->in_flight));
+            queue_gauge->With({topic, "dead"}).Set(static_cast<double>(st->dead));
+        }
+    });
 }
 
 void App::Impl::Dispatch(const net::ExchangePtr& ex) {
@@ -404,6 +625,24 @@ void App::Impl::RegisterHealthChecks() {
                    return obs::HealthResult{obs::HealthStatus::kHealthy,
                                             "snapshot version " + std::to_string(cs->version())};
                }));
+    // The work queue answers (its Stats round trip runs on the executor, like the store check).
+    health.Add("work_queue", {"ready"}, [this](std::function<void(obs::HealthResult)> done) {
+        executor->Submit([this, done = std::move(done)] {
+            auto stats = queue->Stats(tasks::kTasksTopic);
+            if (!stats) {
+                done({obs::HealthStatus::kUnhealthy,
+                      std::string(queue->Engine()) + ": " + stats.error().message});
+                return;
+            }
+            std::string detail = std::string(queue->Engine()) + ": " +
+                                 std::to_string(stats->ready) + " task messages ready, " +
+                                 std::to_string(stats->in_flight) + " in flight, " +
+                                 std::to_string(stats->dead) + " dead";
+            // A backlog the workers are not draining (or no worker role at all) degrades.
+            done({stats->ready > 10000 ? obs::HealthStatus::kDegraded : obs::HealthStatus::kHealthy,
+                  detail});
+        });
+    });
     std::vector<http_client::Client*> raw;
     for (auto& c : clients) {
         raw.push_back(c.get());
@@ -445,9 +684,21 @@ int App::Run() {
     auto& d = *impl_;
     d.runtime->OnSignal([this](int) { impl_->BeginShutdown(); });
     d.spend->Start();
+    d.runtime->loop(0).Post([&d] { d.ScheduleQueueStats(); });
     d.runtime->Run();
-    // Loops have stopped: release upstream clients (they own loop resources), then flush
-    // spend and close the store.
+    // Loops have stopped: stop the task worker and the queue (unsettled work is redelivered on
+    // the next start), write pending delivery records, release the clients (they own loop
+    // resources), then flush spend and close the store.
+    if (d.task_engine) {
+        d.task_engine->StopWorker();
+    }
+    if (d.queue) {
+        d.queue->Stop();
+    }
+    if (d.recorder) {
+        d.recorder->Flush();
+    }
+    d.webhook_clients.clear();
     d.clients.clear();
     d.spend->Stop();
     d.executor->Stop();

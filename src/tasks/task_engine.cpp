@@ -280,10 +280,10 @@ void TaskEngine::Submit(core::Loop& loop,
                                       // Never accepted: fail the task so it does not linger.
                                       self->Mutate(
                                           loop, task.id,
-                                          [](AsyncTask& t) {
-                                              t.state = TaskState::kFailed;
-                                              t.error_message = "could not be queued";
-                                              t.error_code = "queue_unavailable";
+                                          [](AsyncTask& failed) {
+                                              failed.state = TaskState::kFailed;
+                                              failed.error_message = "could not be queued";
+                                              failed.error_code = "queue_unavailable";
                                               return true;
                                           },
                                           [](core::Result<Mutation>) {});
@@ -676,56 +676,57 @@ void TaskEngine::SubmitJob(core::Loop& loop, AsyncTask task, bus::SettlementPtr 
     std::string idem = task.id + "-" + std::to_string(task.attempt);
     auto self = shared_from_this();
     int attempt = task.attempt;
-    d_.jobs.Submit(loop, *dep, KindOf(task.type), std::move(body), idem,
-                   [self, &loop, task, hold, attempt, s](JobResult<JobState> r) mutable {
-                       if (!r) {
-                           self->FailAttempt(loop, std::move(task), r.error(), s);
-                           return;
-                       }
-                       JobState job = std::move(*r);
-                       std::string job_id = job.id.empty() ? std::string("sync") : job.id;
-                       self->Mutate(
-                           loop, task.id,
-                           [attempt, job_id, progress = job.progress](AsyncTask& t) {
-                               if (t.state != TaskState::kRunning || t.attempt != attempt) {
-                                   return false;
-                               }
-                               t.upstream_job_id = job_id;
-                               t.progress = progress;
-                               t.message = "Generating";
-                               return true;
-                           },
-                           [self, &loop, job = std::move(job), job_id, hold,
-                            s](core::Result<Mutation> m) mutable {
-                               if (!m) {
-                                   if (s) {
-                                       s->Retry(std::chrono::seconds(2), m.error().message);
-                                   }
-                                   return;
-                               }
-                               if (!m->applied) {
-                                   // Cancelled (or timed out) while the job was being started: stop
-                                   // it.
-                                   if (m->found && m->task.state == TaskState::kCancelled) {
-                                       const auto* dep = hold->FindDeployment(m->task.mapping_id);
-                                       if (dep != nullptr && job_id != "sync") {
-                                           self->d_.jobs.Cancel(loop, *dep, KindOf(m->task.type),
-                                                                job_id, [](JobResult<void>) {});
-                                       }
-                                   }
-                                   Settle(s);
-                                   return;
-                               }
-                               AsyncTask t = m->task;
-                               self->Publish(t, "task.started");
-                               if (job.phase == JobState::Phase::kSucceeded) {
-                                   self->Finish(loop, std::move(t), std::move(job), s);
-                                   return;
-                               }
-                               self->Enqueue("poll", t, self->d_.options.poll_interval, nullptr);
-                               Settle(s);
-                           });
-                   });
+    d_.jobs.Submit(
+        loop, *dep, KindOf(task.type), std::move(body), idem,
+        [self, &loop, task, hold, attempt, s](JobResult<JobState> r) mutable {
+            if (!r) {
+                self->FailAttempt(loop, std::move(task), r.error(), s);
+                return;
+            }
+            JobState job = std::move(*r);
+            std::string job_id = job.id.empty() ? std::string("sync") : job.id;
+            self->Mutate(
+                loop, task.id,
+                [attempt, job_id, progress = job.progress](AsyncTask& t) {
+                    if (t.state != TaskState::kRunning || t.attempt != attempt) {
+                        return false;
+                    }
+                    t.upstream_job_id = job_id;
+                    t.progress = progress;
+                    t.message = "Generating";
+                    return true;
+                },
+                [self, &loop, job = std::move(job), job_id, hold,
+                 s](core::Result<Mutation> m) mutable {
+                    if (!m) {
+                        if (s) {
+                            s->Retry(std::chrono::seconds(2), m.error().message);
+                        }
+                        return;
+                    }
+                    if (!m->applied) {
+                        // Cancelled (or timed out) while the job was being started: stop
+                        // it.
+                        if (m->found && m->task.state == TaskState::kCancelled) {
+                            const auto* running = hold->FindDeployment(m->task.mapping_id);
+                            if (running != nullptr && job_id != "sync") {
+                                self->d_.jobs.Cancel(loop, *running, KindOf(m->task.type), job_id,
+                                                     [](JobResult<void>) {});
+                            }
+                        }
+                        Settle(s);
+                        return;
+                    }
+                    AsyncTask t = m->task;
+                    self->Publish(t, "task.started");
+                    if (job.phase == JobState::Phase::kSucceeded) {
+                        self->Finish(loop, std::move(t), std::move(job), s);
+                        return;
+                    }
+                    self->Enqueue("poll", t, self->d_.options.poll_interval, nullptr);
+                    Settle(s);
+                });
+        });
 }
 
 void TaskEngine::HandlePoll(core::Loop& loop, AsyncTask task, bus::SettlementPtr s) {
