@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
 # Builds and runs every test: C++ unit + integration (Release), Node e2e against the real
-# binaries, then the unit tests again under ASan+UBSan. Exits non-zero on any failure.
-# Set CONDUIT_SKIP_ASAN=1 to skip the sanitizer pass (e.g. for a quick local run).
+# binaries, the crash tests, then the unit tests again under ASan+UBSan. Exits non-zero on any
+# failure. RabbitMQ is started on loopback (scripts/engines.sh, installed if missing) for the
+# queue contract suite and the RabbitMQ-mode crash test.
+# Set CONDUIT_SKIP_ASAN=1 to skip the sanitizer pass (e.g. for a quick local run), and
+# CONDUIT_SKIP_ENGINES=1 to run without RabbitMQ (its tests then report themselves skipped).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=true CCACHE_MAXSIZE=5G
 
 step() { printf '\n==== %s ====\n' "$*"; }
+
+if [ "${CONDUIT_SKIP_ENGINES:-0}" != "1" ]; then
+  step "engines (RabbitMQ on loopback)"
+  eval "$(./scripts/engines.sh start rabbitmq | grep '^export ')"
+  # The broker-restart contract test restarts this broker (~10 s).
+  export CONDUIT_TEST_AMQP_RESTART="$PWD/scripts/engines.sh stop rabbitmq && $PWD/scripts/engines.sh start rabbitmq"
+fi
 
 step "configure + build (release)"
 cmake --preset release >/dev/null

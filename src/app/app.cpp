@@ -639,7 +639,8 @@ void App::Impl::RegisterHealthChecks() {
                                  std::to_string(stats->in_flight) + " in flight, " +
                                  std::to_string(stats->dead) + " dead";
             // A backlog the workers are not draining (or no worker role at all) degrades.
-            done({stats->ready > 10000 ? obs::HealthStatus::kDegraded : obs::HealthStatus::kHealthy,
+            done({stats->ready > cfg.tasks.queue_degraded_depth ? obs::HealthStatus::kDegraded
+                                                                : obs::HealthStatus::kHealthy,
                   detail});
         });
     });

@@ -142,6 +142,7 @@ core::Result<void> Validate(const Config& c) {
          "must be at least tasks.retry_base_ms"},
         {"tasks.max_retries", c.tasks.max_retries, 0, 100, "must be 0..100"},
         {"tasks.sweep_interval_ms", c.tasks.sweep_interval_ms, 10, kMax, "must be at least 10"},
+        {"tasks.queue_degraded_depth", c.tasks.queue_degraded_depth, 1, kMax, "must be at least 1"},
         {"webhooks.max_retries", c.webhooks.max_retries, 0, 100, "must be 0..100"},
         {"webhooks.retry_base_ms", c.webhooks.retry_base_ms, 0, kMax, "must not be negative"},
         {"webhooks.retry_max_ms", c.webhooks.retry_max_ms, c.webhooks.retry_base_ms, kMax,

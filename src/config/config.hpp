@@ -75,12 +75,13 @@ struct RabbitMqConfig {
 
 /// Async image/video tasks (issue 3).
 struct TasksConfig {
-    int poll_interval_ms = 1000;   // provider job polling period
-    int retry_base_ms = 2000;      // first automatic retry delay (doubles, with jitter)
-    int retry_max_ms = 60000;      // cap on the retry delay
-    int max_retries = 3;           // automatic retries of a failed attempt
-    int sweep_interval_ms = 2000;  // stale-task / timeout sweeper period
-    std::string media_dir;         // generated media; empty = <data_dir>/media
+    int poll_interval_ms = 1000;      // provider job polling period
+    int retry_base_ms = 2000;         // first automatic retry delay (doubles, with jitter)
+    int retry_max_ms = 60000;         // cap on the retry delay
+    int max_retries = 3;              // automatic retries of a failed attempt
+    int sweep_interval_ms = 2000;     // stale-task / timeout sweeper period
+    std::string media_dir;            // generated media; empty = <data_dir>/media
+    int queue_degraded_depth = 1000;  // ready task messages above which readiness is Degraded
 };
 
 /// Outgoing task webhooks (specs/api.md §6).

@@ -257,6 +257,11 @@ const std::vector<Option>& Options() {
          "--media-dir",
          CONDUIT_FIELD(tasks.media_dir),
          "Directory for generated media (default: <data-dir>/media)"},
+        {"tasks.queue_degraded_depth",
+         {"CONDUIT_QUEUE_DEGRADED_DEPTH"},
+         "--queue-degraded-depth",
+         CONDUIT_FIELD(tasks.queue_degraded_depth),
+         "Ready task messages above which /health/ready reports the work queue Degraded"},
         // webhooks
         {"webhooks.max_retries",
          {"CONDUIT_WEBHOOK_MAX_RETRIES"},
