@@ -438,11 +438,17 @@ void TaskEngine::WaitTerminal(core::Loop& loop,
         std::chrono::milliseconds interval{1000};
         std::function<void(core::Result<AsyncTask>)> done;
         core::TimerPtr timer;
+        uint64_t token = 0;  // registration in engine->waiters_
         bool finished = false;
         bool checking = false;
+        bool recheck = false;  // an event arrived while a check was reading the store
 
         void Check(bool final) {
-            if (finished || checking) {
+            if (finished) {
+                return;
+            }
+            if (checking) {
+                recheck = true;  // the read in flight may predate the event
                 return;
             }
             checking = true;
@@ -458,13 +464,22 @@ void TaskEngine::WaitTerminal(core::Loop& loop,
                     if (self->timer) {
                         self->timer->Cancel();
                     }
+                    self->engine->ForgetWaiter(self->id, self->token);
                     self->done(std::move(r));
+                    return;
+                }
+                if (self->recheck) {
+                    self->recheck = false;
+                    self->Check(false);
                     return;
                 }
                 self->Arm();
             });
         }
         void Arm() {
+            if (timer) {
+                timer->Cancel();  // one pending timer per wait, however often events wake it
+            }
             auto self = shared_from_this();
             int64_t left = deadline_ns - core::SystemClock::SteadyNowNs();
             auto wait = std::min<std::chrono::nanoseconds>(
@@ -482,10 +497,12 @@ void TaskEngine::WaitTerminal(core::Loop& loop,
     w->interval = interval;
     w->done = std::move(done);
     {
-        // Wake up at once when an event for this task arrives (any instance, via the Backplane).
+        // Wake up at once whenever an event for this task arrives (any instance, via the
+        // Backplane), until the wait ends.
         std::lock_guard lock(waiters_mu_);
+        w->token = ++next_waiter_;
         std::weak_ptr<Wait> weak = w;
-        waiters_[task_id].push_back([weak, &loop] {
+        waiters_[task_id].emplace_back(w->token, [weak, &loop] {
             loop.Post([weak] {
                 if (auto s = weak.lock()) {
                     s->Check(false);
@@ -515,13 +532,26 @@ void TaskEngine::SubscribeEvents() {
                                    if (it == self->waiters_.end()) {
                                        return;
                                    }
-                                   wake = std::move(it->second);
-                                   self->waiters_.erase(it);
+                                   for (const auto& entry : it->second) {
+                                       wake.push_back(entry.second);
+                                   }
                                }
                                for (auto& fn : wake) {
                                    fn();
                                }
                            });
+}
+
+void TaskEngine::ForgetWaiter(const std::string& task_id, uint64_t token) {
+    std::lock_guard lock(waiters_mu_);
+    auto it = waiters_.find(task_id);
+    if (it == waiters_.end()) {
+        return;
+    }
+    std::erase_if(it->second, [token](const auto& entry) { return entry.first == token; });
+    if (it->second.empty()) {
+        waiters_.erase(it);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -173,9 +173,14 @@ private:
     bool sweeping_ = false;
     std::atomic<bool> stopping_{false};
 
-    // Waiters of WaitTerminal, by task id (notified from Backplane events).
+    // Waiters of WaitTerminal, by task id (woken by every Backplane event of the task). A waiter
+    // stays registered until its wait ends (terminal, timeout, unknown task), then is removed,
+    // so ids that never see another event do not pile up.
     std::mutex waiters_mu_;
-    std::unordered_map<std::string, std::vector<std::function<void()>>> waiters_;
+    uint64_t next_waiter_ = 0;
+    std::unordered_map<std::string, std::vector<std::pair<uint64_t, std::function<void()>>>>
+        waiters_;
+    void ForgetWaiter(const std::string& task_id, uint64_t token);
 };
 
 /// JobKind of a task type.
