@@ -199,3 +199,145 @@ export async function waitFor(fn, ms = 10000, what = 'condition') {
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Async tasks and webhooks (tasks.test.mjs, webhooks.test.mjs)
+// (ES imports are hoisted: these work from here, keeping the additions in one place.)
+import http from 'node:http';
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+
+/** Adds a video mapping (`alias` → the mock's `sora-2`) on the seeded mock provider. */
+export async function seedVideo(gw, fx, { alias = 'sora', providerModelId = 'sora-2' } = {}) {
+  return gw.admin('POST', '/api/ModelProviderMapping', {
+    modelAlias: alias, providerModelId, providerId: fx.provider.id,
+    supportsChat: false, supportsVideoGeneration: true,
+  });
+}
+
+/**
+ * One request with a virtual key (Bearer). `body` is JSON-encoded unless it is a string.
+ * Resolves with {status, headers, text, json} (json null when the body is not JSON).
+ */
+export async function apiCall(base, key, method, route, { body, headers = {} } = {}) {
+  const h = { ...headers };
+  if (key) h.Authorization = `Bearer ${key}`;
+  if (body !== undefined && !Object.keys(h).some((k) => k.toLowerCase() === 'content-type')) {
+    h['Content-Type'] = 'application/json';
+  }
+  const res = await fetch(`${base}${route}`, {
+    method,
+    headers: h,
+    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  const text = await res.text();
+  let json = null;
+  try { json = text ? JSON.parse(text) : null; } catch { /* not JSON */ }
+  return { status: res.status, headers: res.headers, text, json };
+}
+
+/**
+ * A raw HTTP/1.1 request through node:http: the path is sent exactly as given (fetch would
+ * normalise `..` and percent-escapes away). Resolves with {status, headers, body: Buffer}.
+ */
+export async function rawHttp(port, method, rawPath, headers = {}) {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, method, path: rawPath, headers, agent: false }, (res) => {
+      const parts = [];
+      res.on('data', (d) => parts.push(d));
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(parts) }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+export function sha256Hex(buf) {
+  return createHash('sha256').update(buf).digest('hex');
+}
+
+/**
+ * Verifies a Standard Webhooks request with Node's own crypto (independent of the gateway's
+ * implementation): `secret` is "whsec_<base64>", the signed content is id.timestamp.body, the
+ * header holds space-separated "v1,<base64>" signatures. True when any of them matches.
+ */
+export function verifyWebhookSignature(secret, headers, body) {
+  const id = headers['webhook-id'];
+  const ts = headers['webhook-timestamp'];
+  const sigHeader = headers['webhook-signature'];
+  if (!id || !ts || !sigHeader) return false;
+  const key = Buffer.from(secret.replace(/^whsec_/, ''), 'base64');
+  const expected = createHmac('sha256', key).update(`${id}.${ts}.${body}`).digest();
+  let ok = false;
+  for (const part of String(sigHeader).split(' ')) {
+    if (!part.startsWith('v1,')) continue;
+    const got = Buffer.from(part.slice(3), 'base64');
+    if (got.length === expected.length && timingSafeEqual(got, expected)) ok = true;
+  }
+  return ok;
+}
+
+/**
+ * A local webhook receiver (node:http on a free loopback port). Every request is recorded as
+ * {method, path, headers, body, at}; `respond(req, n)` (n = index of the request) picks the
+ * answer {status, headers?, body?} (default 200). `url(path)` builds a delivery URL. `port` 0 =
+ * any free port.
+ */
+export async function startReceiver(respond = () => ({ status: 200 }), { port: listenPort = 0 } = {}) {
+  const requests = [];
+  let responder = respond;
+  const server = http.createServer((req, res) => {
+    const parts = [];
+    req.on('data', (d) => parts.push(d));
+    req.on('end', () => {
+      const rec = {
+        method: req.method, path: req.url, headers: req.headers,
+        body: Buffer.concat(parts).toString('utf8'), at: Date.now(),
+      };
+      requests.push(rec);
+      const answer = responder(rec, requests.length - 1) ?? { status: 200 };
+      res.writeHead(answer.status ?? 200, { 'Content-Type': 'text/plain', ...(answer.headers ?? {}) });
+      res.end(answer.body ?? 'ok');
+    });
+  });
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(listenPort, '127.0.0.1', resolve);
+  });
+  const { port } = server.address();
+  return {
+    port,
+    requests,
+    url: (p = '/hook') => `http://127.0.0.1:${port}${p}`,
+    setResponder(fn) { responder = fn; },
+    /** The requests whose path is `p`. */
+    at(p) { return requests.filter((r) => r.path === p); },
+    close() {
+      server.closeAllConnections?.();
+      return new Promise((r) => server.close(() => r()));
+    },
+  };
+}
+
+/** A loopback port that was free a moment ago (nothing listens on it). */
+export async function freePort() {
+  const s = net.createServer();
+  await new Promise((r) => s.listen(0, '127.0.0.1', r));
+  const { port } = s.address();
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+/** The value of one Prometheus sample (`labels` must match exactly the ones given); 0 if absent. */
+export async function metricValue(base, name, labels = {}) {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  let total = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+    const m = line.match(/^([^{\s]+)(?:\{(.*)\})?\s+(\S+)/);
+    if (!m || m[1] !== name) continue;
+    const got = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((x) => [x[1], x[2]]));
+    if (Object.entries(labels).every(([k, v]) => got[k] === v)) total += Number(m[3]);
+  }
+  return total;
+}
