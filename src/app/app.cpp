@@ -361,6 +361,7 @@ core::Result<void> App::Impl::InitTasks(const std::string& host, uint16_t port) 
     webhook_options.max_retries = wc.max_retries;
     webhook_options.retry_base = std::chrono::milliseconds(wc.retry_base_ms);
     webhook_options.retry_max = std::chrono::milliseconds(wc.retry_max_ms);
+    webhook_options.retry_after_max = webhook_options.retry_max;  // Retry-After is capped too
     webhook_options.request_timeout = std::chrono::milliseconds(wc.request_timeout_ms);
     webhook_options.connect_timeout = std::chrono::milliseconds(wc.connect_timeout_ms);
     webhook_options.breaker_failures = wc.breaker_failures;

@@ -241,10 +241,21 @@ void WithKey(const std::shared_ptr<TaskRoutesDeps>& d, const net::ExchangePtr& e
     fn(key->key.id, ex->request().path_params.at(0));
 }
 
+// The image routes see image tasks only, the video routes video tasks only (another type is
+// "not found" there, as another key's task is); the generic /v1/tasks routes see both.
+core::Result<AsyncTask> OfView(core::Result<AsyncTask> r, TaskView view) {
+    if (r && ((view == TaskView::kImage && r->type != domain::kImageTask) ||
+              (view == TaskView::kVideo && r->type != domain::kVideoTask))) {
+        return core::Fail(ErrorCode::kNotFound, "Task not found.", "task_id");
+    }
+    return r;
+}
+
 void RespondTask(const net::ExchangePtr& ex,
                  core::Result<AsyncTask> r,
                  TaskView view,
                  int status = 200) {
+    r = OfView(std::move(r), view);
     if (!r) {
         ex->Respond(gateway::ErrorResponse(r.error()));
         return;
@@ -309,18 +320,35 @@ void RegisterTaskRoutes(net::Router& router, std::shared_ptr<TaskRoutesDeps> d) 
     auto cancel = [d](TaskView view) {
         return [d, view](const net::ExchangePtr& ex) {
             WithKey(d, ex, [&](domain::Id key, const std::string& id) {
-                d->engine->Cancel(ex->loop(), id, key, [ex, view](core::Result<AsyncTask> r) {
-                    if (!r) {
-                        ex->Respond(gateway::ErrorResponse(r.error()));
-                        return;
-                    }
-                    if (view == TaskView::kGeneric) {
-                        ex->Respond(net::Response::Json(200, TaskJson(*r, view)));
-                        return;
-                    }
-                    ex->Respond(net::Response::Json(200, "{\"task_id\":" + core::JsonQuote(r->id) +
-                                                             ",\"status\":\"cancelled\"}"));
-                });
+                auto do_cancel = [d, ex, view, key, id] {
+                    d->engine->Cancel(ex->loop(), id, key, [ex, view](core::Result<AsyncTask> r) {
+                        if (!r) {
+                            ex->Respond(gateway::ErrorResponse(r.error()));
+                            return;
+                        }
+                        if (view == TaskView::kGeneric) {
+                            ex->Respond(net::Response::Json(200, TaskJson(*r, view)));
+                            return;
+                        }
+                        ex->Respond(
+                            net::Response::Json(200, "{\"task_id\":" + core::JsonQuote(r->id) +
+                                                         ",\"status\":\"cancelled\"}"));
+                    });
+                };
+                if (view == TaskView::kGeneric) {
+                    do_cancel();
+                    return;
+                }
+                // A typed route cancels only its type: look first (a task's type never changes).
+                d->engine->Get(ex->loop(), id, key,
+                               [ex, view, do_cancel](core::Result<AsyncTask> r) {
+                                   r = OfView(std::move(r), view);
+                                   if (!r) {
+                                       ex->Respond(gateway::ErrorResponse(r.error()));
+                                       return;
+                                   }
+                                   do_cancel();
+                               });
             });
         };
     };
@@ -328,14 +356,22 @@ void RegisterTaskRoutes(net::Router& router, std::shared_ptr<TaskRoutesDeps> d) 
     router.Add("DELETE", "/v1/videos/generations/{task_id}", cancel(TaskView::kVideo));
     router.Add("POST", "/v1/tasks/{task_id}/cancel", cancel(TaskView::kGeneric));
 
-    router.Add("POST", "/v1/videos/generations/tasks/{task_id}/retry",
-               [d](const net::ExchangePtr& ex) {
-                   WithKey(d, ex, [&](domain::Id key, const std::string& id) {
-                       d->engine->Retry(ex->loop(), id, key, [ex](core::Result<AsyncTask> r) {
-                           RespondTask(ex, std::move(r), TaskView::kVideo, 202);
-                       });
-                   });
-               });
+    router.Add(
+        "POST", "/v1/videos/generations/tasks/{task_id}/retry", [d](const net::ExchangePtr& ex) {
+            WithKey(d, ex, [&](domain::Id key, const std::string& id) {
+                d->engine->Get(
+                    ex->loop(), id, key, [d, ex, key, id](core::Result<AsyncTask> found) {
+                        found = OfView(std::move(found), TaskView::kVideo);
+                        if (!found) {
+                            ex->Respond(gateway::ErrorResponse(found.error()));
+                            return;
+                        }
+                        d->engine->Retry(ex->loop(), id, key, [ex](core::Result<AsyncTask> r) {
+                            RespondTask(ex, std::move(r), TaskView::kVideo, 202);
+                        });
+                    });
+            });
+        });
 
     router.Add("GET", "/v1/tasks/{task_id}/poll", [d](const net::ExchangePtr& ex) {
         WithKey(d, ex, [&](domain::Id key, const std::string& id) {

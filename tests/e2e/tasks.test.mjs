@@ -346,12 +346,13 @@ describe('cancellation', () => {
     assert.equal(gen.json.status, 'cancelled');
     await waitFor(async () => (await mockJob(vidJob.id)).status === 'cancelled', 5000, 'video job cancelled');
 
-    // Completed tasks cannot be cancelled, on any of the three routes.
+    // Completed tasks cannot be cancelled, on either route that sees them.
     const quick = await accepted(submitVideo({ mock_job_duration_ms: 0 }));
     const done = await waitTerminal(quick.task_id);
     assert.equal(done.status, 'completed');
     assertError(await call('DELETE', `/v1/videos/generations/${quick.task_id}`), 409, 'conflict');
-    assertError(await call('DELETE', `/v1/images/generations/${quick.task_id}`), 409, 'conflict');
+    // (the image route does not see video tasks at all)
+    assertError(await call('DELETE', `/v1/images/generations/${quick.task_id}`), 404, 'not_found');
     assertError(await call('POST', `/v1/tasks/${quick.task_id}/cancel`), 409, 'conflict');
     assert.equal((await task(quick.task_id)).status, 'completed', 'a refused cancel changes nothing');
   });
@@ -471,6 +472,19 @@ describe('ownership and unknown ids', () => {
     }
     const t = await task(acc.task_id);
     assert.equal(t.status, 'running', 'the foreign cancel did nothing');
+    assert.equal((await call('DELETE', `/v1/videos/generations/${acc.task_id}`)).status, 200);
+  });
+
+  it('the image routes do not see video tasks (404), and a typed cancel leaves the other type alone', async () => {
+    const acc = await accepted(submitVideo({ mock_job_duration_ms: 20000 }));
+    await waitJob(acc.task_id);
+    for (const [method, route] of [
+      ['GET', `/v1/images/generations/${acc.task_id}/status`],
+      ['DELETE', `/v1/images/generations/${acc.task_id}`],
+    ]) {
+      assertError(await call(method, route), 404, 'not_found');
+    }
+    assert.equal((await task(acc.task_id)).status, 'running', 'the image cancel route did nothing');
     assert.equal((await call('DELETE', `/v1/videos/generations/${acc.task_id}`)).status, 200);
   });
 
