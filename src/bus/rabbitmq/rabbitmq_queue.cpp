@@ -727,6 +727,14 @@ private:
             b->deadline = deadline;
             waiting_.push_back(std::move(b));
         }
+        // Publishes go on the wire before the settlements taken with them: a consumer that
+        // queues its follow-up step and then acks must never have the ack reach the broker
+        // first (a crash in between would lose the follow-up with nothing left to redeliver).
+        if (conn_.is_open() && !broken_) {
+            if (auto r = PublishWaiting(); !r) {
+                broken_ = r.error().message;
+            }
+        }
         for (auto& s : settles) {
             ProcessSettle(s);
         }
@@ -1099,8 +1107,10 @@ private:
         handed_.erase(it);
         h.topic->busy[h.partition] = 0;
         --h.topic->handed;
-        if (!conn_.is_open() || h.generation != generation_) {
-            return;  // that connection is gone: the broker redelivers the message
+        if (!conn_.is_open() || h.generation != generation_ || broken_) {
+            // That connection is gone (or going: a publish queued before this settlement may
+            // not have reached the broker): the broker redelivers the message.
+            return;
         }
         Result<void> r;
         switch (cmd.kind) {
