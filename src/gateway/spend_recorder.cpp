@@ -40,6 +40,13 @@ void SpendRecorder::Record(domain::RequestLogRow row) {
     queue_.push_back(std::move(row));
 }
 
+void SpendRecorder::RecordCommitted(domain::Id group_id, domain::Micros amount) {
+    if (amount != 0) {
+        book_.AddPending(group_id, amount);
+        book_.Flushed(group_id, amount);
+    }
+}
+
 size_t SpendRecorder::PendingRows() const {
     std::lock_guard lock(mu_);
     return queue_.size();

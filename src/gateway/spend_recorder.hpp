@@ -36,6 +36,10 @@ public:
     /// Records one request: debits `row.cost` from the group in the BalanceBook and queues the
     /// row. Any thread.
     void Record(domain::RequestLogRow row);
+    /// Spend another store transaction has already committed (a task completion billed with
+    /// its state change): lowers the group's persisted balance in the BalanceBook by `amount`.
+    /// Store executor thread only, right after that commit (the BalanceBook consistency rule).
+    void RecordCommitted(domain::Id group_id, domain::Micros amount);
     /// Flushes now and waits until the batch is committed (or failed). Not from the executor.
     bool FlushAndWait();
     /// Stops the timer thread and performs a final flush. Idempotent.

@@ -203,6 +203,15 @@ public:
     /// kConflict if its version moved (re-read and retry). Immutable (kept from the stored row):
     /// id, type, virtual_key_id, group_id, idempotency_key, request_hash, created_at_ms.
     virtual Result<std::optional<domain::AsyncTask>> UpdateTask(const domain::AsyncTask& t) = 0;
+    /// UpdateTask and, when it applies, the spend of `log` (a Debit of `log.cost` from
+    /// `log.group_id` with `description`, skipped when the cost is 0, plus the request-log row)
+    /// in ONE transaction: a task is never completed without its bill, nor billed twice.
+    /// Errors as UpdateTask's and ApplySpend's; on any error nothing is written.
+    virtual Result<std::optional<domain::AsyncTask>> UpdateTaskWithSpend(
+        const domain::AsyncTask& t,
+        const domain::RequestLogRow& log,
+        std::string description,
+        int64_t now_ms) = 0;
     /// Tasks matching every set filter of `q` (non_terminal_only: pending or running;
     /// created_before_ms: strictly earlier), oldest first. kInvalidRequest for a negative limit
     /// or offset.

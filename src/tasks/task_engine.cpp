@@ -97,13 +97,15 @@ TaskEngine::TaskEngine(TaskEngineDeps deps) : d_(std::move(deps)) {}
 void TaskEngine::Mutate(core::Loop& loop,
                         std::string task_id,
                         Mutator m,
-                        std::function<void(core::Result<Mutation>)> done) {
+                        std::function<void(core::Result<Mutation>)> done,
+                        std::optional<Bill> bill) {
     auto& store = d_.store;
     auto& clock = d_.clock;
+    auto& spend = d_.spend;
     d_.executor.Call(
         loop,
-        [&store, &clock, task_id = std::move(task_id),
-         m = std::move(m)]() -> core::Result<Mutation> {
+        [&store, &clock, &spend, task_id = std::move(task_id), m = std::move(m),
+         bill = std::move(bill)]() -> core::Result<Mutation> {
             for (int i = 0; i < kMaxMutateTries; ++i) {
                 auto got = store.GetTask(task_id);
                 if (!got) {
@@ -118,10 +120,15 @@ void TaskEngine::Mutate(core::Loop& loop,
                     return Mutation{std::move(before), false, true};
                 }
                 t.updated_at_ms = clock.NowUnixMs();
-                auto upd = store.UpdateTask(t);
+                auto upd = bill ? store.UpdateTaskWithSpend(t, bill->row, bill->description,
+                                                            t.updated_at_ms)
+                                : store.UpdateTask(t);
                 if (upd) {
                     if (!upd->has_value()) {
                         return Mutation{};
+                    }
+                    if (bill) {
+                        spend.RecordCommitted(bill->row.group_id, bill->row.cost);
                     }
                     return Mutation{std::move(**upd), true, true};
                 }
@@ -915,6 +922,32 @@ void TaskEngine::Finish(core::Loop& loop, AsyncTask task, JobState job, bus::Set
                 result += ",\"usage\":{\"seconds\":" + std::to_string(seconds) + "}";
             }
             result += "}";
+            // The bill (exact micro-units) is committed in the same transaction as the
+            // completion: a crash can never leave a completed task unbilled, or bill it twice.
+            domain::UsageAmounts usage;
+            if (kind == JobKind::kVideo) {
+                usage.video_seconds = seconds;
+            } else {
+                usage.images = static_cast<int64_t>(count);
+            }
+            Bill bill;
+            domain::RequestLogRow& row = bill.row;
+            row.request_id = task.id;
+            row.virtual_key_id = task.virtual_key_id;
+            row.group_id = task.group_id;
+            row.model_alias = task.model_alias;
+            row.provider_model = dep->mapping.provider_model_id;
+            row.request_type = kind == JobKind::kVideo ? "video" : "image";
+            row.status_code = 200;
+            row.timestamp_ms = now;
+            row.response_time_ms = now - task.created_at_ms;
+            const domain::ModelCost* cost = dep->cost ? &*dep->cost : nullptr;
+            row.cost = domain::ComputeCost(
+                cost,
+                kind == JobKind::kVideo ? domain::RequestKind::kVideo : domain::RequestKind::kImage,
+                usage);
+            bill.description = "Generation by virtual key #" + std::to_string(task.virtual_key_id) +
+                               " (" + task.id + ")";
             int attempt = task.attempt;
             self->Mutate(
                 loop, task.id,
@@ -931,7 +964,7 @@ void TaskEngine::Finish(core::Loop& loop, AsyncTask task, JobState job, bus::Set
                     t.completed_at_ms = now;
                     return true;
                 },
-                [self, dep, hold, kind, count, seconds, s](core::Result<Mutation> m) {
+                [self, hold, s](core::Result<Mutation> m) {
                     if (!m) {
                         if (s) {
                             s->Retry(std::chrono::seconds(2), m.error().message);
@@ -939,36 +972,12 @@ void TaskEngine::Finish(core::Loop& loop, AsyncTask task, JobState job, bus::Set
                         return;
                     }
                     if (m->applied) {
-                        const AsyncTask& t = m->task;
-                        // Bill the generation (exact micro-units, flushed with the other spend).
-                        domain::UsageAmounts usage;
-                        if (kind == JobKind::kVideo) {
-                            usage.video_seconds = seconds;
-                        } else {
-                            usage.images = static_cast<int64_t>(count);
-                        }
-                        domain::RequestLogRow row;
-                        row.request_id = t.id;
-                        row.virtual_key_id = t.virtual_key_id;
-                        row.group_id = t.group_id;
-                        row.model_alias = t.model_alias;
-                        row.provider_model = dep->mapping.provider_model_id;
-                        row.request_type = kind == JobKind::kVideo ? "video" : "image";
-                        row.status_code = 200;
-                        row.timestamp_ms = self->d_.clock.NowUnixMs();
-                        row.response_time_ms = row.timestamp_ms - t.created_at_ms;
-                        const domain::ModelCost* cost = dep->cost ? &*dep->cost : nullptr;
-                        row.cost = domain::ComputeCost(cost,
-                                                       kind == JobKind::kVideo
-                                                           ? domain::RequestKind::kVideo
-                                                           : domain::RequestKind::kImage,
-                                                       usage);
-                        self->d_.spend.Record(std::move(row));
-                        self->Notify(t, "task.completed", s);
+                        self->Notify(m->task, "task.completed", s);
                         return;
                     }
                     Settle(s);
-                });
+                },
+                std::move(bill));
             return;
         }
         size_t i = state->next;

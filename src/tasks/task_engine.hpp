@@ -17,6 +17,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -134,11 +135,16 @@ private:
         bool found = false;
     };
     using Mutator = std::function<bool(domain::AsyncTask&)>;  // false = leave unchanged
-
+    /// Spend committed together with a task change (Store::UpdateTaskWithSpend).
+    struct Bill {
+        domain::RequestLogRow row;
+        std::string description;
+    };
     void Mutate(core::Loop& loop,
                 std::string task_id,
                 Mutator m,
-                std::function<void(core::Result<Mutation>)> done);
+                std::function<void(core::Result<Mutation>)> done,
+                std::optional<Bill> bill = std::nullopt);
     void Enqueue(std::string op,
                  const domain::AsyncTask& task,
                  std::chrono::milliseconds delay,

@@ -1743,6 +1743,63 @@ TYPED_TEST_P(StoreContract, CreateTaskRejectsDuplicateIdAndInvalidRows) {
               (std::vector<std::string>{"task_dup", "task_over", "task_fresh"}));
 }
 
+TYPED_TEST_P(StoreContract, UpdateTaskWithSpendCommitsBothOrNeither) {
+    auto g = STORE_OK(this->S().CreateGroup(NewGroup("g", 1'000), "admin"));
+    AsyncTask t = NewPendingTask("task_bill", 3, kT0);
+    t.group_id = g.id;
+    STORE_OK(this->S().CreateTask(t));
+    AsyncTask done = t;
+    done.state = TaskState::kCompleted;
+    done.progress = 100;
+    RequestLogRow log = NewLog("task_bill", 3, g.id, kT0 + 10);
+    log.cost = 250;
+
+    // Applied: the task moves and the bill lands, together.
+    auto out = STORE_OK(this->S().UpdateTaskWithSpend(done, log, "Generation", kT0 + 10));
+    ASSERT_TRUE(out.has_value());
+    EXPECT_EQ(domain::ToString(out->state), "completed");
+    EXPECT_EQ(out->version, 1);
+    EXPECT_EQ(STORE_OK(this->S().GetGroup(g.id))->balance, 750);
+    auto logs = STORE_OK(this->S().ListRequestLogs({}));
+    ASSERT_EQ(logs.size(), 1u);
+    EXPECT_EQ(logs[0].request_id, "task_bill");
+    EXPECT_EQ(logs[0].cost, 250);
+    auto txns = STORE_OK(this->S().ListTransactions(g.id, 10, 0));
+    ASSERT_FALSE(txns.empty());
+    EXPECT_EQ(txns[0].description, "Generation");
+    EXPECT_EQ(txns[0].amount, 250);
+
+    // The same (now stale) completion again: a conflict, and nobody is billed twice.
+    STORE_EXPECT_ERROR(this->S().UpdateTaskWithSpend(done, log, "Generation", kT0 + 11),
+                       core::ErrorCode::kConflict);
+    EXPECT_EQ(STORE_OK(this->S().GetGroup(g.id))->balance, 750);
+    EXPECT_EQ(STORE_OK(this->S().ListRequestLogs({})).size(), 1u);
+
+    // An unknown task: nothing written.
+    AsyncTask ghost = done;
+    ghost.id = "task_ghost";
+    EXPECT_FALSE(STORE_OK(this->S().UpdateTaskWithSpend(ghost, log, "x", kT0 + 12)).has_value());
+    EXPECT_EQ(STORE_OK(this->S().ListRequestLogs({})).size(), 1u);
+
+    // A bill for a missing group rolls the task change back too.
+    AsyncTask again = *out;
+    again.progress = 99;
+    RequestLogRow orphan = log;
+    orphan.group_id = g.id + 999;
+    STORE_EXPECT_ERROR(this->S().UpdateTaskWithSpend(again, orphan, "x", kT0 + 13),
+                       core::ErrorCode::kInvalidRequest);
+    EXPECT_EQ(STORE_OK(this->S().GetTask("task_bill"))->version, 1);
+    EXPECT_EQ(STORE_OK(this->S().ListRequestLogs({})).size(), 1u);
+
+    // A free generation is logged without a ledger debit.
+    RequestLogRow free_log = log;
+    free_log.cost = 0;
+    STORE_OK(this->S().UpdateTaskWithSpend(again, free_log, "free", kT0 + 14));
+    EXPECT_EQ(STORE_OK(this->S().GetGroup(g.id))->balance, 750);
+    EXPECT_EQ(STORE_OK(this->S().ListRequestLogs({})).size(), 2u);
+    EXPECT_EQ(STORE_OK(this->S().ListTransactions(g.id, 10, 0)).size(), txns.size());
+}
+
 TYPED_TEST_P(StoreContract, UpdateTaskIsOptimistic) {
     AsyncTask t = NewPendingTask("task_u", 3, kT0);
     t.idempotency_key = "idem-u";
@@ -2267,6 +2324,7 @@ REGISTER_TYPED_TEST_SUITE_P(StoreContract,
                             CreateTaskIsIdempotentPerVirtualKey,
                             CreateTaskRejectsDuplicateIdAndInvalidRows,
                             UpdateTaskIsOptimistic,
+                            UpdateTaskWithSpendCommitsBothOrNeither,
                             ListTasksFiltersAndOrdering,
                             ListTasksDefaultLimitIsOneHundred,
                             WebhookSecretPutGetReplace,

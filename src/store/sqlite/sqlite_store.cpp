@@ -1167,6 +1167,49 @@ public:
         if (!txn) {
             return Err(txn);
         }
+        if (auto r = ApplySpendLocked(debits, logs, now_ms); !r) {
+            return r;
+        }
+        if (auto r = txn->Commit(); !r) {
+            return Err(r);
+        }
+        return {};
+    }
+
+    Result<std::optional<AsyncTask>> UpdateTaskWithSpend(const AsyncTask& t,
+                                                         const RequestLogRow& log,
+                                                         std::string description,
+                                                         int64_t now_ms) override {
+        if (log.cost < 0) {
+            return Fail(ErrorCode::kInvalidRequest,
+                        fmt::format("spend for group {} is negative", log.group_id));
+        }
+        std::lock_guard lock(mu_);
+        auto txn = Transaction::Begin(*db_, Transaction::Mode::kImmediate);
+        if (!txn) {
+            return Err(txn);
+        }
+        auto updated = UpdateTaskLocked(t);
+        if (!updated || !*updated) {
+            return updated;  // rolled back (nothing was written)
+        }
+        std::vector<GroupSpend> debits;
+        if (log.cost > 0) {
+            debits.push_back({log.group_id, log.cost, 1, std::move(description)});
+        }
+        if (auto r = ApplySpendLocked(debits, {log}, now_ms); !r) {
+            return Err(r);
+        }
+        if (auto r = txn->Commit(); !r) {
+            return Err(r);
+        }
+        return updated;
+    }
+
+    // The body of ApplySpend, inside the caller's transaction (mu_ held).
+    Result<void> ApplySpendLocked(const std::vector<GroupSpend>& debits,
+                                  const std::vector<RequestLogRow>& logs,
+                                  int64_t now_ms) {
         for (const auto& d : debits) {
             auto balance = UpdateBalanceLocked(d.group_id, -d.amount, 0, d.amount, now_ms);
             if (!balance) {
@@ -1236,7 +1279,7 @@ public:
                 return r;
             }
         }
-        return txn->Commit();
+        return {};
     }
 
     Result<std::vector<RequestLogRow>> ListRequestLogs(const RequestLogQuery& q) override {
@@ -1325,6 +1368,10 @@ public:
 
     Result<std::optional<AsyncTask>> UpdateTask(const AsyncTask& t) override {
         std::lock_guard lock(mu_);
+        return UpdateTaskLocked(t);
+    }
+
+    Result<std::optional<AsyncTask>> UpdateTaskLocked(const AsyncTask& t) {
         // Parameters keep their kTaskCols numbers; the immutable ones (?2 type, ?6 key, ?7 group,
         // ?17 idempotency key, ?18 request hash, ?24 created at) are bound but unused.
         auto updated = QueryOne<AsyncTask>(
