@@ -25,6 +25,9 @@ cmake --build --preset release
 step "e2e (node, official openai client)"
 ./scripts/e2e.sh build/release
 
+step "crash tests (500 tasks, kill -9, restart; embedded and RabbitMQ queues)"
+./scripts/crash-test.sh build/release all
+
 if [ "${CONDUIT_SKIP_ASAN:-0}" != "1" ]; then
   step "configure + build (asan)"
   cmake --preset asan >/dev/null

@@ -83,6 +83,13 @@ void Settle(const bus::SettlementPtr& s) {
     }
 }
 
+// The step could not queue its successor: run it again later (its redelivery resumes the task).
+void RetryStep(const bus::SettlementPtr& s, const core::Error& e) {
+    if (s) {
+        s->Retry(std::chrono::seconds(2), "next step could not be queued: " + e.message);
+    }
+}
+
 }  // namespace
 
 JobKind KindOf(std::string_view task_type) {
@@ -140,6 +147,21 @@ void TaskEngine::Mutate(core::Loop& loop,
             return core::Fail(ErrorCode::kUnavailable, "task update kept conflicting");
         },
         std::move(done));
+}
+
+void TaskEngine::EnqueueThenSettle(std::string op,
+                                   const AsyncTask& task,
+                                   std::chrono::milliseconds delay,
+                                   bus::SettlementPtr s) {
+    // A step is acked only once its successor is durably queued: a crash in between redelivers
+    // the step instead of silently ending the task's chain.
+    Enqueue(std::move(op), task, delay, [s](core::Result<void> q) {
+        if (!q) {
+            RetryStep(s, q.error());
+            return;
+        }
+        Settle(s);
+    });
 }
 
 void TaskEngine::Enqueue(std::string op,
@@ -276,7 +298,21 @@ void TaskEngine::Submit(core::Loop& loop,
             }
             auto [task, created] = std::move(*r);
             if (!created) {
-                // Idempotent replay: same key and same body → the same task.
+                // Idempotent replay: same key and same body → the same task. A pending one may
+                // have been created by a process that died before queueing its start: queue it
+                // (again). A duplicate start is harmless: the partition runs it after the first,
+                // which finds the task no longer pending.
+                if (task.state == TaskState::kPending) {
+                    auto replay = std::make_shared<AsyncTask>(std::move(task));
+                    self->Enqueue(
+                        "start", *replay, std::chrono::milliseconds(0),
+                        [&loop, replay, done = std::move(done)](core::Result<void>) mutable {
+                            loop.Post([replay, done = std::move(done)]() mutable {
+                                done(SubmitOutcome{std::move(*replay), false});
+                            });
+                        });
+                    return;
+                }
                 done(SubmitOutcome{std::move(task), false});
                 return;
             }
@@ -618,13 +654,22 @@ void TaskEngine::OnMessage(bus::Delivery delivery, bus::SettlementPtr settlement
                 self->SendWebhook(task, TerminalEvent(task.state), settlement);
                 return;
             }
+            // A redelivered step (the process died while it ran) of a task whose job is recorded
+            // may have changed the task and died before queueing its successor: it resumes
+            // polling. If the chain did survive, the duplicate retires at the next version
+            // check (every poll's heartbeat is an optimistic update).
+            bool resume = delivery_attempt > 1 && task.state == TaskState::kRunning &&
+                          !task.upstream_job_id.empty();
             if (step.op == "start") {
+                if (resume) {
+                    self->HandlePoll(*loop, std::move(task), settlement);
+                    return;
+                }
                 self->HandleStart(*loop, std::move(task), settlement);
             } else if (step.op == "poll") {
-                if (step.version >= 0 && task.version != step.version) {
-                    // A stale or duplicate poll chain (e.g. redelivered after a crash): the task
-                    // moved on since this step was queued; the live chain carries the newest
-                    // version.
+                if (step.version >= 0 && task.version != step.version && !resume) {
+                    // A stale or duplicate poll chain: the task moved on since this step was
+                    // queued; the live chain carries the newest version.
                     settlement->Ack();
                     return;
                 }
@@ -649,8 +694,8 @@ void TaskEngine::HandleStart(core::Loop& loop, AsyncTask task, bus::SettlementPt
     }
     if (task.state == TaskState::kPending && task.next_attempt_at_ms > now + 50) {
         // Early (a duplicate of a delayed retry): come back when it is due.
-        Enqueue("start", task, std::chrono::milliseconds(task.next_attempt_at_ms - now), nullptr);
-        Settle(s);
+        EnqueueThenSettle("start", task, std::chrono::milliseconds(task.next_attempt_at_ms - now),
+                          s);
         return;
     }
     if (task.state == TaskState::kRunning && !task.upstream_job_id.empty()) {
@@ -763,8 +808,7 @@ void TaskEngine::SubmitJob(core::Loop& loop, AsyncTask task, bus::SettlementPtr 
                         self->Finish(loop, std::move(t), std::move(job), s);
                         return;
                     }
-                    self->Enqueue("poll", t, self->d_.options.poll_interval, nullptr);
-                    Settle(s);
+                    self->EnqueueThenSettle("poll", t, self->d_.options.poll_interval, s);
                 });
         });
 }
@@ -866,13 +910,19 @@ void TaskEngine::HandlePoll(core::Loop& loop, AsyncTask task, bus::SettlementPtr
                         // Progress webhooks at quarter marks only (not on every poll).
                         if (t.progress / 25 > old_progress / 25 && !t.webhook_url.empty() &&
                             self->d_.webhook) {
-                            self->Enqueue("poll", t, self->d_.options.poll_interval, nullptr);
-                            self->SendWebhook(t, "task.progress", s);
+                            // The next poll is durable before this step is settled.
+                            self->Enqueue("poll", t, self->d_.options.poll_interval,
+                                          [self, t, s](core::Result<void> q) {
+                                              if (!q) {
+                                                  RetryStep(s, q.error());
+                                                  return;
+                                              }
+                                              self->SendWebhook(t, "task.progress", s);
+                                          });
                             return;
                         }
                     }
-                    self->Enqueue("poll", t, self->d_.options.poll_interval, nullptr);
-                    Settle(s);
+                    self->EnqueueThenSettle("poll", t, self->d_.options.poll_interval, s);
                 });
         });
 }
@@ -1076,8 +1126,7 @@ void TaskEngine::FailAttempt(core::Loop& loop,
             const AsyncTask& t = m->task;
             if (retry) {
                 self->Publish(t, "task.progress");
-                self->Enqueue("start", t, delay, nullptr);
-                Settle(s);
+                self->EnqueueThenSettle("start", t, delay, s);
             } else {
                 self->Notify(t, "task.failed", s);
             }

@@ -149,6 +149,11 @@ private:
                  const domain::AsyncTask& task,
                  std::chrono::milliseconds delay,
                  std::function<void(core::Result<void>)> done);
+    /// Enqueue, then settle `s` once the message is durable (retry the step if it is not).
+    void EnqueueThenSettle(std::string op,
+                           const domain::AsyncTask& task,
+                           std::chrono::milliseconds delay,
+                           bus::SettlementPtr s);
     void Publish(const domain::AsyncTask& task, std::string_view event);
     /// Publishes the event and queues its webhook; settles `s` (may be null) afterwards.
     void Notify(const domain::AsyncTask& task,

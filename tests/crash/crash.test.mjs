@@ -10,10 +10,10 @@
 //     Standard Webhooks signature and the deterministic webhook-id of its attempt;
 //   - every completed task's media is served, with the size the provider produced;
 //   - no webhook concerns a task no client submitted (a client retry after a kill made no twin).
-// Known bugs are reported as WARNINGs without failing the run (see the final report):
-//   - completed tasks without their request-log/spend row (billing lost in the kill; fails
-//     with CRASH_STRICT_BILLING=1);
-//   - tasks whose step chain a kill cut, finished only by the sweeper once 30 s stale.
+//   - every completed task is billed exactly once (its request-log row and debit are committed
+//     with the completion);
+//   - no task's step chain is cut by a kill: every task finishes within CRASH_SLOW_S of the
+//     last restart, well before the 30 s sweeper safety net would revive it.
 // Kills: once during the submission (clients retry with their Idempotency-Key), once mid-run,
 // then CRASH_RECOVERY_KILLS times during the recovery, each restart on the same port, data
 // directory and vhost.
@@ -42,8 +42,8 @@
 //   CRASH_POLL_MS (250)     gateway --task-poll-interval-ms
 //   CRASH_DEADLINE_S (120)  after the last restart, time allowed for every task to finish
 //   CRASH_MOCK_LATENCY_MS (15)     mock provider latency (and jitter) on every call
-//   CRASH_SLOW_S (10)       tasks still open this long after the last restart are reported
-//   CRASH_STRICT_BILLING=1  fail (not just warn) on completed tasks without their billing row
+//   CRASH_SLOW_S (20)       tasks still open this long after the last restart are reported
+//   CRASH_LENIENT_BILLING=1 only warn on billing mismatches (the default fails)
 //   CRASH_LOG_LEVEL (info)  gateway --log-level
 //   CRASH_LOG_DIR           where logs and the JSON report go (default: a temp directory, kept
 //                           on failure); CRASH_KEEP=1 keeps them (and the data dir) on success
@@ -78,8 +78,8 @@ const CFG = {
   pollMs: num('CRASH_POLL_MS', 250),
   deadlineS: num('CRASH_DEADLINE_S', 120),
   webhookGraceS: num('CRASH_WEBHOOK_GRACE_S', 60),
-  slowS: num('CRASH_SLOW_S', 10),
-  strictBilling: process.env.CRASH_STRICT_BILLING === '1',
+  slowS: num('CRASH_SLOW_S', 20),
+  strictBilling: process.env.CRASH_LENIENT_BILLING !== '1',
   videoBytes: 16384,
   mockLatencyMs: num('CRASH_MOCK_LATENCY_MS', 15),
 };
@@ -470,7 +470,7 @@ async function runCrash(mode) {
     }
     report.phases.allTerminalAfterRestartMs = Date.now() - lastRestart;
     if (report.slowTasks?.length) {
-      warn(`${report.slowTasks.length} tasks were still running ${CFG.slowS} s after the last ` +
+      fail(`${report.slowTasks.length} tasks were still running ${CFG.slowS} s after the last ` +
         `restart and only finished ${Math.round(report.phases.allTerminalAfterRestartMs / 1000)} s ` +
         `after it (their step chain was lost in the kill; the sweeper revives a running task ` +
         `only once it is 30 s stale): ${report.slowTasks.slice(0, 5).map((t) => `${t.id} ` +
