@@ -818,6 +818,24 @@ core::Result<uint16_t> HttpServer::Start() {
                           "invalid listen address '" + impl_->options.host + "'");
     }
     uint16_t port = impl_->options.port;
+    if (port != 0) {
+        // The shards share the port through SO_REUSEPORT, which would also let this process
+        // silently share it with another listener of the same user (each getting part of the
+        // connections). A bind without SO_REUSEPORT first fails when anyone listens there.
+        tcp::acceptor probe(static_cast<AsioLoop&>(impl_->runtime.loop(0)).context());
+        tcp::endpoint ep(address, port);
+        probe.open(ep.protocol(), ec);
+        if (!ec) {
+            probe.set_option(asio::socket_base::reuse_address(true), ec);
+            probe.bind(ep, ec);
+        }
+        if (ec) {
+            return core::Fail(core::ErrorCode::kUnavailable,
+                              "cannot listen on " + impl_->options.host + ":" +
+                                  std::to_string(port) + ": " + ec.message());
+        }
+        probe.close(ec);
+    }
     for (size_t i = 0; i < impl_->runtime.size(); ++i) {
         auto shard = std::make_unique<ShardState>();
         shard->loop = &static_cast<AsioLoop&>(impl_->runtime.loop(i));

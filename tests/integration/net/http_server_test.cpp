@@ -96,6 +96,28 @@ TEST_F(HttpServerTest, ServesSimpleGetWithFraming) {
     EXPECT_EQ(r.substr(r.size() - 2), "hi");
 }
 
+TEST_F(HttpServerTest, APortInUseIsRefusedNotShared) {
+    // The shards use SO_REUSEPORT among themselves; a second server (another process, in real
+    // life) must not be able to join the port and take part of the connections.
+    Runtime other_rt{2};
+    ServerOptions opt;
+    opt.host = "127.0.0.1";
+    opt.port = port_;
+    HttpServer other(other_rt, opt,
+                     [](const ExchangePtr& ex) { ex->Respond(Response::Text(200, "intruder")); });
+    auto started = other.Start();
+    ASSERT_FALSE(started.has_value());
+    EXPECT_EQ(started.error().code, core::ErrorCode::kUnavailable);
+    EXPECT_NE(started.error().message.find(std::to_string(port_)), std::string::npos);
+    // Every connection still reaches the first server.
+    for (int i = 0; i < 20; ++i) {
+        RawClient c("127.0.0.1", port_);
+        ASSERT_TRUE(c.Send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"));
+        std::string r = c.ReadUntil("hi", 2000);
+        EXPECT_EQ(r.substr(r.size() - 2), "hi") << r;
+    }
+}
+
 TEST_F(HttpServerTest, KeepAliveAndPipelining) {
     RawClient c("127.0.0.1", port_);
     ASSERT_TRUE(
