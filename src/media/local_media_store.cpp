@@ -24,6 +24,24 @@ core::Error IoError(const std::string& what) {
 // Content type is kept in a sidecar file next to the object ("<file>.type").
 std::string TypePath(const std::string& file) { return file + ".type"; }
 
+/// The strong validator of an object: its size and modification time.
+std::string EtagOf(uint64_t size, int64_t modified_at_ms) {
+    std::string etag(1, '"');
+    etag += std::to_string(size);
+    etag += '-';
+    etag += std::to_string(modified_at_ms);
+    etag += '"';
+    return etag;
+}
+
+/// Size, modification time and validator of a stored file (Stat() and Commit() agree on them).
+void FillFromStat(const struct stat& st, MediaInfo& info) {
+    info.size = static_cast<uint64_t>(st.st_size);
+    info.modified_at_ms =
+        static_cast<int64_t>(st.st_mtim.tv_sec) * 1000 + st.st_mtim.tv_nsec / 1'000'000;
+    info.etag = EtagOf(info.size, info.modified_at_ms);
+}
+
 class LocalWriter final : public MediaWriter {
 public:
     LocalWriter(
@@ -77,9 +95,15 @@ public:
         MediaInfo info;
         info.key = key_;
         info.content_type = type_;
-        info.size = size_;
-        info.modified_at_ms = core::SystemClock::Instance().NowUnixMs();
-        info.etag = "\"" + std::to_string(size_) + "-" + std::to_string(info.modified_at_ms) + "\"";
+        // The validator Stat() will report (it derives from the file's mtime, not from now).
+        struct stat st {};
+        if (::stat(final_.c_str(), &st) == 0) {
+            FillFromStat(st, info);
+        } else {
+            info.size = size_;
+            info.modified_at_ms = core::SystemClock::Instance().NowUnixMs();
+            info.etag = EtagOf(size_, info.modified_at_ms);
+        }
         return info;
     }
 
@@ -168,13 +192,12 @@ public:
             }
             return tl::unexpected(IoError("stat media"));
         }
+        if (!S_ISREG(st.st_mode)) {
+            return std::optional<MediaInfo>();  // a directory of keys is not an object
+        }
         MediaInfo info;
         info.key = std::string(key);
-        info.size = static_cast<uint64_t>(st.st_size);
-        info.modified_at_ms =
-            static_cast<int64_t>(st.st_mtim.tv_sec) * 1000 + st.st_mtim.tv_nsec / 1'000'000;
-        info.etag =
-            "\"" + std::to_string(info.size) + "-" + std::to_string(info.modified_at_ms) + "\"";
+        FillFromStat(st, info);
         std::ifstream t(TypePath(path));
         std::getline(t, info.content_type);
         if (info.content_type.empty()) {
@@ -198,7 +221,10 @@ public:
             return tl::unexpected(IoError("opening media"));
         }
         struct stat st {};
-        ::fstat(fd, &st);
+        if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+            ::close(fd);
+            return core::Fail(core::ErrorCode::kNotFound, "no such media");
+        }
         uint64_t size = static_cast<uint64_t>(st.st_size);
         uint64_t start = std::min(offset, size);
         uint64_t len = std::min(length, size - start);
