@@ -186,6 +186,9 @@ start_redis() {
 stop_redis() {
   if port_open "$REDIS_PORT"; then
     redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+    # Wait for the port to close, so an immediate `start` really starts a new server.
+    wait_until "redis shutdown" 30 bash -c "! (exec 3<>/dev/tcp/127.0.0.1/$REDIS_PORT)" ||
+      die "redis did not stop"
   fi
   log "redis stopped"
 }

@@ -12,10 +12,13 @@ export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=true CCACHE_MAXSIZE=5G
 step() { printf '\n==== %s ====\n' "$*"; }
 
 if [ "${CONDUIT_SKIP_ENGINES:-0}" != "1" ]; then
-  step "engines (RabbitMQ on loopback)"
+  step "engines (RabbitMQ and Redis on loopback)"
   eval "$(./scripts/engines.sh start rabbitmq | grep '^export ')"
+  eval "$(./scripts/engines.sh start redis | grep '^export ')"
   # The broker-restart contract test restarts this broker (~10 s).
   export CONDUIT_TEST_AMQP_RESTART="$PWD/scripts/engines.sh stop rabbitmq && $PWD/scripts/engines.sh start rabbitmq"
+  # The Redis Backplane restart test restarts Redis (~1 s).
+  export CONDUIT_TEST_REDIS_RESTART="$PWD/scripts/engines.sh stop redis && $PWD/scripts/engines.sh start redis"
 fi
 
 step "configure + build (release)"
