@@ -397,12 +397,16 @@ struct Client::Impl {
         }
         Pending p = std::move(in_flight.front());
         in_flight.pop_front();
-        backoff = options.reconnect_min;  // this connection works
         if (p.handshake) {
             if (reply.IsError()) {
+                // Keep backing off: a wrong password must not turn into a reconnect storm.
                 spdlog::error("{}: connection set-up failed: {}", options.name, reply.str);
                 CloseSocket("AUTH/SELECT failed: " + reply.str);
+                return;
             }
+        }
+        backoff = options.reconnect_min;  // this connection works
+        if (p.handshake) {
             return;
         }
         if (p.done) {

@@ -17,10 +17,12 @@
 #include <cstdlib>
 #include <future>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
 #include <unistd.h>
+#include <vector>
 
 namespace conduit::bus {
 namespace {
@@ -245,6 +247,69 @@ TEST(RedisBackplaneTest, UnreachableRedisPublishFailsFastAndCounts) {
     EXPECT_FALSE(s.subscriber_connected);
     EXPECT_EQ(s.published, 10u);
     EXPECT_FALSE(bp->WaitSynced(300ms));
+}
+
+TEST(RedisClientTest, PipelinesInOrderAndSelectsTheDb) {
+    auto url = RedisUrl();
+    if (!url) {
+        GTEST_SKIP() << kSkip;
+    }
+    auto ep = redis::ParseUrl(*url);
+    ASSERT_TRUE(ep.has_value());
+    ep->db = 5;
+    redis::ClientOptions o;
+    o.endpoint = *ep;
+    redis::Client client(o);
+    std::string key = UniquePrefix() + "counter";
+    constexpr int kCount = 1000;
+    std::mutex mu;
+    std::vector<int64_t> got;
+    for (int i = 0; i < kCount; ++i) {
+        client.Command({"INCR", key}, [&](core::Result<redis::Reply> r) {
+            std::lock_guard lock(mu);
+            got.push_back(r ? r->integer : -1);
+        });
+    }
+    ASSERT_TRUE(conduit::testing::WaitFor(
+        [&] {
+            std::lock_guard lock(mu);
+            return got.size() == kCount;
+        },
+        30s));
+    for (int i = 0; i < kCount; ++i) {
+        ASSERT_EQ(got[i], i + 1);
+    }
+    // The key lives in db 5, not in db 0.
+    auto in_db0 = RunCommand(*url, {"EXISTS", key});
+    ASSERT_TRUE(in_db0.has_value());
+    EXPECT_EQ(in_db0->integer, 0);
+    std::promise<core::Result<redis::Reply>> del;
+    client.Command({"DEL", key}, [&](core::Result<redis::Reply> r) { del.set_value(r); });
+    auto deleted = del.get_future().get();
+    ASSERT_TRUE(deleted.has_value());
+    EXPECT_EQ(deleted->integer, 1);
+    EXPECT_TRUE(client.Connected());
+}
+
+TEST(RedisClientTest, FailedAuthKeepsRetryingAndFailsCommands) {
+    auto url = RedisUrl();
+    if (!url) {
+        GTEST_SKIP() << kSkip;
+    }
+    auto ep = redis::ParseUrl(*url);
+    ASSERT_TRUE(ep.has_value());
+    ep->password = "wrong";  // the test Redis has no password: AUTH fails
+    redis::ClientOptions o;
+    o.endpoint = *ep;
+    o.command_timeout = 500ms;
+    redis::Client client(o);
+    std::promise<core::Result<redis::Reply>> done;
+    client.Command({"PING"}, [&](core::Result<redis::Reply> r) { done.set_value(r); });
+    auto r = done.get_future().get();
+    // The PING was pipelined behind the failed AUTH: the connection is closed before its
+    // reply is handed out, or its reply is an error (NOAUTH).
+    EXPECT_TRUE(!r.has_value() || r->IsError()) << r->Describe();
+    EXPECT_TRUE(conduit::testing::WaitFor([&] { return client.Stats().connects >= 2; }, 10s));
 }
 
 /// A private redis-server on a free port (for tests that start Redis late), or skip.
