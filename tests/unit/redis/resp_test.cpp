@@ -8,18 +8,24 @@
 namespace conduit::redis {
 namespace {
 
+/// A string literal with embedded NULs, whole.
+template <size_t N>
+std::string Bin(const char (&s)[N]) {
+    return std::string(s, N - 1);
+}
+
 TEST(RespTest, EncodeCommandIsBinarySafe) {
     EXPECT_EQ(EncodeCommand({"PING"}), "*1\r\n$4\r\nPING\r\n");
     std::string payload("a\0\r\n\x1e", 5);
     EXPECT_EQ(EncodeCommand({"PUBLISH", "ch", payload}),
-              std::string("*3\r\n$7\r\nPUBLISH\r\n$2\r\nch\r\n$5\r\na\0\r\n\x1e\r\n", 40));
+              Bin("*3\r\n$7\r\nPUBLISH\r\n$2\r\nch\r\n$5\r\na\0\r\n\x1e\r\n"));
     EXPECT_EQ(EncodeCommand({"SET", "k", ""}), "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n");
 }
 
 TEST(RespTest, ReaderParsesEveryReplyType) {
     ReplyReader reader;
     reader.Feed(
-        "+OK\r\n-ERR bad\r\n:42\r\n$-1\r\n$3\r\na\0b\r\n*2\r\n$7\r\nmessage\r\n*1\r\n:-7\r\n");
+        Bin("+OK\r\n-ERR bad\r\n:42\r\n$-1\r\n$3\r\na\0b\r\n*2\r\n$7\r\nmessage\r\n*1\r\n:-7\r\n"));
     std::vector<Reply> replies;
     for (;;) {
         auto next = reader.Next();
