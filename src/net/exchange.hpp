@@ -2,6 +2,7 @@
 
 #include "core/loop.hpp"
 #include "net/http_types.hpp"
+#include "net/websocket.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -42,6 +43,18 @@ public:
     /// connection drop mid-response). Used to propagate an upstream failure that cannot be
     /// expressed in-band, and by the mock provider to simulate broken upstreams.
     virtual void Abort() = 0;
+    /// Completes a WebSocket upgrade: sends 101 Switching Protocols (with `headers` added, e.g.
+    /// Sec-WebSocket-Protocol) and hands the connection over to the returned socket; the exchange
+    /// is then finished (no other response may follow). nullptr (and nothing sent) when the
+    /// request is not a valid upgrade (IsWebSocketUpgrade), the exchange has started, or the
+    /// server is shutting down. Callbacks set on the socket in the same loop turn see every
+    /// message (including one the client pipelined behind its request). The default (for
+    /// exchanges that cannot upgrade, e.g. test doubles) returns nullptr.
+    virtual WebSocketPtr AcceptWebSocket(Headers headers, WebSocketOptions options) {
+        (void)headers;
+        (void)options;
+        return nullptr;
+    }
 
     /// Bytes queued or in flight towards the client (for backpressure decisions).
     virtual size_t BufferedBytes() const = 0;

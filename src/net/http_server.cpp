@@ -4,6 +4,7 @@
 #include "core/strings.hpp"
 #include "net/asio_loop.hpp"
 #include "net/request_parser.hpp"
+#include "net/websocket_impl.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -181,8 +182,19 @@ public:
     AsioLoop& loop() { return *shard_.loop; }
     const std::string& remote() const { return remote_; }
 
-    /// Shutdown: closes the connection now if it is waiting for a request.
+    bool Draining() const { return shard_.draining; }
+    /// Hands the socket (and the bytes read past the request) over to a WebSocket that first
+    /// writes `response_head`; completes the current exchange. The connection then only waits
+    /// for the WebSocket to close (no HTTP deadlines), still counted and shut down with the server.
+    WebSocketPtr UpgradeToWebSocket(std::string response_head, WebSocketOptions options);
+
+    /// Shutdown: closes the connection now if it is waiting for a request; a WebSocket closes
+    /// with 1001 (going away).
     void DrainIfIdle() {
+        if (ws_) {
+            ws_->GoingAway();
+            return;
+        }
         if (idle_) {
             error_code ec;
             socket_.cancel(ec);
@@ -251,6 +263,8 @@ private:
     std::string error_out_;
 
     std::shared_ptr<ServerExchange> exchange_;
+    std::shared_ptr<ServerWebSocket> ws_;  // set once upgraded
+    bool ws_finished_ = false;
     std::vector<std::string> pending_;
     std::vector<std::string> inflight_;
     std::vector<asio::const_buffer> write_buffers_;
@@ -382,6 +396,21 @@ public:
         if (auto conn = conn_.lock(); conn && !closed_) {
             conn->AbortAfterFlush();
         }
+    }
+
+    WebSocketPtr AcceptWebSocket(Headers headers, WebSocketOptions options) override {
+        auto conn = conn_.lock();
+        if (started_ || closed_ || !conn || conn->Draining() || !IsWebSocketUpgrade(req_)) {
+            return nullptr;
+        }
+        started_ = responded_ = true;
+        status_ = 101;
+        headers.Set("Upgrade", "websocket");
+        headers.Set("Sec-WebSocket-Accept",
+                    ws::AcceptKey(core::Trim(req_.headers.Get("sec-websocket-key"))));
+        std::string head = SerializeHead(101, headers, extra_headers_, false, 0, false);
+        head.insert(head.size() - 2, "Connection: Upgrade\r\n");  // SerializeHead drops it
+        return conn->UpgradeToWebSocket(std::move(head), options);
     }
 
     size_t BufferedBytes() const override {
@@ -544,7 +573,33 @@ void Connection::CompleteExchange() {
     done_timer_.cancel();
 }
 
+WebSocketPtr Connection::UpgradeToWebSocket(std::string response_head, WebSocketOptions options) {
+    ++watch_gen_;  // a pending EOF watch no longer concerns this socket
+    error_code ec;
+    socket_.cancel(ec);
+    deadline_ns_ = 0;  // the sweeper leaves WebSockets alone
+    close_after_ = true;
+    std::string leftover(rbuf_.get() + rbegin_, rend_ - rbegin_);
+    rbuf_.reset();
+    rcap_ = rbegin_ = rend_ = 0;
+    auto ws = std::make_shared<ServerWebSocket>(*shard_.loop, std::move(socket_), remote_, options);
+    ws_ = ws;
+    std::weak_ptr<Connection> weak = shared_from_this();
+    ws->Start(std::move(response_head), std::move(leftover), [weak] {
+        if (auto self = weak.lock()) {
+            self->ws_finished_ = true;
+            self->done_timer_.cancel();
+        }
+    });
+    CompleteExchange();
+    return ws;
+}
+
 void Connection::OnBroken() {
+    if (ws_) {
+        ws_->Abort();  // shutdown deadline passed
+        return;
+    }
     if (broken_) {
         return;
     }
@@ -698,6 +753,12 @@ asio::awaitable<void> Connection::Run() {
             }
         }
     }
+    // An upgraded connection lives as long as its WebSocket.
+    while (ws_ && !ws_finished_) {
+        done_timer_.expires_at(asio::steady_timer::time_point::max());
+        co_await done_timer_.async_wait(kTuple);
+    }
+    ws_.reset();
     // Orderly close: flush is done (no exchange pending); send FIN.
     if (!broken_) {
         broken_ = true;

@@ -28,6 +28,12 @@ struct WebSocketOptions {
 /// Thread affinity: every method must be called on the thread of `loop()` (the connection's
 /// shard); the callbacks run there too. Messages are delivered in order, one callback per
 /// complete message. Control frames (ping/pong/close) are answered by the implementation.
+///
+/// Closing: closed() turns true as soon as the socket stops carrying messages (a Close() or
+/// Abort(), a close frame from the client, a limit or protocol error, a drop); Send() is then
+/// ignored and no further message is delivered. OnClose is posted at that moment (it never runs
+/// inside Send/Close/Abort). The TCP connection closes when the closing handshake completes, or
+/// at the latest a few seconds later (a client that does not answer or does not read).
 class WebSocket : public std::enable_shared_from_this<WebSocket> {
 public:
     virtual ~WebSocket() = default;
@@ -35,7 +41,9 @@ public:
     virtual core::Loop& loop() = 0;
     /// Queues one message (text or binary). Ignored once closed.
     virtual void Send(std::string message, bool binary = false) = 0;
-    /// Starts the closing handshake with `code` and `reason` (queued messages are sent first).
+    /// Starts the closing handshake with `code` and `reason` (queued messages are sent first;
+    /// a reason is cut to 123 bytes). A code not allowed on the wire (e.g. 1005, 1006) sends a
+    /// close frame without a code, and is still the one reported to OnClose.
     virtual void Close(uint16_t code = 1000, std::string reason = {}) = 0;
     /// Drops the TCP connection at once (no closing handshake), as a network failure would.
     virtual void Abort() = 0;
@@ -43,7 +51,9 @@ public:
     /// Called for each complete message from the client.
     virtual void SetOnMessage(std::function<void(std::string message, bool binary)> fn) = 0;
     /// Called once when the socket is closed, by either side or by a failure; `code` is the close
-    /// code received or sent (1006 when the connection dropped without one).
+    /// code received or sent (1006 when the connection dropped without one or after Abort(),
+    /// 1005 when the client's close frame had no code, 1001 on server shutdown, 1002 protocol
+    /// error, 1007 invalid UTF-8, 1008 max_buffered_bytes, 1009 max_message_bytes).
     virtual void SetOnClose(std::function<void(uint16_t code)> fn) = 0;
     /// Called once when BufferedBytes() drops to zero after a Send (replaces any earlier one).
     virtual void SetOnDrain(std::function<void()> fn) = 0;

@@ -1,6 +1,7 @@
 #pragma once
 
 #include "fakes/fake_loop.hpp"
+#include "fakes/fake_websocket.hpp"
 #include "net/exchange.hpp"
 
 #include <memory>
@@ -24,6 +25,17 @@ public:
         r.body = std::move(body);
         r.headers = std::move(headers);
         return std::make_shared<FakeExchange>(loop, std::move(r));
+    }
+
+    /// A GET request that is a valid WebSocket upgrade (net::IsWebSocketUpgrade), plus `headers`.
+    static std::shared_ptr<FakeExchange> MakeWebSocketUpgrade(core::Loop& loop,
+                                                              std::string target,
+                                                              net::Headers headers = {}) {
+        headers.Add("Connection", "Upgrade");
+        headers.Add("Upgrade", "websocket");
+        headers.Add("Sec-WebSocket-Version", "13");
+        headers.Add("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==");
+        return Make(loop, "GET", std::move(target), {}, std::move(headers));
     }
 
     net::Request& request() override { return req_; }
@@ -64,6 +76,18 @@ public:
         aborted_ = true;
         closed_ = true;
     }
+    /// Accepts a valid upgrade like the server: status 101, `headers` recorded, and a
+    /// FakeWebSocket (see websocket()) returned.
+    net::WebSocketPtr AcceptWebSocket(net::Headers h, net::WebSocketOptions options) override {
+        if (started_ || closed_ || !net::IsWebSocketUpgrade(req_)) {
+            return nullptr;
+        }
+        started_ = responded_ = true;
+        status_ = 101;
+        headers_ = std::move(h);
+        websocket_ = std::make_shared<FakeWebSocket>(loop_, options, req_.remote_address);
+        return websocket_;
+    }
     size_t BufferedBytes() const override { return 0; }
     void SetOnDrain(std::function<void()> fn) override { on_drain_ = std::move(fn); }
     void SetOnClose(std::function<void()> fn) override { on_close_ = std::move(fn); }
@@ -89,6 +113,8 @@ public:
     int writes() const { return writes_; }
     bool aborted() const { return aborted_; }
     uint64_t fixed_length() const { return fixed_length_; }
+    /// The socket handed out by AcceptWebSocket (nullptr before).
+    const std::shared_ptr<FakeWebSocket>& websocket() const { return websocket_; }
 
 private:
     core::Loop& loop_;
@@ -102,6 +128,7 @@ private:
     int writes_ = 0;
     net::Headers headers_;
     std::string body_;
+    std::shared_ptr<FakeWebSocket> websocket_;
     std::function<void()> on_drain_;
     std::function<void()> on_close_;
     std::function<void(int, size_t)> on_complete_;
