@@ -431,8 +431,10 @@ private:
             for (auto& a : admin) {
                 a(db_.get());
             }
-            if (timed_out) {
-                // Delayed messages may have become visible anywhere.
+            // Woken by work or not: once the wake-up time has passed, delayed messages may have
+            // become visible anywhere (steady traffic must not keep postponing them).
+            if (timed_out || std::chrono::steady_clock::now() >= next_wake) {
+                last_scan_ms_ = NowMs();
                 for (auto& [name, t] : topics_) {
                     std::fill(t.dirty.begin(), t.dirty.end(), 1);
                 }
@@ -846,10 +848,13 @@ private:
         for (const auto& [token, f] : in_flight_) {
             next = std::min(next, f.lease_until_ms + 1);
         }
+        // Every delayed message (visible later than it was queued) that became visible after
+        // the last full scan; one already due makes the dispatcher look again at once.
         auto stmt = db_->Prepare(
-            "SELECT MIN(visible_at_ms) FROM queue_messages WHERE state = 0 AND visible_at_ms > ?1");
+            "SELECT MIN(visible_at_ms) FROM queue_messages WHERE state = 0 AND visible_at_ms > ?1 "
+            "AND visible_at_ms > enqueued_at_ms");
         if (stmt) {
-            (*stmt)->BindInt(1, now);
+            (*stmt)->BindInt(1, last_scan_ms_);
             auto row = (*stmt)->Step();
             if (row && *row && !(*stmt)->IsNull(0)) {
                 next = std::min(next, (*stmt)->Int(0));
@@ -955,6 +960,9 @@ private:
     std::map<std::string, TopicState, std::less<>> topics_;
     std::unordered_map<uint64_t, InFlight> in_flight_;
     uint64_t next_token_ = 0;
+    // When every partition was last marked for a look (delayed messages visible by then were
+    // seen); 0 = never, so the first NextWake() asks for a scan at once.
+    int64_t last_scan_ms_ = 0;
 };
 
 }  // namespace

@@ -113,7 +113,9 @@ private:
         size_t live = end_ - begin_;
         size_t cap = std::max(kReadChunk, live * 2 + kReadChunk);
         auto fresh = std::make_unique<char[]>(cap);
-        std::memcpy(fresh.get(), buf_.get() + begin_, live);
+        if (live > 0) {  // buf_ is null before the first read (memcpy from null is UB)
+            std::memcpy(fresh.get(), buf_.get() + begin_, live);
+        }
         buf_ = std::move(fresh);
         cap_ = cap;
         begin_ = 0;

@@ -5,9 +5,11 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace conduit::bus {
@@ -96,6 +98,44 @@ TEST_F(EmbeddedQueueTest, LeaseExpiryRedeliversAnUnsettledDelivery) {
         auto s = q.Stats("jobs");
         return s && s->ready == 0 && s->in_flight == 0 && s->dead == 0;
     }));
+}
+
+TEST_F(EmbeddedQueueTest, SteadyTrafficDoesNotPostponeDelayedMessages) {
+    // Delayed messages used to be looked at again only when the dispatcher's wait timed out, so
+    // a steady stream of other work (here: Stats() calls every millisecond) could hold them back
+    // for as long as it lasted. Each must arrive within its delay plus one dispatcher idle period.
+    QueueOptions o;
+    o.partitions = 8;
+    WorkQueue& q = Make(o);
+    auto probe = std::make_shared<Probe>();
+    q.Consume("jobs", contract::AckAll(probe));
+    ASSERT_TRUE(q.Start().has_value());
+    std::atomic<bool> busy{true};
+    std::thread traffic([&] {
+        while (busy) {
+            (void)q.Stats("jobs");
+            std::this_thread::sleep_for(1ms);
+        }
+    });
+    auto t0 = std::chrono::steady_clock::now();
+    std::vector<OutgoingMessage> batch;
+    for (int i = 0; i < 20; ++i) {
+        auto m = Msg("jobs", "k" + std::to_string(i % 8), "x", "d" + std::to_string(i));
+        m.delay = std::chrono::milliseconds(100 + 40 * i);
+        batch.push_back(std::move(m));
+    }
+    ASSERT_TRUE(PublishSync(q, std::move(batch)).has_value());
+    bool all = conduit::testing::WaitFor([&] { return probe->Count() == 20; }, 10s);
+    busy = false;
+    traffic.join();
+    ASSERT_TRUE(all) << probe->Count() << " of 20 delivered under steady traffic";
+    std::lock_guard lock(probe->mu);
+    for (size_t i = 0; i < probe->seen.size(); ++i) {
+        int n = std::stoi(probe->seen[i].message_id.substr(1));
+        auto due = t0 + std::chrono::milliseconds(100 + 40 * n);
+        EXPECT_GE(probe->seen_at[i], due) << probe->seen[i].message_id << " came early";
+        EXPECT_LT(probe->seen_at[i] - due, 1500ms) << probe->seen[i].message_id << " was held back";
+    }
 }
 
 TEST_F(EmbeddedQueueTest, RepeatedCrashesEndInTheDeadLetterStore) {
