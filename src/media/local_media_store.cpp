@@ -21,8 +21,23 @@ core::Error IoError(const std::string& what) {
     return core::Error{core::ErrorCode::kInternal, what + ": " + std::strerror(errno), ""};
 }
 
-// Content type is kept in a sidecar file next to the object ("<file>.type").
+// A content type other than the one its extension implies is kept in a sidecar file next to
+// the object ("<file>.type"); the common case writes no extra file (each file costs an inode).
 std::string TypePath(const std::string& file) { return file + ".type"; }
+
+std::string_view TypeOfExtension(std::string_view path) {
+    static constexpr std::pair<std::string_view, std::string_view> kTypes[] = {
+        {".png", "image/png"},   {".jpg", "image/jpeg"},      {".jpeg", "image/jpeg"},
+        {".webp", "image/webp"}, {".gif", "image/gif"},       {".mp4", "video/mp4"},
+        {".webm", "video/webm"}, {".mov", "video/quicktime"}, {".json", "application/json"},
+    };
+    for (const auto& [ext, type] : kTypes) {
+        if (path.ends_with(ext)) {
+            return type;
+        }
+    }
+    return "application/octet-stream";
+}
 
 /// The strong validator of an object: its size and modification time.
 std::string EtagOf(uint64_t size, int64_t modified_at_ms) {
@@ -78,15 +93,20 @@ public:
         if (fd_ < 0) {
             return core::Fail(core::ErrorCode::kInternal, "writer already committed");
         }
-        if (::fsync(fd_) != 0 || ::close(fd_) != 0) {
+        // No fsync: like the store (SQLite WAL, synchronous=NORMAL), a committed object
+        // survives a process crash but not necessarily a power loss; a sync here would also
+        // block the event loop that streams the download (~0.2 ms per object measured).
+        if (::close(fd_) != 0) {
             fd_ = -1;
             ::unlink(tmp_.c_str());
             return tl::unexpected(IoError("flushing media"));
         }
         fd_ = -1;
-        {
+        if (type_ != TypeOfExtension(final_)) {
             std::ofstream t(TypePath(final_), std::ios::trunc);
             t << type_;
+        } else {
+            ::unlink(TypePath(final_).c_str());  // an earlier object's type must not linger
         }
         if (::rename(tmp_.c_str(), final_.c_str()) != 0) {
             ::unlink(tmp_.c_str());
@@ -201,7 +221,7 @@ public:
         std::ifstream t(TypePath(path));
         std::getline(t, info.content_type);
         if (info.content_type.empty()) {
-            info.content_type = "application/octet-stream";
+            info.content_type = std::string(TypeOfExtension(path));
         }
         return std::optional<MediaInfo>(std::move(info));
     }

@@ -1032,7 +1032,8 @@ void TaskEngine::Finish(core::Loop& loop, AsyncTask task, JobState job, bus::Set
         }
         size_t i = state->next;
         std::string ext = kind == JobKind::kVideo ? "mp4" : "png";
-        std::string key = "tasks/" + task.id + "/" + std::to_string(task.attempt) + "-" +
+        // One flat directory: a directory per task would cost an inode allocation per task.
+        std::string key = "tasks/" + task.id + "-" + std::to_string(task.attempt) + "-" +
                           std::to_string(i) + "." + ext;
         auto writer =
             self->d_.media.Create(key, kind == JobKind::kVideo ? "video/mp4" : "image/png");

@@ -769,7 +769,7 @@ TEST_F(TaskEngineIT, VideoTaskRunsToCompletionWithMediaBillingEventsAndOneWebhoo
     EXPECT_EQ(mock_->Stats().last_authorization, "Bearer sk-mock");
 
     // Result and media: the exact provider bytes, under the attempt's key.
-    const std::string key = "tasks/" + id + "/1-0.mp4";
+    const std::string key = "tasks/" + id + "-1-0.mp4";
     bj::object result = Obj(t.result_json);
     const auto& data = result.at("data").as_array();
     ASSERT_EQ(data.size(), 1u);
@@ -881,7 +881,7 @@ TEST_F(TaskEngineIT, ImageTaskStoresEveryImage) {
     const auto& data = result.at("data").as_array();
     ASSERT_EQ(data.size(), 2u);
     for (size_t i = 0; i < 2; ++i) {
-        const std::string key = "tasks/" + t.id + "/1-" + std::to_string(i) + ".png";
+        const std::string key = "tasks/" + t.id + "-1-" + std::to_string(i) + ".png";
         EXPECT_EQ(data[i].as_object().at("url").as_string(), n.media->PublicUrl(key));
         auto info = n.media->Stat(key);
         ASSERT_TRUE(info.has_value() && info->has_value()) << key;
@@ -962,7 +962,7 @@ TEST_F(TaskEngineIT, CancelMidRunStopsTheProviderJobAndItsPolling) {
     auto again = Cancel(n, id, key_a_);
     ASSERT_FALSE(again.has_value());
     EXPECT_EQ(again.error().code, core::ErrorCode::kConflict);
-    EXPECT_FALSE(n.media->Stat("tasks/" + id + "/1-0.mp4")->has_value()) << "no media stored";
+    EXPECT_FALSE(n.media->Stat("tasks/" + id + "-1-0.mp4")->has_value()) << "no media stored";
 }
 
 TEST_F(TaskEngineIT, FailedAttemptIsRetriedAutomaticallyOnANewJob) {
@@ -987,7 +987,7 @@ TEST_F(TaskEngineIT, FailedAttemptIsRetriedAutomaticallyOnANewJob) {
     EXPECT_EQ(jobs[1].spec->idempotency_key, id + "-2");
     EXPECT_EQ(jobs[1].status, mock::JobStatus::kCompleted);
     EXPECT_EQ(t.upstream_job_id, jobs[1].spec->id);
-    const std::string key = "tasks/" + id + "/2-0.mp4";
+    const std::string key = "tasks/" + id + "-2-0.mp4";
     EXPECT_EQ(Obj(t.result_json).at("data").as_array()[0].as_object().at("url").as_string(),
               n.media->PublicUrl(key));
     EXPECT_TRUE(ReadMedia(*n.media, key) == mock::VideoContent(jobs[1].spec->id, kVideoBytes));
@@ -1224,7 +1224,7 @@ TEST_F(TaskEngineIT, ARedeliveredStartAfterACrashDoesNotStartASecondJob) {
     ASSERT_NE(start, steps.end()) << "the unsettled start was redelivered";
     EXPECT_EQ(start->attempt, 2);
     EXPECT_EQ(start->settled, "ack");
-    EXPECT_TRUE(ReadMedia(*b.media, "tasks/" + id + "/1-0.mp4") ==
+    EXPECT_TRUE(ReadMedia(*b.media, "tasks/" + id + "-1-0.mp4") ==
                 mock::VideoContent(before.upstream_job_id, kVideoBytes));
     ASSERT_TRUE(WaitFor([&] { return Drained(); })) << Describe(b, id);
     EXPECT_EQ(Count(EventsOf(id), "task.completed"), 1);

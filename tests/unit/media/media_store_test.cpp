@@ -249,7 +249,9 @@ TEST_F(LocalMediaStoreTest, NothingIsVisibleBeforeCommit) {
     auto visible = store_->Stat("p/partial.mp4");
     ASSERT_TRUE(visible.has_value() && visible->has_value());
     EXPECT_EQ((*visible)->size, 5004u);
-    EXPECT_EQ(Files(), (std::vector<std::string>{"p/partial.mp4", "p/partial.mp4.type"}));
+    // video/mp4 is what ".mp4" implies: no sidecar type file.
+    EXPECT_EQ(Files(), (std::vector<std::string>{"p/partial.mp4"}));
+    EXPECT_EQ((*visible)->content_type, "video/mp4");
 }
 
 TEST_F(LocalMediaStoreTest, AnUncommittedWriterLeavesNothing) {
@@ -309,6 +311,18 @@ TEST_F(LocalMediaStoreTest, CommitAndAppendAfterCommitFail) {
     EXPECT_FALSE((*w)->Append("more").has_value());
     EXPECT_FALSE((*w)->Commit().has_value());
     EXPECT_EQ(Read("c/x.bin", 0, 100), "abc");
+}
+
+TEST_F(LocalMediaStoreTest, ATypeOtherThanTheExtensionsIsKeptAndDroppedOnReplace) {
+    Put("t/clip.mp4", "abc", "video/x-custom");
+    auto st = store_->Stat("t/clip.mp4");
+    ASSERT_TRUE(st.has_value() && st->has_value());
+    EXPECT_EQ((*st)->content_type, "video/x-custom");
+    Put("t/clip.mp4", "abcd", "video/mp4");  // the extension's own type again
+    st = store_->Stat("t/clip.mp4");
+    ASSERT_TRUE(st.has_value() && st->has_value());
+    EXPECT_EQ((*st)->content_type, "video/mp4");
+    EXPECT_EQ(Files(), (std::vector<std::string>{"t/clip.mp4"})) << "no stale sidecar";
 }
 
 TEST_F(LocalMediaStoreTest, EmptyObjectsAndDefaultContentType) {
