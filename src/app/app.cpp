@@ -17,6 +17,7 @@
 #include "gateway/proxy.hpp"
 #include "gateway/spend_recorder.hpp"
 #include "http_client/client.hpp"
+#include "hubs/hubs.hpp"
 #include "media/media_store.hpp"
 #include "net/http_server.hpp"
 #include "net/router.hpp"
@@ -171,6 +172,8 @@ struct App::Impl {
     std::unique_ptr<webhooks::WebhookPublisher> publisher;
     std::unique_ptr<webhooks::DeliveryWorker> webhook_worker;
     std::shared_ptr<tasks::TaskEngine> task_engine;
+    // Real-time hubs (issue 4); destroyed before the backplane and the engine they use.
+    std::unique_ptr<hubs::Hubs> hubs;
     bool worker_role = false;
     // Queue depths, refreshed off the loops (Stats may block on the engine).
     obs::GaugeFamily* queue_gauge = nullptr;
@@ -178,6 +181,7 @@ struct App::Impl {
 
     core::Result<void> Init();
     core::Result<void> InitTasks(const std::string& host, uint16_t port);
+    void InitHubs();
     void RefreshQueueStats();
     void ScheduleQueueStats() {
         RefreshQueueStats();
@@ -325,6 +329,9 @@ core::Result<void> App::Impl::Init() {
     // Tasks need the bound port for the media URLs; no request is dispatched before Run().
     if (auto t = InitTasks(host, *bound); !t) {
         return tl::unexpected(t.error());
+    }
+    if (config::HasRole(cfg, "hubs")) {
+        InitHubs();
     }
     auto* srv = server.get();
     registry.AddCallbackGauge("conduit_http_connections_open", "Open client connections.",
@@ -506,6 +513,43 @@ core::Result<void> App::Impl::InitTasks(const std::string& host, uint16_t port) 
                                   "Work queue messages by topic and state (refreshed every 5 s).",
                                   {"topic", "state"});
     return {};
+}
+
+void App::Impl::InitHubs() {
+    const auto& hc = cfg.hubs;
+    hubs::HubsOptions o;
+    o.hub.keep_alive = std::chrono::milliseconds(hc.keep_alive_ms);
+    o.hub.client_timeout = std::chrono::milliseconds(hc.client_timeout_ms);
+    o.hub.handshake_timeout = std::chrono::milliseconds(hc.handshake_timeout_ms);
+    o.hub.max_message_bytes = static_cast<size_t>(hc.max_message_bytes);
+    o.hub.cors_origins = core::SplitTrimmed(hc.cors_origins, ',');
+    o.hub.cors_extra_headers = {"x-api-key"};
+    o.max_connections_per_key = hc.max_connections_per_key;
+    const auto& clock = core::SystemClock::Instance();
+    auto* cs = config_state.get();
+    auto engine = task_engine;
+    hubs = hubs::RegisterHubs(
+        router, hubs::HubsDeps{
+                    // The virtual key as the task routes take it (Bearer / x-api-key), or the
+                    // access_token query parameter the SignalR clients send for SSE and browsers.
+                    [cs, &clock](const net::Request& req,
+                                 std::string_view token) -> std::optional<domain::Id> {
+                        auto snap = cs->Get();
+                        std::string_view presented =
+                            token.empty() ? gateway::OpenAIProxy::PresentedKey(req) : token;
+                        auto key = snap->Authenticate(presented, clock.NowUnixMs());
+                        if (!key) {
+                            return std::nullopt;
+                        }
+                        return (*key)->key.id;
+                    },
+                    [engine](core::Loop& loop, std::string task_id, domain::Id key_id,
+                             std::function<void(core::Result<domain::AsyncTask>)> done) {
+                        engine->Get(loop, std::move(task_id), key_id, std::move(done));
+                    },
+                    *backplane, clock, o});
+    spdlog::info("hubs: {}, {}, {}, {}, {}", hubs::kTasksHubPath, hubs::kImageHubPath,
+                 hubs::kVideoHubPath, hubs::kSpendHubPath, hubs::kNotificationsHubPath);
 }
 
 void App::Impl::RefreshQueueStats() {

@@ -153,6 +153,15 @@ core::Result<void> Validate(const Config& c) {
         {"webhooks.breaker_open_ms", c.webhooks.breaker_open_ms, 1, kMax, "must be positive"},
         {"webhooks.max_connections_per_host", c.webhooks.max_connections_per_host, 1, kMaxInt,
          "must be positive"},
+        {"hubs.keep_alive_ms", c.hubs.keep_alive_ms, 100, kMax, "must be at least 100"},
+        {"hubs.client_timeout_ms", c.hubs.client_timeout_ms, int64_t{c.hubs.keep_alive_ms} + 1,
+         kMax, "must be greater than hubs.keep_alive_ms"},
+        {"hubs.handshake_timeout_ms", c.hubs.handshake_timeout_ms, 100, kMax,
+         "must be at least 100"},
+        {"hubs.max_message_bytes", c.hubs.max_message_bytes, 1024, 16 * 1024 * 1024,
+         "must be 1024..16777216"},
+        {"hubs.max_connections_per_key", c.hubs.max_connections_per_key, 1, kMaxInt,
+         "must be positive"},
     };
     for (const auto& check : checks) {
         if (auto r = CheckRange(check.setting, check.value, check.lo, check.hi, check.what); !r) {

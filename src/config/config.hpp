@@ -96,6 +96,16 @@ struct WebhooksConfig {
     int max_connections_per_host = 50;
 };
 
+/// Real-time hubs (specs/api.md §5; SignalR settings of every /hubs/* endpoint).
+struct HubsConfig {
+    int keep_alive_ms = 15000;          // server ping period
+    int client_timeout_ms = 30000;      // no message from the client for this long = gone
+    int handshake_timeout_ms = 15000;   // handshake must arrive within this
+    int max_message_bytes = 32 * 1024;  // largest client message
+    int max_connections_per_key = 100;  // concurrent hub connections of one virtual key
+    std::string cors_origins;           // comma-separated allowed origins ("*" = any); empty = none
+};
+
 /// The whole typed configuration tree; each component receives only its own sub-struct.
 struct Config {
     ServerConfig server;
@@ -108,6 +118,7 @@ struct Config {
     RabbitMqConfig rabbitmq;
     TasksConfig tasks;
     WebhooksConfig webhooks;
+    HubsConfig hubs;
     std::string roles = "api,hubs,worker";  // comma-separated subset of api, hubs, worker
     std::string config_file;                // the YAML file that was loaded, if any
 };

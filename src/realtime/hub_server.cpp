@@ -52,7 +52,23 @@ HubServer::HubServer(std::shared_ptr<const Hub> hub,
     : hub_(std::move(hub)),
       options_(std::move(options)),
       backplane_(backplane),
-      accept_websocket_(std::move(accept_websocket)) {}
+      accept_websocket_(std::move(accept_websocket)) {
+    if (!accept_websocket_) {
+        // The real upgrade of net::Exchange (test doubles without upgrade support return null
+        // after answering, like any acceptor).
+        net::WebSocketOptions ws;
+        ws.max_message_bytes = options_.max_message_bytes;
+        ws.max_buffered_bytes = options_.max_send_buffer_bytes;
+        accept_websocket_ = [ws](const net::ExchangePtr& ex) {
+            net::WebSocketPtr socket = ex->AcceptWebSocket(net::Headers{}, ws);
+            if (!socket) {
+                // Nothing was sent: not a valid upgrade, or the server is shutting down.
+                ex->Respond(PlainText(400, "Not a valid WebSocket request"));
+            }
+            return socket;
+        };
+    }
+}
 
 HubServer::~HubServer() {
     for (auto& [loop, shard] : shards_) {

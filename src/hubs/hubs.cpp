@@ -1,0 +1,319 @@
+#include "hubs/hubs.hpp"
+
+#include "realtime/connection.hpp"
+#include "tasks/task_events.hpp"
+
+#include <spdlog/spdlog.h>
+
+namespace conduit::hubs {
+
+namespace {
+
+namespace bj = boost::json;
+using realtime::CallContext;
+using realtime::Completer;
+using realtime::HubResult;
+
+/// One hub that delivers task events: its subscriptions and (once registered) its server.
+struct TaskHub {
+    std::weak_ptr<realtime::HubServer> server;
+    std::unique_ptr<TaskSubscriptions> subs;
+    std::string only_type;  // image/video hubs accept only their own task type
+};
+
+/// A string argument, or nullopt.
+std::optional<std::string> StringArg(const bj::array& args, size_t i) {
+    if (i >= args.size() || !args[i].is_string()) {
+        return std::nullopt;
+    }
+    return std::string(args[i].as_string());
+}
+
+/// "image"/"video" are accepted as short forms of the task types.
+std::optional<std::string> NormalizeType(std::string_view type) {
+    if (type == domain::kImageTask || type == "image") {
+        return std::string(domain::kImageTask);
+    }
+    if (type == domain::kVideoTask || type == "video") {
+        return std::string(domain::kVideoTask);
+    }
+    return std::nullopt;
+}
+
+}  // namespace
+
+struct Hubs::State {
+    HubsDeps deps;
+    KeyConnectionLimiter limiter;
+    std::shared_ptr<TaskHub> tasks_hub = std::make_shared<TaskHub>();
+    std::shared_ptr<TaskHub> image_hub = std::make_shared<TaskHub>();
+    std::shared_ptr<TaskHub> video_hub = std::make_shared<TaskHub>();
+    explicit State(HubsDeps d)
+        : deps(std::move(d)), limiter(deps.options.max_connections_per_key) {}
+};
+
+domain::Id KeyOf(const realtime::Principal& principal) {
+    if (!principal.data) {
+        return 0;
+    }
+    return static_cast<const KeyPrincipal*>(principal.data.get())->key_id;
+}
+
+std::string KeyGroup(domain::Id key_id) { return "vkey-" + std::to_string(key_id); }
+
+bool KeyConnectionLimiter::Acquire(const std::string& connection_id, domain::Id key_id) {
+    std::lock_guard lock(mu_);
+    if (by_conn_.count(connection_id) != 0) {
+        return true;
+    }
+    int& n = per_key_[key_id];
+    if (n >= max_) {
+        if (n == 0) {
+            per_key_.erase(key_id);
+        }
+        return false;
+    }
+    ++n;
+    by_conn_.emplace(connection_id, key_id);
+    return true;
+}
+
+void KeyConnectionLimiter::Release(const std::string& connection_id) {
+    std::lock_guard lock(mu_);
+    auto it = by_conn_.find(connection_id);
+    if (it == by_conn_.end()) {
+        return;
+    }
+    auto k = per_key_.find(it->second);
+    if (k != per_key_.end() && --k->second <= 0) {
+        per_key_.erase(k);
+    }
+    by_conn_.erase(it);
+}
+
+int KeyConnectionLimiter::CountFor(domain::Id key_id) const {
+    std::lock_guard lock(mu_);
+    auto it = per_key_.find(key_id);
+    return it == per_key_.end() ? 0 : it->second;
+}
+
+}  // namespace conduit::hubs
+
+namespace conduit::hubs {
+namespace {
+
+/// Connect/disconnect hooks shared by every hub: the per-key limit, the vkey group, and the
+/// cleanup of task subscriptions.
+void AddConnectionHooks(realtime::Hub& hub,
+                        const std::shared_ptr<Hubs::State>& state,
+                        std::shared_ptr<TaskHub> task_hub) {
+    std::weak_ptr<Hubs::State> weak = state;
+    hub.OnConnected([weak](realtime::HubConnection& conn,
+                           realtime::HubContext& ctx) -> std::optional<std::string> {
+        auto s = weak.lock();
+        if (!s) {
+            return std::string("shutting down");
+        }
+        domain::Id key = KeyOf(conn.principal());
+        if (!s->limiter.Acquire(conn.id(), key)) {
+            spdlog::warn("hubs: key {} is at its limit of {} connections", key,
+                         s->deps.options.max_connections_per_key);
+            return std::string("Too many connections for this key");
+        }
+        ctx.AddToGroup(conn.id(), KeyGroup(key));
+        return std::nullopt;
+    });
+    hub.OnDisconnected([weak, task_hub](realtime::HubConnection& conn, realtime::HubContext&,
+                                        const std::optional<std::string>&) {
+        if (task_hub && task_hub->subs) {
+            task_hub->subs->RemoveConnection(conn.id());
+        }
+        if (auto s = weak.lock()) {
+            s->limiter.Release(conn.id());
+        }
+    });
+}
+
+/// SubscribeToTask/UnsubscribeFromTask of the tasks, image and video hubs.
+void AddTaskMethods(realtime::Hub& hub,
+                    const std::shared_ptr<Hubs::State>& state,
+                    const std::shared_ptr<TaskHub>& task_hub) {
+    std::weak_ptr<Hubs::State> weak = state;
+    hub.OnAsync(
+        "SubscribeToTask",
+        [weak, task_hub](CallContext& ctx, const bj::array& args, Completer done) {
+            auto s = weak.lock();
+            auto task_id = StringArg(args, 0);
+            if (!s || !task_id || task_id->empty()) {
+                done(HubResult::Exception(std::string(kTaskNotFound)));
+                return;
+            }
+            const domain::Id key = KeyOf(ctx.connection->principal());
+            const std::string conn_id = ctx.connection->id();
+            if (!task_hub->subs->Begin(conn_id, *task_id, key)) {
+                done(HubResult::Exception("Too many subscriptions on this connection"));
+                return;
+            }
+            const core::Clock* clock = &s->deps.clock;
+            s->deps.lookup(ctx.connection->loop(), *task_id, key,
+                           [task_hub, conn_id, id = *task_id, clock,
+                            done](core::Result<domain::AsyncTask> task) {
+                               bool ok = task.has_value() && (task_hub->only_type.empty() ||
+                                                              task->type == task_hub->only_type);
+                               if (!ok) {
+                                   // Unknown, another key's, or of the other media type:
+                                   // indistinguishable.
+                                   task_hub->subs->Remove(conn_id, id);
+                                   done(HubResult::Exception(std::string(kTaskNotFound)));
+                                   return;
+                               }
+                               // The completion first: the client's invoke() resolves before the
+                               // catch-up events arrive (they are sent right after, in order, on
+                               // the same loop).
+                               done(HubResult::Void());
+                               task_hub->subs->Confirm(conn_id, *task, clock->NowUnixMs());
+                           });
+        },
+        1);
+    hub.On(
+        "UnsubscribeFromTask",
+        [task_hub](CallContext& ctx, const bj::array& args) {
+            if (auto id = StringArg(args, 0)) {
+                task_hub->subs->Remove(ctx.connection->id(), *id);
+            }
+            return HubResult::Void();
+        },
+        1);
+}
+
+/// SubscribeToTaskType/UnsubscribeFromTaskType of the tasks hub (limited to the caller's key).
+void AddTypeMethods(realtime::Hub& hub, const std::shared_ptr<TaskHub>& task_hub) {
+    hub.On(
+        "SubscribeToTaskType",
+        [task_hub](CallContext& ctx, const bj::array& args) {
+            auto raw = StringArg(args, 0);
+            auto type = raw ? NormalizeType(*raw) : std::nullopt;
+            if (!type) {
+                return HubResult::Exception(
+                    "Unknown task type (expected image_generation or video_generation)");
+            }
+            if (!task_hub->subs->AddType(ctx.connection->id(), KeyOf(ctx.connection->principal()),
+                                         *type)) {
+                return HubResult::Exception("Too many subscriptions on this connection");
+            }
+            return HubResult::Void();
+        },
+        1);
+    hub.On(
+        "UnsubscribeFromTaskType",
+        [task_hub](CallContext& ctx, const bj::array& args) {
+            auto raw = StringArg(args, 0);
+            if (auto type = raw ? NormalizeType(*raw) : std::nullopt) {
+                task_hub->subs->RemoveType(ctx.connection->id(), KeyOf(ctx.connection->principal()),
+                                           *type);
+            }
+            return HubResult::Void();
+        },
+        1);
+}
+
+std::unique_ptr<TaskSubscriptions> MakeSubs(const std::shared_ptr<TaskHub>& task_hub,
+                                            TaskSubscriptions::Mapper mapper) {
+    std::weak_ptr<TaskHub> weak = task_hub;
+    return std::make_unique<TaskSubscriptions>(
+        std::move(mapper), [weak](const std::string& connection_id, const HubMessage& msg) {
+            auto th = weak.lock();
+            if (!th) {
+                return;
+            }
+            if (auto server = th->server.lock()) {
+                server->SendToConnection(connection_id, msg.target, msg.args);
+            }
+        });
+}
+
+}  // namespace
+
+Hubs::~Hubs() {
+    if (backplane_ != nullptr && subscription_ != 0) {
+        backplane_->Unsubscribe(subscription_);
+    }
+}
+
+void Hubs::OnTaskEvent(const tasks::TaskEvent& e) {
+    for (const auto& th : {state_->tasks_hub, state_->image_hub, state_->video_hub}) {
+        th->subs->OnEvent(e);
+    }
+}
+
+std::unique_ptr<Hubs> RegisterHubs(net::Router& router, HubsDeps deps) {
+    std::unique_ptr<Hubs> hubs(new Hubs());
+    auto state = std::make_shared<Hubs::State>(std::move(deps));
+    hubs->state_ = state;
+
+    realtime::HubOptions options = state->deps.options.hub;
+    std::weak_ptr<Hubs::State> weak = state;
+    options.authenticate = [weak](const net::Request& req,
+                                  std::string_view token) -> std::optional<realtime::Principal> {
+        auto s = weak.lock();
+        if (!s) {
+            return std::nullopt;
+        }
+        auto key = s->deps.authenticate(req, token);
+        if (!key) {
+            return std::nullopt;
+        }
+        realtime::Principal p;
+        p.user_id = std::to_string(*key);
+        p.data = std::make_shared<const KeyPrincipal>(KeyPrincipal{*key});
+        return p;
+    };
+
+    state->tasks_hub->subs = MakeSubs(state->tasks_hub, TaskHubMessage);
+    state->image_hub->subs = MakeSubs(state->image_hub, ImageHubMessage);
+    state->image_hub->only_type = std::string(domain::kImageTask);
+    state->video_hub->subs = MakeSubs(state->video_hub, VideoHubMessage);
+    state->video_hub->only_type = std::string(domain::kVideoTask);
+
+    auto build = [&](const std::shared_ptr<TaskHub>& th, bool types) {
+        auto hub = std::make_shared<realtime::Hub>();
+        AddConnectionHooks(*hub, state, th);
+        if (th) {
+            AddTaskMethods(*hub, state, th);
+            if (types) {
+                AddTypeMethods(*hub, th);
+            }
+        }
+        return hub;
+    };
+    // No backplane for the servers: see RegisterHubs' comment in hubs.hpp.
+    hubs->tasks = realtime::RegisterHub(router, std::string(kTasksHubPath),
+                                        build(state->tasks_hub, true), options);
+    hubs->image = realtime::RegisterHub(router, std::string(kImageHubPath),
+                                        build(state->image_hub, false), options);
+    hubs->video = realtime::RegisterHub(router, std::string(kVideoHubPath),
+                                        build(state->video_hub, false), options);
+    // Spend and notifications: connect + vkey group; their events have no source yet.
+    hubs->spend =
+        realtime::RegisterHub(router, std::string(kSpendHubPath), build(nullptr, false), options);
+    hubs->notifications = realtime::RegisterHub(router, std::string(kNotificationsHubPath),
+                                                build(nullptr, false), options);
+    state->tasks_hub->server = hubs->tasks;
+    state->image_hub->server = hubs->image;
+    state->video_hub->server = hubs->video;
+
+    hubs->backplane_ = &state->deps.backplane;
+    Hubs* raw = hubs.get();
+    hubs->subscription_ = state->deps.backplane.Subscribe(
+        std::string(tasks::kTaskEventsChannel), [raw](std::string_view, std::string_view payload) {
+            auto e = tasks::ParseTaskEvent(payload);
+            if (!e) {
+                spdlog::warn("hubs: unparsable task event: {}", e.error().message);
+                return;
+            }
+            raw->OnTaskEvent(*e);
+        });
+    return hubs;
+}
+
+}  // namespace conduit::hubs
