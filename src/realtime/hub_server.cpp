@@ -432,13 +432,16 @@ void HubServer::AttachWebSocket(const net::WebSocketPtr& ws,
         ws->Close(1011, "No Connection with that ID");
         return;
     }
-    RunOn(conn->loop(), [conn, ws] {
-        auto t = std::make_shared<WebSocketTransport>(ws);
+    // The socket's callbacks are set here, on the socket's loop and in the turn that accepted it
+    // (a WebSocket may only be touched on its own loop, and a message arriving before its
+    // callback is set would be lost). They post to the connection's loop, after the Attach
+    // posted first, so the handshake never overtakes it.
+    auto t = std::make_shared<WebSocketTransport>(ws);
+    t->Bind(conn);
+    RunOn(conn->loop(), [conn, ws, t] {
         if (!conn->Attach(t)) {
             RunOn(ws->loop(), [ws] { ws->Close(1008, "Conflict"); });
-            return;
         }
-        t->Bind(conn);
     });
 }
 

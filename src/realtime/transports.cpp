@@ -37,9 +37,12 @@ void WebSocketTransport::Bind(const std::shared_ptr<HubConnection>& conn) {
     std::weak_ptr<HubConnection> weak = conn;
     std::weak_ptr<WebSocketTransport> self = shared_from_this();
     core::Loop* loop = &conn->loop();
-    ws_->SetOnMessage([weak, loop](std::string message, bool /*binary*/) {
-        RunOn(*loop, [weak, message = std::move(message)] {
-            if (auto c = weak.lock()) {
+    ws_->SetOnMessage([weak, self, loop](std::string message, bool /*binary*/) {
+        RunOn(*loop, [weak, self, message = std::move(message)] {
+            auto c = weak.lock();
+            auto t = self.lock();
+            // Only the connection's current transport feeds it (not a refused second socket).
+            if (c && t && c->transport().get() == t.get()) {
                 c->OnData(message);
             }
         });

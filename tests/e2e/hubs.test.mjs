@@ -58,21 +58,9 @@ function build(hub, { transport, key = fx.keys.main } = {}) {
     .build();
 }
 
-export const handshakeRetries = { count: 0 };
-
 async function connect(hub, opts = {}) {
-  let c = build(hub, opts);
-  try {
-    await c.start();
-  } catch (err) {
-    // KNOWN ISSUE (src/realtime, under investigation): now and then the server answers a
-    // WebSocket handshake with "Handshake was canceled." One retry, counted and reported.
-    if (!/Handshake was canceled/.test(String(err?.message))) throw err;
-    handshakeRetries.count++;
-    console.error(`hubs.test: handshake retry #${handshakeRetries.count} (${hub}): ${err.message}`);
-    c = build(hub, opts);
-    await c.start();
-  }
+  const c = build(hub, opts);
+  await c.start();
   open.push(c);
   return c;
 }
