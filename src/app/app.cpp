@@ -4,6 +4,7 @@
 #include "bus/backplane.hpp"
 #include "bus/embedded_queue.hpp"
 #include "bus/rabbitmq/rabbitmq_queue.hpp"
+#include "bus/redis/redis_backplane.hpp"
 #include "bus/work_queue.hpp"
 #include "core/clock.hpp"
 #include "core/crypto.hpp"
@@ -25,6 +26,7 @@
 #include "obs/health.hpp"
 #include "obs/metrics.hpp"
 #include "obs/process_metrics.hpp"
+#include "redis/url.hpp"
 #include "store/executor.hpp"
 #include "store/sqlite/sqlite_store.hpp"
 #include "tasks/provider_jobs.hpp"
@@ -162,6 +164,7 @@ struct App::Impl {
 
     // Async tasks and webhooks (issue 3).
     std::unique_ptr<bus::Backplane> backplane;
+    bus::RedisBackplane* redis_backplane = nullptr;  // the backplane, when it is Redis
     std::unique_ptr<bus::WorkQueue> queue;
     std::unique_ptr<media::MediaStore> media;
     std::unique_ptr<tasks::ProviderJobs> jobs;
@@ -361,7 +364,39 @@ core::Result<void> App::Impl::InitTasks(const std::string& host, uint16_t port) 
     for (size_t i = 0; i < runtime->size(); ++i) {
         loops.push_back(&runtime->loop(i));
     }
-    backplane = bus::MakeInProcessBackplane();
+    // The Backplane: Redis pub/sub when configured (task events reach every instance and its
+    // hubs), else in-process.
+    if (!cfg.redis.url.empty()) {
+        bus::RedisBackplaneOptions ro;
+        ro.url = cfg.redis.url;
+        ro.channel_prefix = "conduit:";
+        auto made = bus::MakeRedisBackplane(std::move(ro));
+        if (!made) {
+            return tl::unexpected(made.error());
+        }
+        redis_backplane = made->get();
+        backplane = std::move(*made);
+        auto endpoint = redis::ParseUrl(cfg.redis.url);  // valid: the backplane accepted it
+        spdlog::info("backplane: {}",
+                     endpoint ? redis::RedactedUrl(*endpoint) : std::string("redis"));
+        auto* rb = redis_backplane;
+        health.Add("backplane", {"ready"}, obs::SyncHealthCheck([rb] {
+                       auto st = rb->Stats();
+                       if (!st.publisher_connected || !st.subscriber_connected) {
+                           // Local delivery goes on; other instances miss this one's events.
+                           return obs::HealthResult{obs::HealthStatus::kDegraded,
+                                                    "redis unreachable (" +
+                                                        std::to_string(st.publish_failed) +
+                                                        " publishes failed)"};
+                       }
+                       return obs::HealthResult{obs::HealthStatus::kHealthy,
+                                                "redis: " + std::to_string(st.published) +
+                                                    " published, " + std::to_string(st.delivered) +
+                                                    " delivered"};
+                   }));
+    } else {
+        backplane = bus::MakeInProcessBackplane();
+    }
 
     // Webhook delivery settings (specs/api.md §6).
     auto& wc = cfg.webhooks;
