@@ -433,8 +433,10 @@ private:
             }
             // Woken by work or not: once the wake-up time has passed, delayed messages may have
             // become visible anywhere (steady traffic must not keep postponing them).
-            if (timed_out || std::chrono::steady_clock::now() >= next_wake) {
-                last_scan_ms_ = NowMs();
+            // One clock reading for the check and for NextWake's range, so a message becoming
+            // visible in between can fall through neither.
+            const int64_t pass_start_ms = NowMs();
+            if (timed_out || pass_start_ms >= next_wake_ms_) {
                 for (auto& [name, t] : topics_) {
                     std::fill(t.dirty.begin(), t.dirty.end(), 1);
                 }
@@ -443,7 +445,12 @@ private:
             if (stopping) {
                 break;
             }
-            next_wake = ok ? NextWake() : std::chrono::steady_clock::now() + kFailureBackoff;
+            if (ok) {
+                next_wake = NextWake(pass_start_ms);
+            } else {
+                next_wake = std::chrono::steady_clock::now() + kFailureBackoff;
+                next_wake_ms_ = NowMs() + kFailureBackoff.count();
+            }
         }
         // Final: refuse what raced with Stop(); in-flight rows are made ready by the next Open().
         std::vector<PublishJob> late;
@@ -838,9 +845,12 @@ private:
     }
 
     /// When the dispatcher must look again by itself: the next delayed message or lease expiry.
-    std::chrono::steady_clock::time_point NextWake() {
+    /// `pass_start_ms`: when the pass that just ended began (a delayed message that became
+    /// visible after that was not seen by it, even if it is due by now).
+    std::chrono::steady_clock::time_point NextWake(int64_t pass_start_ms) {
         const auto steady_now = std::chrono::steady_clock::now();
         if (!active_) {
+            next_wake_ms_ = NowMs() + kMaxIdleWait.count();
             return steady_now + kMaxIdleWait;
         }
         const int64_t now = NowMs();
@@ -848,18 +858,20 @@ private:
         for (const auto& [token, f] : in_flight_) {
             next = std::min(next, f.lease_until_ms + 1);
         }
-        // Every delayed message (visible later than it was queued) that became visible after
-        // the last full scan; one already due makes the dispatcher look again at once.
+        // The first delayed message (visible later than it was queued) the pass could not have
+        // seen; one already due makes the dispatcher look again at once. An index range from
+        // pass_start_ms: only delayed rows and this pass's own inserts lie in it.
         auto stmt = db_->Prepare(
             "SELECT MIN(visible_at_ms) FROM queue_messages WHERE state = 0 AND visible_at_ms > ?1 "
             "AND visible_at_ms > enqueued_at_ms");
         if (stmt) {
-            (*stmt)->BindInt(1, last_scan_ms_);
+            (*stmt)->BindInt(1, pass_start_ms);
             auto row = (*stmt)->Step();
             if (row && *row && !(*stmt)->IsNull(0)) {
                 next = std::min(next, (*stmt)->Int(0));
             }
         }
+        next_wake_ms_ = next;
         return steady_now + std::chrono::milliseconds(std::max<int64_t>(0, next - now));
     }
 
@@ -960,9 +972,9 @@ private:
     std::map<std::string, TopicState, std::less<>> topics_;
     std::unordered_map<uint64_t, InFlight> in_flight_;
     uint64_t next_token_ = 0;
-    // When every partition was last marked for a look (delayed messages visible by then were
-    // seen); 0 = never, so the first NextWake() asks for a scan at once.
-    int64_t last_scan_ms_ = 0;
+    // The wall-clock time (ms) NextWake() chose: once it has passed, every partition is looked
+    // at, whether the dispatcher woke for that or for other work.
+    int64_t next_wake_ms_ = 0;
 };
 
 }  // namespace
