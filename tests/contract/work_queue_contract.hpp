@@ -34,7 +34,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <cstdio>
 #include <future>
 #include <map>
 #include <memory>
@@ -763,52 +762,6 @@ TYPED_TEST_P(WorkQueueContract, PublishAfterStopFails) {
     EXPECT_FALSE(r.has_value());
 }
 
-// ===== Throughput (reported, never asserted) =====
-
-TYPED_TEST_P(WorkQueueContract, ThroughputReport) {
-    auto opts = this->Options(30);
-    opts.concurrency = 50;
-    opts.prefetch = 25;
-    CONTRACT_MAKE(opts);
-    auto count = std::make_shared<std::atomic<int>>(0);
-    this->Q().Consume("bench", [count](Delivery, SettlementPtr s) {
-        s->Ack();
-        count->fetch_add(1);
-    });
-    this->Start();
-    constexpr int kMessages = 20000;
-    constexpr int kBatch = 50;
-    std::atomic<int> published{0};
-    auto t0 = Clock::now();
-    for (int i = 0; i < kMessages; i += kBatch) {
-        std::vector<OutgoingMessage> batch;
-        for (int j = i; j < i + kBatch; ++j) {
-            batch.push_back(Msg("bench", Num("vk-", j % 1000), std::string(200, 'x')));
-        }
-        // Bounded window of unconfirmed batches, like a real producer.
-        ASSERT_TRUE(testing::WaitFor([&] { return i - published.load() < 2000; }, kWait));
-        this->Q().Publish(std::move(batch), [&published](core::Result<void> r) {
-            if (r) {
-                published.fetch_add(kBatch);
-            }
-        });
-    }
-    ASSERT_TRUE(testing::WaitFor([&] { return published.load() == kMessages; }, kWait));
-    auto t_published = Clock::now();
-    ASSERT_TRUE(testing::WaitFor([&] { return count->load() == kMessages; }, kWait))
-        << "consumed " << count->load() << " of " << kMessages;
-    auto t1 = Clock::now();
-    auto ms = [](auto d) {
-        return std::chrono::duration_cast<std::chrono::duration<double, std::milli>>(d).count();
-    };
-    std::printf(
-        "[ throughput ] %s: %d messages (batches of %d, 200 B): published in %.0f ms, "
-        "published+consumed+acked in %.0f ms = %.0f msg/s\n",
-        std::string(this->Q().Engine()).c_str(), kMessages, kBatch, ms(t_published - t0),
-        ms(t1 - t0), kMessages / (ms(t1 - t0) / 1000.0));
-    this->ExpectStats("bench", TopicStats{});
-}
-
 REGISTER_TYPED_TEST_SUITE_P(WorkQueueContract,
                             PublishConsumeAck,
                             GeneratesMessageIdsAndKeepsBinaryBodies,
@@ -828,8 +781,7 @@ REGISTER_TYPED_TEST_SUITE_P(WorkQueueContract,
                             PublishFromManyThreads,
                             MessagesSurviveARestartAndUnsettledOnesAreRedelivered,
                             DeadLettersSurviveARestart,
-                            PublishAfterStopFails,
-                            ThroughputReport);
+                            PublishAfterStopFails);
 
 #undef CONTRACT_MAKE
 

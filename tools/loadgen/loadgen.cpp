@@ -61,22 +61,28 @@ struct Connection {
     int64_t deadline_ns = 0;    // request deadline (intended + timeout) or connect deadline
     int64_t retry_at_ns = 0;    // kDown: next connect attempt
     int64_t first_body_ns = 0;  // when the first body byte of the response arrived
+    const std::string* request = nullptr;  // the bytes this connection sends
     ResponseParser parser;
 };
 
 /// One thread's event loop over its own connections (epoll, level-triggered, non-blocking).
 class Worker {
 public:
-    Worker(const Plan& plan, int index, int connections)
+    /// `first_connection`: the run-wide number of this worker's first connection.
+    Worker(const Plan& plan, int index, int connections, int first_connection)
         : plan_(plan),
           index_(index),
-          request_(plan.request),
           timeout_ns_(plan.opts.timeout_ms * kMsNs),
           open_loop_(plan.opts.rate > 0.0),
           read_buffer_(kReadBuffer) {
         conns_.reserve(static_cast<size_t>(connections));
+        const auto& per_conn = plan.connection_requests;
         for (int i = 0; i < connections; ++i) {
             conns_.push_back(std::make_unique<Connection>(plan.opts.record_header));
+            conns_.back()->request =
+                per_conn.empty()
+                    ? &plan.request
+                    : &per_conn[static_cast<size_t>(first_connection + i) % per_conn.size()];
         }
         free_.reserve(static_cast<size_t>(connections));
     }
@@ -135,7 +141,6 @@ private:
 
     const Plan& plan_;
     const int index_;
-    const std::string& request_;
     const int64_t timeout_ns_;
     const bool open_loop_;
     std::vector<std::unique_ptr<Connection>> conns_;
@@ -367,9 +372,10 @@ void Worker::Send(Connection& c, int64_t intended, int64_t now) {
 }
 
 void Worker::WriteMore(Connection& c, int64_t now) {
-    while (c.written < request_.size()) {
+    const std::string& request = *c.request;
+    while (c.written < request.size()) {
         const ssize_t n =
-            ::send(c.fd, request_.data() + c.written, request_.size() - c.written, MSG_NOSIGNAL);
+            ::send(c.fd, request.data() + c.written, request.size() - c.written, MSG_NOSIGNAL);
         if (n > 0) {
             c.written += static_cast<size_t>(n);
             continue;
@@ -625,7 +631,9 @@ bool ParseUrl(const std::string& url, Target* out, std::string* error) {
     return true;
 }
 
-std::string BuildRequest(const Options& opts, const Target& target) {
+std::string BuildRequest(const Options& opts,
+                         const Target& target,
+                         const std::string& extra_header) {
     std::string req;
     req.reserve(256 + opts.body.size());
     req.append(opts.method).append(" ").append(target.path).append(" HTTP/1.1\r\n");
@@ -634,6 +642,9 @@ std::string BuildRequest(const Options& opts, const Target& target) {
     }
     for (const std::string& h : opts.headers) {
         req.append(h).append("\r\n");
+    }
+    if (!extra_header.empty()) {
+        req.append(extra_header).append("\r\n");
     }
     const bool wants_length = !opts.body.empty() || opts.method == "POST" || opts.method == "PUT" ||
                               opts.method == "PATCH";
@@ -667,9 +678,11 @@ void Stats::Merge(const Stats& other) {
 Stats RunLoad(const Plan& plan) {
     const int threads = std::max(1, std::min(plan.opts.threads, plan.opts.connections));
     std::vector<std::unique_ptr<Worker>> workers;
+    int first = 0;
     for (int i = 0; i < threads; ++i) {
         const int share = plan.opts.connections / threads + (i < plan.opts.connections % threads);
-        workers.push_back(std::make_unique<Worker>(plan, i, share));
+        workers.push_back(std::make_unique<Worker>(plan, i, share, first));
+        first += share;
     }
     std::vector<std::thread> running;
     for (auto& w : workers) {

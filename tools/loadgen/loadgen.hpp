@@ -16,6 +16,9 @@ struct Options {
     std::string method;  // GET, POST, ...
     std::string body;
     std::vector<std::string> headers;  // "Name: value"
+    /// Per-connection extra header: connection i (numbered across threads) also sends
+    /// connection_headers[i % size()] (e.g. one API key per connection). Empty = none.
+    std::vector<std::string> connection_headers;
     int connections = 10;
     int threads = 1;
     double duration_s = 10.0;
@@ -40,8 +43,11 @@ bool ParseUrl(const std::string& url, Target* out, std::string* error);
 
 /// Serialises the one request every connection sends (Host added unless given; Content-Length
 /// when there is a body or the method is POST/PUT/PATCH; Content-Type application/json when there
-/// is a body and no Content-Type header).
-std::string BuildRequest(const Options& opts, const Target& target);
+/// is a body and no Content-Type header). `extra_header` ("Name: value", may be empty) is sent
+/// after opts.headers.
+std::string BuildRequest(const Options& opts,
+                         const Target& target,
+                         const std::string& extra_header = {});
 
 /// Error kinds counted separately.
 enum class ErrorKind { kConnect, kTimeout, kStatus, kParse, kIo, kCount };
@@ -70,6 +76,9 @@ struct Plan {
     sockaddr_storage addr{};
     socklen_t addr_len = 0;
     std::string request;
+    /// When opts.connection_headers is set: the request of connection i is
+    /// connection_requests[i % size()] (else every connection sends `request`).
+    std::vector<std::string> connection_requests;
     int64_t start_ns = 0;         // CLOCK_MONOTONIC: load starts (warm-up begins)
     int64_t window_begin_ns = 0;  // measurement window [begin, end) by intended send time
     int64_t window_end_ns = 0;

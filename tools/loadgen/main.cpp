@@ -30,6 +30,9 @@ constexpr const char* kUsage =
     "  --body STR            request body (Content-Type defaults to application/json)\n"
     "  --body-file F         request body from a file\n"
     "  --header 'K: V'       extra request header (repeatable; also -H)\n"
+    "  --header-per-connection F\n"
+    "                        file of 'K: V' lines: connection i (counted across threads) also\n"
+    "                        sends line i mod lines (e.g. one API key per connection)\n"
     "  --connections N       keep-alive connections (default 10)\n"
     "  --threads T           worker threads, each owning connections/T of them (default 1)\n"
     "  --duration S          measured seconds (default 10)\n"
@@ -83,6 +86,7 @@ struct Cli {
     bool help = false;
     std::string body_file;
     bool has_body = false;
+    std::string connection_headers_file;
 };
 
 bool ParseArgs(int argc, char** argv, Cli* cli, std::string* error) {
@@ -135,6 +139,8 @@ bool ParseArgs(int argc, char** argv, Cli* cli, std::string* error) {
                 return false;
             }
             o.headers.push_back(v);
+        } else if (arg == "--header-per-connection") {
+            if (!next(&cli->connection_headers_file)) return false;
         } else if (arg == "--connections" || arg == "-c") {
             if (!next(&v)) return false;
             if (!ParseInt(v, &n) || n < 1 || n > 1'000'000) {
@@ -352,6 +358,34 @@ int main(int argc, char** argv) {
                      cli.body_file.c_str());
         return 2;
     }
+    if (!cli.connection_headers_file.empty()) {
+        std::string text;
+        if (!ReadFile(cli.connection_headers_file, &text)) {
+            std::fprintf(stderr, "conduit-loadgen: cannot read --header-per-connection %s\n",
+                         cli.connection_headers_file.c_str());
+            return 2;
+        }
+        std::istringstream lines(text);
+        for (std::string line; std::getline(lines, line);) {
+            if (!line.empty() && line.back() == '\r') {
+                line.pop_back();
+            }
+            if (line.empty()) {
+                continue;
+            }
+            if (line.find(':') == std::string::npos) {
+                std::fprintf(stderr, "conduit-loadgen: bad header line '%s' in %s\n", line.c_str(),
+                             cli.connection_headers_file.c_str());
+                return 2;
+            }
+            o.connection_headers.push_back(line);
+        }
+        if (o.connection_headers.empty()) {
+            std::fprintf(stderr, "conduit-loadgen: no headers in %s\n",
+                         cli.connection_headers_file.c_str());
+            return 2;
+        }
+    }
     if (o.method.empty()) {
         o.method = cli.has_body ? "POST" : "GET";
     }
@@ -377,6 +411,9 @@ int main(int argc, char** argv) {
     plan.addr_len = res->ai_addrlen;
     ::freeaddrinfo(res);
     plan.request = BuildRequest(o, target);
+    for (const std::string& h : o.connection_headers) {
+        plan.connection_requests.push_back(BuildRequest(o, target, h));
+    }
 
     std::signal(SIGPIPE, SIG_IGN);
     RaiseFileLimit();

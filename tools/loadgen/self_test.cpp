@@ -266,6 +266,10 @@ void UrlTests() {
               "POST /p HTTP/1.1\r\nHost: h:1\r\nAuthorization: Bearer k\r\n"
               "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
           "serialised request");
+    Check(BuildRequest(o, t, "X-Key: k2") ==
+              "POST /p HTTP/1.1\r\nHost: h:1\r\nAuthorization: Bearer k\r\nX-Key: k2\r\n"
+              "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+          "serialised request with a per-connection header");
 }
 
 }  // namespace
