@@ -108,6 +108,22 @@ std::string UrlDecode(std::string_view s) {
     return out;
 }
 
+bool PercentDecode(std::string_view in, std::string& out) {
+    out.clear();
+    for (size_t i = 0; i < in.size(); ++i) {
+        if (in[i] != '%') {
+            out.push_back(in[i]);
+            continue;
+        }
+        if (i + 2 >= in.size() || HexVal(in[i + 1]) < 0 || HexVal(in[i + 2]) < 0) {
+            return false;
+        }
+        out.push_back(static_cast<char>(HexVal(in[i + 1]) * 16 + HexVal(in[i + 2])));
+        i += 2;
+    }
+    return true;
+}
+
 std::optional<std::string> QueryParam(std::string_view query, std::string_view name) {
     size_t start = 0;
     while (start < query.size()) {

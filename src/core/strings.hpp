@@ -22,6 +22,8 @@ std::vector<std::string> SplitTrimmed(std::string_view s, char sep);
 std::optional<int64_t> ParseInt(std::string_view s);
 /// Decodes %XX and '+' (as space) in a URL query component.
 std::string UrlDecode(std::string_view s);
+/// Strictly decodes %XX in a URL component ('+' stays '+'); false on a malformed escape.
+bool PercentDecode(std::string_view in, std::string& out);
 /// Returns the value of `name` in a query string `a=1&b=2` (decoded), if present.
 std::optional<std::string> QueryParam(std::string_view query, std::string_view name);
 /// Escapes a string for inclusion in a JSON string literal (without the quotes).

@@ -1,45 +1,13 @@
 #include "redis/url.hpp"
 
+#include "core/strings.hpp"
+
 #include <charconv>
 #include <string>
 #include <string_view>
 
 namespace conduit::redis {
 namespace {
-
-int HexValue(char c) {
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
-bool PercentDecode(std::string_view in, std::string& out) {
-    out.clear();
-    for (size_t i = 0; i < in.size(); ++i) {
-        if (in[i] != '%') {
-            out.push_back(in[i]);
-            continue;
-        }
-        if (i + 2 >= in.size()) {
-            return false;
-        }
-        int hi = HexValue(in[i + 1]);
-        int lo = HexValue(in[i + 2]);
-        if (hi < 0 || lo < 0) {
-            return false;
-        }
-        out.push_back(static_cast<char>(hi * 16 + lo));
-        i += 2;
-    }
-    return true;
-}
 
 template <class T>
 bool ParseNumber(std::string_view s, T& out) {
@@ -85,7 +53,7 @@ core::Result<Endpoint> ParseUrl(std::string_view url) {
             pass = user;
             user = {};
         }
-        if (!PercentDecode(user, ep.username) || !PercentDecode(pass, ep.password)) {
+        if (!core::PercentDecode(user, ep.username) || !core::PercentDecode(pass, ep.password)) {
             return Invalid("bad percent-encoding in the credentials");
         }
     }

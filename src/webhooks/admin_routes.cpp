@@ -1,6 +1,7 @@
 #include "webhooks/admin_routes.hpp"
 
 #include "admin/admin_api.hpp"
+#include "admin/handler_support.hpp"
 #include "admin/json_writer.hpp"
 #include "core/strings.hpp"
 #include "gateway/errors.hpp"
@@ -85,41 +86,9 @@ void RunOnStore(const DepsPtr& deps, const net::ExchangePtr& ex, Job job) {
 
 // --- Request parsing -------------------------------------------------------------------------
 
-std::optional<std::string> QueryValue(const net::Request& req, std::string_view name) {
-    std::string_view query = req.query();
-    size_t start = 0;
-    while (start < query.size()) {
-        size_t end = query.find('&', start);
-        if (end == std::string_view::npos) {
-            end = query.size();
-        }
-        std::string_view pair = query.substr(start, end - start);
-        size_t eq = pair.find('=');
-        if (core::IEquals(core::UrlDecode(pair.substr(0, eq)), name)) {
-            return eq == std::string_view::npos ? std::string()
-                                                : core::UrlDecode(pair.substr(eq + 1));
-        }
-        start = end + 1;
-    }
-    return std::nullopt;
-}
-
-core::Result<std::optional<int64_t>> QueryInt(const net::Request& req,
-                                              std::string_view name,
-                                              int64_t min,
-                                              int64_t max) {
-    auto text = QueryValue(req, name);
-    if (!text || core::Trim(*text).empty()) {
-        return std::optional<int64_t>();
-    }
-    auto value = core::ParseInt(core::Trim(*text));
-    if (!value || *value < min || *value > max) {
-        return tl::unexpected(BadParam(
-            std::string(name), "Invalid value for query parameter '" + std::string(name) +
-                                   "': expected an integer >= " + std::to_string(min) + "."));
-    }
-    return std::optional<int64_t>(*value);
-}
+// Query parameters are read as the other admin routes read them.
+using admin::detail::QueryInt;
+using admin::detail::QueryValue;
 
 /// Path parameter `index` as a positive integer id.
 std::optional<int64_t> PathId(const net::ExchangePtr& ex, size_t index) {

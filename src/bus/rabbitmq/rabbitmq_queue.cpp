@@ -3,6 +3,7 @@
 #include "bus/rabbitmq/amqp_util.hpp"
 #include "core/clock.hpp"
 #include "core/ids.hpp"
+#include "core/strings.hpp"
 
 #include <amqp.h>
 #include <spdlog/spdlog.h>
@@ -1546,40 +1547,6 @@ private:
     std::vector<BatchPtr> open_batches_;  // published, not all confirmed
 };
 
-int FromHex(char c) {
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
-bool PercentDecode(std::string_view in, std::string& out) {
-    out.clear();
-    for (size_t i = 0; i < in.size(); ++i) {
-        if (in[i] != '%') {
-            out.push_back(in[i]);
-            continue;
-        }
-        if (i + 2 >= in.size()) {
-            return false;
-        }
-        int hi = FromHex(in[i + 1]);
-        int lo = FromHex(in[i + 2]);
-        if (hi < 0 || lo < 0) {
-            return false;
-        }
-        out.push_back(static_cast<char>(hi * 16 + lo));
-        i += 2;
-    }
-    return true;
-}
-
 }  // namespace
 
 bool ParseAmqpUrl(std::string_view url, RabbitMqQueueOptions& options) {
@@ -1596,11 +1563,11 @@ bool ParseAmqpUrl(std::string_view url, RabbitMqQueueOptions& options) {
         std::string_view userinfo = authority.substr(0, at);
         authority = authority.substr(at + 1);
         auto colon = userinfo.find(':');
-        if (!PercentDecode(userinfo.substr(0, colon), parsed.user)) {
+        if (!core::PercentDecode(userinfo.substr(0, colon), parsed.user)) {
             return false;
         }
         if (colon != std::string_view::npos &&
-            !PercentDecode(userinfo.substr(colon + 1), parsed.password)) {
+            !core::PercentDecode(userinfo.substr(colon + 1), parsed.password)) {
             return false;
         }
     }
@@ -1623,7 +1590,7 @@ bool ParseAmqpUrl(std::string_view url, RabbitMqQueueOptions& options) {
     parsed.host = std::string(host);
     if (path.empty()) {
         parsed.vhost = "/";
-    } else if (!PercentDecode(path, parsed.vhost)) {
+    } else if (!core::PercentDecode(path, parsed.vhost)) {
         return false;
     }
     options = std::move(parsed);

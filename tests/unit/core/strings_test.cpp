@@ -37,5 +37,16 @@ TEST(Strings, JsonQuoteEscapes) {
     EXPECT_EQ(JsonQuote("a\"b\\c\n\x01"), "\"a\\\"b\\\\c\\n\\u0001\"");
 }
 
+TEST(Strings, PercentDecodeIsStrict) {
+    std::string out;
+    EXPECT_TRUE(PercentDecode("p%40ss%2Fw%3a+rd", out));
+    EXPECT_EQ(out, "p@ss/w:+rd");  // '+' is not a space outside query strings
+    EXPECT_TRUE(PercentDecode("", out));
+    EXPECT_EQ(out, "");
+    EXPECT_FALSE(PercentDecode("bad%2", out));
+    EXPECT_FALSE(PercentDecode("bad%zz", out));
+    EXPECT_FALSE(PercentDecode("%", out));
+}
+
 }  // namespace
 }  // namespace conduit::core
