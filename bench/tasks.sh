@@ -76,11 +76,14 @@ esac
 for tool in jq curl sqlite3 taskset; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool is required (apt-get install jq curl sqlite3 util-linux)"
 done
+# What the binaries were built from (the work tree may hold others' uncommitted changes).
+COMMIT="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+DIRTY_FILES="$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null | wc -l)"
 if [[ -f "$BUILD/CMakeCache.txt" ]]; then
     if ! grep -q '^CONDUIT_BUILD_BENCH:BOOL=ON' "$BUILD/CMakeCache.txt"; then
         die "$BUILD is not configured with -DCONDUIT_BUILD_BENCH=ON (needed for conduit-queue-bench and conduit-webhook-sink)"
     fi
-    cmake --build "$BUILD" --target conduit conduit-mock-provider conduit-loadgen \
+    cmake --build "$BUILD" -j "${TASKS_BUILD_JOBS:-1}" --target conduit conduit-mock-provider conduit-loadgen \
         conduit-queue-bench conduit-webhook-sink >/dev/null || die "build failed"
 fi
 for b in "$MOCK_BIN" "$CONDUIT_BIN" "$LOADGEN_BIN" "$QBENCH_BIN" "$SINK_BIN"; do
@@ -151,12 +154,18 @@ vhost_delete() { # NAME
     done
     VHOSTS=("${keep[@]}")
 }
-BROKER_PID=""
-if [[ " $MODES " == *" rabbitmq "* ]]; then
-    BROKER_PID="$(cat "${CONDUIT_ENGINES_DIR:-/tmp/conduit-engines}/rabbitmq/rabbitmq.pid" \
-        2>/dev/null || true)"
-    [[ -n "$BROKER_PID" && -d "/proc/$BROKER_PID" ]] || BROKER_PID=""
-    [[ -n "$BROKER_PID" ]] || log "warning: broker PID unknown; its CPU is not reported"
+# The broker's PID, read afresh for each measurement (the shared broker may be restarted by
+# others between runs); empty when unknown.
+BROKER_PID_FILE="${CONDUIT_ENGINES_DIR:-/tmp/conduit-engines}/rabbitmq/rabbitmq.pid"
+broker_pid() {
+    local pid
+    pid="$(cat "$BROKER_PID_FILE" 2>/dev/null || true)"
+    if [[ -n "$pid" && -r "/proc/$pid/stat" ]]; then
+        echo "$pid"
+    fi
+}
+if [[ " $MODES " == *" rabbitmq "* && -z "$(broker_pid)" ]]; then
+    log "warning: broker PID unknown ($BROKER_PID_FILE); its CPU is not reported"
 fi
 
 stop_pid() { # PID
@@ -330,9 +339,12 @@ run_queue_bench() { # MODE REP
         note_cmd "raw queue reference ($mode)" "${cmd[@]}"
     fi
     wait_quiet
-    b0="$(cpu_ticks "$BROKER_PID")"
+    local bpid
+    bpid="$(broker_pid)"
+    b0="$(cpu_ticks "$bpid")"
     "${cmd[@]}" >"$out" 2>"$out.err" || die "conduit-queue-bench $mode failed: $(cat "$out.err")"
-    b1="$(cpu_ticks "$BROKER_PID")"
+    b1="$(cpu_ticks "$bpid")"
+    ((b1 >= b0)) || b1=$b0 # restarted meanwhile
     # The former contract-test shape: batches of 50, 2,000 unconfirmed, 1,000 keys, 200 B.
     local bcmd=()
     local skip=0 a
@@ -561,8 +573,12 @@ run_scenario() { # MODE REP SCENARIO
     fi
     curl -sf -X POST "$MOCK_URL/mock/reset" >/dev/null
     sleep 0.5
+    local bpid=""
+    if [[ "$mode" == rabbitmq ]]; then
+        bpid="$(broker_pid)"
+    fi
     c0="$(cpu_ticks "$CONDUIT_PID")"
-    b0="$(cpu_ticks "$BROKER_PID")"
+    b0="$(cpu_ticks "$bpid")"
     m0="$(($(cpu_ticks "$MOCK_PID") + $(cpu_ticks "$SINK_PID")))"
     s0="$(machine_busy_ticks)"
     w0="$(date +%s.%N)"
@@ -606,7 +622,8 @@ run_scenario() { # MODE REP SCENARIO
     w1="$(date +%s.%N)"
     s1="$(machine_busy_ticks)"
     m1="$(($(cpu_ticks "$MOCK_PID") + $(cpu_ticks "$SINK_PID")))"
-    b1="$(cpu_ticks "$BROKER_PID")"
+    b1="$(cpu_ticks "$bpid")"
+    ((b1 >= b0)) || b1=$b0 # restarted meanwhile
     c1="$(cpu_ticks "$CONDUIT_PID")"
     wait_s="$(awk -v a="$w0" -v b="$w1" 'BEGIN {print b - a}')"
 
@@ -715,9 +732,10 @@ row() {
 
 mkdir -p "$OUT_DIR"
 REPORT="$OUT_DIR/$OUT_NAME"
-COMMIT="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 DIRTY=""
-git -C "$ROOT" diff --quiet HEAD 2>/dev/null || DIRTY=" (work tree has uncommitted changes)"
+if ((DIRTY_FILES > 0)); then
+    DIRTY=" + uncommitted changes in $DIRTY_FILES tracked file(s)"
+fi
 CPU_MODEL="$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
 MEM_GB="$(awk '/MemTotal/ {printf "%.1f", $2 / 1048576}' /proc/meminfo)"
 RMQ_VERSION=""
@@ -738,7 +756,7 @@ fi
     echo "## Machine and set-up"
     echo
     echo "- CPUs: $(nproc) × $CPU_MODEL; memory $MEM_GB GiB; kernel $(uname -sr)"
-    echo "- Commit: $COMMIT$DIRTY; binaries from \`$BUILD_ARG\`"
+    echo "- Built from commit $COMMIT$DIRTY at the start of the run; binaries from \`$BUILD_ARG\`"
     if [[ -n "$RMQ_VERSION" ]]; then
         echo "- RabbitMQ $RMQ_VERSION at $AMQP_HOST:$AMQP_PORT (a fresh vhost per run, deleted afterwards)"
     fi
