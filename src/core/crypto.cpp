@@ -74,6 +74,15 @@ std::string Sha256Raw(std::string_view data) {
 
 std::string Sha256Hex(std::string_view data) { return HexEncode(Sha256Raw(data)); }
 
+std::string Sha1Hex(std::string_view data) {
+    std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
+    unsigned int len = 0;
+    if (EVP_Digest(data.data(), data.size(), md.data(), &len, EVP_sha1(), nullptr) != 1) {
+        std::abort();
+    }
+    return HexEncode(std::string_view(reinterpret_cast<const char*>(md.data()), len));
+}
+
 std::string HmacSha256(std::string_view key, std::string_view data) {
     std::array<unsigned char, EVP_MAX_MD_SIZE> md{};
     unsigned int len = 0;

@@ -10,6 +10,9 @@ namespace conduit::core {
 std::string Sha256Hex(std::string_view data);
 /// Raw 32-byte SHA-256 digest.
 std::string Sha256Raw(std::string_view data);
+/// SHA-1 of `data` as 40 lowercase hex characters. Only for identifiers that are defined as
+/// SHA-1 (Redis script ids), never for security. Thread-safe.
+std::string Sha1Hex(std::string_view data);
 /// Raw 32-byte HMAC-SHA256(key, data).
 std::string HmacSha256(std::string_view key, std::string_view data);
 /// `n` bytes from the OpenSSL CSPRNG. Aborts if the CSPRNG fails (never returns weak bytes).

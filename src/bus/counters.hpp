@@ -1,0 +1,119 @@
+#pragma once
+
+#include "core/clock.hpp"
+#include "core/error.hpp"
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace conduit::bus {
+
+/// One rate limit: a bucket of `limit` tokens refilled evenly over `window_ms` (the generic cell
+/// rate algorithm, GCRA). A full bucket admits `limit` requests at once, then one every
+/// `window_ms / limit`. Chosen over fixed windows, which admit up to 2 × limit around a window
+/// boundary, and over sliding logs, which cost one entry per request.
+struct RateLimit {
+    std::string key;        // e.g. "rl:vk:12:rpm" (the adapter adds its own prefix)
+    int64_t limit = 0;      // tokens per window, > 0
+    int64_t window_ms = 0;  // > 0
+    int64_t cost = 1;       // tokens this request takes, >= 0 (0 = only look)
+};
+
+/// A limit's state after a decision.
+struct RateLimitState {
+    int64_t limit = 0;
+    int64_t remaining = 0;  // whole tokens left
+    int64_t reset_ms = 0;   // until the bucket is full again
+};
+
+/// The answer to Acquire/Charge.
+struct RateDecision {
+    bool admitted = false;
+    int denied_index = -1;  // the first limit that refused (when !admitted)
+    /// When !admitted: how long until the refused limit has room for the cost; -1 when it never
+    /// will (cost > limit).
+    int64_t retry_after_ms = 0;
+    std::vector<RateLimitState> states;  // one per limit, in request order
+    bool local = false;  // decided by the adapter's local pre-check, without the engine
+};
+
+/// Reserve `amount` on counter `key` if its value stays <= `cap`.
+struct Reservation {
+    std::string key;
+    int64_t amount = 0;  // >= 0
+    int64_t cap = 0;
+};
+
+/// The answer to Reserve.
+struct ReserveDecision {
+    bool admitted = false;
+    int denied_index = -1;        // the first reservation that did not fit (when !admitted)
+    std::vector<int64_t> values;  // each counter's value afterwards, in request order
+};
+
+/// Shared counters (DESIGN §1): rate limits, budget reservations, pending spend — exact across
+/// every instance using the same engine. Adapters: in-process, and Redis (atomic Lua scripts,
+/// Redis server time, one round trip per call, a local pre-check that answers without Redis
+/// when a refusal is certain).
+///
+/// Every call is asynchronous: `done` runs exactly once, possibly before the call returns
+/// (in-process adapter) or on the adapter's callback loop / I/O thread (Redis). Any thread.
+/// Errors: kInvalidRequest for bad arguments (empty key, limit or window <= 0, negative cost or
+/// amount); kUnavailable / kUpstreamTimeout when the engine cannot answer — the caller applies
+/// its fail-open / fail-closed policy.
+class Counters {
+public:
+    using RateCallback = std::function<void(core::Result<RateDecision>)>;
+    using ReserveCallback = std::function<void(core::Result<ReserveDecision>)>;
+    using ValuesCallback = std::function<void(core::Result<std::vector<int64_t>>)>;
+
+    virtual ~Counters() = default;
+
+    /// All or nothing: takes `cost` tokens from every limit if each has room, else takes none.
+    virtual void Acquire(std::vector<RateLimit> limits, RateCallback done) = 0;
+    /// Takes `cost` tokens from every limit even beyond empty (a debt that delays later
+    /// requests): for usage known only afterwards, such as tokens per minute. Always admitted.
+    virtual void Charge(std::vector<RateLimit> limits, RateCallback done) = 0;
+    /// All or nothing: adds every `amount` if each counter stays <= its cap, else adds none.
+    /// `ttl_ms` > 0 (re)sets the counters' expiry, bounding what a crashed holder leaks.
+    virtual void Reserve(std::vector<Reservation> reservations,
+                         int64_t ttl_ms,
+                         ReserveCallback done) = 0;
+    /// Adds each delta unconditionally (settle, release); returns the new values.
+    virtual void Add(std::vector<std::pair<std::string, int64_t>> deltas,
+                     int64_t ttl_ms,
+                     ValuesCallback done) = 0;
+    /// Current values (0 for a missing counter).
+    virtual void Get(std::vector<std::string> keys, ValuesCallback done) = 0;
+
+    /// "inprocess" or "redis".
+    virtual std::string_view Engine() const = 0;
+};
+
+/// Checks the arguments every adapter rejects with kInvalidRequest.
+core::Result<void> ValidateLimits(const std::vector<RateLimit>& limits);
+core::Result<void> ValidateReservations(const std::vector<Reservation>& reservations);
+
+/// The GCRA step shared by the adapters (the Redis script computes the same): with the bucket's
+/// theoretical arrival time `tat_us` (0 = never used) at `now_us`, takes `cost` tokens when they
+/// fit (or always, when `force`). Returns whether it fit, the new TAT (unchanged when it did not
+/// fit and !force), and the state. Pure.
+struct GcraStep {
+    bool fits = false;
+    int64_t new_tat_us = 0;
+    int64_t retry_after_us = 0;  // when !fits: until the cost fits; -1 = never
+    RateLimitState state;
+};
+GcraStep Gcra(const RateLimit& limit, int64_t tat_us, int64_t now_us, bool force);
+
+/// The in-process adapter: one mutex, expired entries swept as the table grows. `clock`'s
+/// steady time drives the buckets; it must outlive the adapter.
+std::unique_ptr<Counters> MakeInProcessCounters(
+    const core::Clock& clock = core::SystemClock::Instance());
+
+}  // namespace conduit::bus

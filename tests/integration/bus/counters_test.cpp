@@ -1,0 +1,168 @@
+// The Counters contract suite (tests/contract/counters_contract.hpp) on the in-process adapter
+// (always) and on Redis when CONDUIT_TEST_REDIS is set (scripts/engines.sh start redis), plus
+// Redis-specific tests: the local pre-check, NOSCRIPT recovery, Redis unreachable.
+#include "bus/redis/redis_counters.hpp"
+#include "contract/counters_contract.hpp"
+#include "core/crypto.hpp"
+#include "redis/client.hpp"
+#include "redis/url.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <future>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unistd.h>
+
+namespace conduit::bus {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::optional<std::string> RedisUrl() {
+    const char* url = std::getenv("CONDUIT_TEST_REDIS");
+    if (url == nullptr || *url == '\0') {
+        return std::nullopt;
+    }
+    return std::string(url);
+}
+
+constexpr const char* kSkip =
+    "CONDUIT_TEST_REDIS not set; run `eval \"$(scripts/engines.sh start redis)\"` to test the "
+    "Redis Counters adapter";
+
+std::string UniquePrefix() {
+    return "cc" + std::to_string(::getpid()) + "x" + core::HexEncode(core::RandomBytes(4)) + ":";
+}
+
+std::unique_ptr<RedisCounters> MakeRedis(const std::string& url,
+                                         const std::string& prefix,
+                                         std::chrono::milliseconds timeout = 2000ms) {
+    RedisCountersOptions o;
+    o.url = url;
+    o.key_prefix = prefix;
+    o.command_timeout = timeout;
+    auto c = MakeRedisCounters(std::move(o));
+    EXPECT_TRUE(c.has_value()) << c.error().message;
+    return c ? std::move(*c) : nullptr;
+}
+
+struct InProcessTraits {
+    std::unique_ptr<Counters> c = MakeInProcessCounters();
+    std::string SkipReason() const { return ""; }
+    bus::Counters* Instance() { return c.get(); }
+    bus::Counters* Peer() { return c.get(); }
+};
+
+/// Two adapters (two gateway instances) on one Redis and one key prefix.
+struct RedisTraits {
+    std::optional<std::string> url = RedisUrl();
+    std::string prefix = UniquePrefix();
+    std::unique_ptr<RedisCounters> a = url ? MakeRedis(*url, prefix) : nullptr;
+    std::unique_ptr<RedisCounters> b = url ? MakeRedis(*url, prefix) : nullptr;
+    std::string SkipReason() const { return kSkip; }
+    bus::Counters* Instance() { return a.get(); }
+    bus::Counters* Peer() { return b.get(); }
+};
+
+}  // namespace
+
+namespace contract {
+INSTANTIATE_TYPED_TEST_SUITE_P(InProcess, CountersContract, InProcessTraits);
+INSTANTIATE_TYPED_TEST_SUITE_P(Redis, CountersContract, RedisTraits);
+}  // namespace contract
+
+namespace {
+
+using contract::AcquireNow;
+
+/// Sends one command on a fresh client and waits for the reply.
+core::Result<redis::Reply> RunCommand(const std::string& url,
+                                      std::initializer_list<std::string_view> args) {
+    redis::ClientOptions o;
+    o.endpoint = *redis::ParseUrl(url);
+    redis::Client client(o);
+    std::promise<core::Result<redis::Reply>> done;
+    auto f = done.get_future();
+    client.Command(args, [&done](core::Result<redis::Reply> r) { done.set_value(std::move(r)); });
+    if (f.wait_for(10s) != std::future_status::ready) {
+        return core::Fail(core::ErrorCode::kUpstreamTimeout, "no reply");
+    }
+    return f.get();
+}
+
+TEST(RedisCountersTest, BadUrlIsRejected) {
+    RedisCountersOptions o;
+    o.url = "http://127.0.0.1:6379/";
+    EXPECT_FALSE(MakeRedisCounters(o).has_value());
+}
+
+TEST(RedisCountersTest, CertainRefusalsAreAnsweredWithoutRedis) {
+    auto url = RedisUrl();
+    if (!url) {
+        GTEST_SKIP() << kSkip;
+    }
+    auto c = MakeRedis(*url, UniquePrefix());
+    const RateLimit l{"rpm", 1, 60'000, 1};
+    auto first = AcquireNow(*c, {l});
+    ASSERT_TRUE(first.has_value()) << first.error().message;
+    EXPECT_TRUE(first->admitted);
+    auto second = AcquireNow(*c, {l});
+    ASSERT_TRUE(second.has_value());
+    EXPECT_FALSE(second->admitted);
+    EXPECT_FALSE(second->local);
+    const auto trips = c->Stats().round_trips;
+    // Known: no room for cost >= 1 for about a minute. Cost 0 (a look) still asks Redis.
+    auto third = AcquireNow(*c, {{"other", 100, 60'000, 1}, l});
+    ASSERT_TRUE(third.has_value());
+    EXPECT_FALSE(third->admitted);
+    EXPECT_TRUE(third->local);
+    EXPECT_EQ(third->denied_index, 1);
+    EXPECT_GT(third->retry_after_ms, 59'000);
+    EXPECT_EQ(c->Stats().round_trips, trips);
+    EXPECT_EQ(c->Stats().local_decisions, 1u);
+    // A cost above the limit never needs Redis either.
+    auto huge = AcquireNow(*c, {{"fresh", 10, 60'000, 11}});
+    ASSERT_TRUE(huge.has_value());
+    EXPECT_TRUE(huge->local);
+    EXPECT_EQ(huge->retry_after_ms, -1);
+    EXPECT_EQ(c->Stats().round_trips, trips);
+    // The other limit of the locally refused call was not touched.
+    auto look = AcquireNow(*c, {{"other", 100, 60'000, 0}});
+    ASSERT_TRUE(look.has_value());
+    EXPECT_EQ(look->states[0].remaining, 100);
+}
+
+TEST(RedisCountersTest, ScriptsAreReloadedAfterScriptFlush) {
+    auto url = RedisUrl();
+    if (!url) {
+        GTEST_SKIP() << kSkip;
+    }
+    auto c = MakeRedis(*url, UniquePrefix());
+    ASSERT_TRUE(AcquireNow(*c, {{"a", 5, 60'000, 1}})->admitted);
+    auto flushed = RunCommand(*url, {"SCRIPT", "FLUSH"});
+    ASSERT_TRUE(flushed.has_value()) << flushed.error().message;
+    auto again = AcquireNow(*c, {{"a", 5, 60'000, 1}});
+    ASSERT_TRUE(again.has_value()) << again.error().message;
+    EXPECT_TRUE(again->admitted);
+    EXPECT_EQ(again->states[0].remaining, 3);
+    EXPECT_GE(c->Stats().script_reloads, 1u);
+}
+
+TEST(RedisCountersTest, UnreachableRedisIsAnErrorNotADecision) {
+    // Port 1 on loopback: nothing listens.
+    auto c = MakeRedis("redis://127.0.0.1:1/0", "x:", 300ms);
+    auto d = AcquireNow(*c, {{"rpm", 5, 60'000, 1}});
+    ASSERT_FALSE(d.has_value());
+    EXPECT_TRUE(d.error().code == core::ErrorCode::kUnavailable ||
+                d.error().code == core::ErrorCode::kUpstreamTimeout)
+        << d.error().message;
+    auto r = contract::ReserveNow(*c, {{"b", 1, 10}});
+    ASSERT_FALSE(r.has_value());
+    EXPECT_GE(c->Stats().errors, 2u);
+}
+
+}  // namespace
+}  // namespace conduit::bus
