@@ -582,7 +582,9 @@ void App::Impl::InitHubs() {
                              std::function<void(core::Result<domain::AsyncTask>)> done) {
                         engine->Get(loop, std::move(task_id), key_id, std::move(done));
                     },
-                    *backplane, clock, o});
+                    *backplane, clock, o,
+                    // Cross-instance hub sends only when there are other instances (Redis).
+                    redis_backplane != nullptr ? backplane.get() : nullptr});
     spdlog::info("hubs: {}, {}, {}, {}, {}", hubs::kTasksHubPath, hubs::kImageHubPath,
                  hubs::kVideoHubPath, hubs::kSpendHubPath, hubs::kNotificationsHubPath);
 }

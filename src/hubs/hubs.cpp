@@ -227,7 +227,8 @@ std::unique_ptr<TaskSubscriptions> MakeSubs(const std::shared_ptr<TaskHub>& task
                 return;
             }
             if (auto server = th->server.lock()) {
-                server->SendToConnection(connection_id, msg.target, msg.args);
+                // Every instance receives every task event: deliver to this one's connections only.
+                server->SendToLocalConnection(connection_id, msg.target, msg.args);
             }
         });
 }
@@ -286,18 +287,20 @@ std::unique_ptr<Hubs> RegisterHubs(net::Router& router, HubsDeps deps) {
         }
         return hub;
     };
-    // No backplane for the servers: see RegisterHubs' comment in hubs.hpp.
-    hubs->tasks = realtime::RegisterHub(router, std::string(kTasksHubPath),
-                                        build(state->tasks_hub, true), options);
-    hubs->image = realtime::RegisterHub(router, std::string(kImageHubPath),
-                                        build(state->image_hub, false), options);
-    hubs->video = realtime::RegisterHub(router, std::string(kVideoHubPath),
-                                        build(state->video_hub, false), options);
-    // Spend and notifications: connect + vkey group; their events have no source yet.
-    hubs->spend =
-        realtime::RegisterHub(router, std::string(kSpendHubPath), build(nullptr, false), options);
-    hubs->notifications = realtime::RegisterHub(router, std::string(kNotificationsHubPath),
-                                                build(nullptr, false), options);
+    // Each hub its own channels on the hub backplane (see RegisterHubs' comment in hubs.hpp).
+    bus::Backplane* hub_bp = state->deps.hub_backplane;
+    auto reg = [&](std::string_view path, std::shared_ptr<realtime::Hub> hub) {
+        realtime::HubOptions o = options;
+        o.backplane_prefix = "hubs" + std::string(path.substr(path.rfind('/')));
+        return realtime::RegisterHub(router, std::string(path), std::move(hub), std::move(o),
+                                     hub_bp);
+    };
+    hubs->tasks = reg(kTasksHubPath, build(state->tasks_hub, true));
+    hubs->image = reg(kImageHubPath, build(state->image_hub, false));
+    hubs->video = reg(kVideoHubPath, build(state->video_hub, false));
+    // Spend and notifications: connect + vkey group.
+    hubs->spend = reg(kSpendHubPath, build(nullptr, false));
+    hubs->notifications = reg(kNotificationsHubPath, build(nullptr, false));
     state->tasks_hub->server = hubs->tasks;
     state->image_hub->server = hubs->image;
     state->video_hub->server = hubs->video;

@@ -84,6 +84,10 @@ struct HubsDeps {
     bus::Backplane& backplane;  // task events (kTaskEventsChannel)
     const core::Clock& clock;
     HubsOptions options;
+    /// The backplane of the hub servers' sends (groups, all, connections, users), shared with
+    /// the other instances; null when this is the only instance (everything is local then, and
+    /// per-connection subscriptions would only cost).
+    bus::Backplane* hub_backplane = nullptr;
 };
 
 /// The registered hubs of one instance: their servers (the HubContext for sends from outside) and
@@ -117,9 +121,10 @@ private:
 /// Routes every hub of specs/api.md §5 (tasks, image-generation, video-generation, spend,
 /// notifications) and subscribes them to task events. Start-up only.
 ///
-/// Task events reach every instance through the Backplane, so each instance delivers them to its
-/// own connections: the hub servers themselves get no backplane (with one, every instance would
-/// re-broadcast the same event and clients would get it once per instance).
+/// The hub servers get `deps.hub_backplane`, so SendToGroup/All/Connection/User reach members on
+/// every instance. Task events, which every instance receives by itself on kTaskEventsChannel,
+/// are delivered with local-only sends (with the backplane, every instance would re-broadcast
+/// the same event and clients would get it once per instance).
 std::unique_ptr<Hubs> RegisterHubs(net::Router& router, HubsDeps deps);
 
 }  // namespace conduit::hubs

@@ -194,7 +194,7 @@ private:
 class HubContext {
 public:
     virtual ~HubContext() = default;
-    /// One connection by its public id (local instance).
+    /// One connection by its public id (directly when local, else through the backplane).
     virtual void SendToConnection(std::string_view connection_id,
                                   std::string_view target,
                                   const boost::json::array& args) = 0;
@@ -204,7 +204,7 @@ public:
     virtual void SendToGroup(std::string_view group,
                              std::string_view target,
                              const boost::json::array& args) = 0;
-    /// Every local connection whose Principal::user_id is `user_id`.
+    /// Every connection whose Principal::user_id is `user_id`, on every instance.
     virtual void SendToUser(std::string_view user_id,
                             std::string_view target,
                             const boost::json::array& args) = 0;

@@ -71,6 +71,15 @@ HubServer::HubServer(std::shared_ptr<const Hub> hub,
 }
 
 HubServer::~HubServer() {
+    if (backplane_ != nullptr) {
+        std::lock_guard lock(sub_mu_);
+        for (const auto& [id, sub] : conn_subs_) {
+            backplane_->Unsubscribe(sub);
+        }
+        for (const auto& [id, u] : user_subs_) {
+            backplane_->Unsubscribe(u.subscription);
+        }
+    }
     for (auto& [loop, shard] : shards_) {
         if (shard->timer) {
             shard->timer->Cancel();
@@ -146,10 +155,63 @@ std::shared_ptr<HubConnection> HubServer::Create(core::Loop& loop,
     auto conn =
         std::make_shared<HubConnection>(*this, loop, id, token, std::move(principal), stateful);
     shard.connections[token] = conn;
-    std::lock_guard lock(mu_);
-    by_token_[token] = conn;
-    by_id_[id] = conn;
+    {
+        std::lock_guard lock(mu_);
+        by_token_[token] = conn;
+        by_id_[id] = conn;
+        if (!conn->principal().user_id.empty()) {
+            users_[conn->principal().user_id].insert(id);
+        }
+    }
+    SubscribeConnection(conn);
     return conn;
+}
+
+void HubServer::SubscribeConnection(const std::shared_ptr<HubConnection>& conn) {
+    if (backplane_ == nullptr) {
+        return;
+    }
+    std::weak_ptr<HubConnection> weak = conn;
+    std::lock_guard lock(sub_mu_);
+    conn_subs_[conn->id()] = backplane_->Subscribe(
+        options_.backplane_prefix + ":conn:" + conn->id(),
+        [weak](std::string_view, std::string_view payload) {
+            if (auto c = weak.lock()) {
+                RunOn(c->loop(), [c, p = std::string(payload)] { c->SendRecord(p, true); });
+            }
+        });
+    const std::string& user = conn->principal().user_id;
+    if (user.empty()) {
+        return;
+    }
+    UserSub& u = user_subs_[user];
+    if (++u.count == 1) {
+        u.subscription =
+            backplane_->Subscribe(options_.backplane_prefix + ":user:" + user,
+                                  [this, user](std::string_view, std::string_view payload) {
+                                      DeliverUser(user, std::string(payload));
+                                  });
+    }
+}
+
+void HubServer::UnsubscribeConnection(const HubConnection& conn) {
+    if (backplane_ == nullptr) {
+        return;
+    }
+    std::lock_guard lock(sub_mu_);
+    if (auto it = conn_subs_.find(conn.id()); it != conn_subs_.end()) {
+        backplane_->Unsubscribe(it->second);
+        conn_subs_.erase(it);
+    }
+    const std::string& user = conn.principal().user_id;
+    if (user.empty()) {
+        return;
+    }
+    auto it = user_subs_.find(user);
+    if (it != user_subs_.end() && --it->second.count == 0) {
+        backplane_->Unsubscribe(it->second.subscription);
+        user_subs_.erase(it);
+    }
 }
 
 void HubServer::Forget(HubConnection& conn) {
@@ -158,9 +220,23 @@ void HubServer::Forget(HubConnection& conn) {
         Leave(shard, conn, g);
     }
     shard.connections.erase(conn.token());
-    std::lock_guard lock(mu_);
-    by_token_.erase(conn.token());
-    by_id_.erase(conn.id());
+    bool known = false;
+    {
+        std::lock_guard lock(mu_);
+        by_token_.erase(conn.token());
+        known = by_id_.erase(conn.id()) != 0;
+        if (const std::string& user = conn.principal().user_id; !user.empty()) {
+            if (auto it = users_.find(user); it != users_.end()) {
+                it->second.erase(conn.id());
+                if (it->second.empty()) {
+                    users_.erase(it);
+                }
+            }
+        }
+    }
+    if (known) {
+        UnsubscribeConnection(conn);
+    }
 }
 
 std::shared_ptr<HubConnection> HubServer::FindByToken(std::string_view token) const {
@@ -185,12 +261,44 @@ size_t HubServer::ConnectionCount() const {
 void HubServer::SendToConnection(std::string_view connection_id,
                                  std::string_view target,
                                  const boost::json::array& args) {
+    if (auto conn = FindById(connection_id)) {
+        // Local: no backplane round trip (a connection lives on one instance).
+        RunOn(conn->loop(),
+              [conn, record = InvocationRecord(target, args)] { conn->SendRecord(record, true); });
+        return;
+    }
+    if (backplane_ != nullptr) {
+        backplane_->Publish(options_.backplane_prefix + ":conn:" + std::string(connection_id),
+                            InvocationRecord(target, args));
+    }
+}
+
+void HubServer::SendToLocalConnection(std::string_view connection_id,
+                                      std::string_view target,
+                                      const boost::json::array& args) {
     auto conn = FindById(connection_id);
     if (!conn) {
         return;
     }
     RunOn(conn->loop(),
           [conn, record = InvocationRecord(target, args)] { conn->SendRecord(record, true); });
+}
+
+void HubServer::SendToAllLocal(std::string_view target, const boost::json::array& args) {
+    auto shared = std::make_shared<const std::string>(InvocationRecord(target, args));
+    for (Shard* s : AllShards()) {
+        RunOn(*s->loop, [this, s, shared] { DeliverAll(*s, *shared); });
+    }
+}
+
+void HubServer::SendToGroupLocal(std::string_view group,
+                                 std::string_view target,
+                                 const boost::json::array& args) {
+    auto shared = std::make_shared<const std::string>(InvocationRecord(target, args));
+    for (Shard* s : AllShards()) {
+        RunOn(*s->loop,
+              [this, s, shared, g = std::string(group)] { DeliverLocal(*s, g, *shared); });
+    }
 }
 
 void HubServer::DeliverAll(Shard& shard, const std::string& record) {
@@ -242,25 +350,44 @@ void HubServer::SendToGroup(std::string_view group,
     }
 }
 
+void HubServer::DeliverUser(const std::string& user_id, const std::string& record) {
+    std::vector<std::shared_ptr<HubConnection>> conns;
+    {
+        std::lock_guard lock(mu_);
+        auto it = users_.find(user_id);
+        if (it == users_.end()) {
+            return;
+        }
+        for (const auto& id : it->second) {
+            if (auto w = by_id_.find(id); w != by_id_.end()) {
+                if (auto c = w->second.lock()) {
+                    conns.push_back(std::move(c));
+                }
+            }
+        }
+    }
+    if (conns.empty()) {
+        return;
+    }
+    auto shared = std::make_shared<const std::string>(record);
+    for (auto& c : conns) {
+        RunOn(c->loop(), [c, shared] { c->SendRecord(*shared, true); });
+    }
+}
+
 void HubServer::SendToUser(std::string_view user_id,
                            std::string_view target,
                            const boost::json::array& args) {
     if (user_id.empty()) {
         return;
     }
-    std::vector<std::shared_ptr<HubConnection>> conns;
-    {
-        std::lock_guard lock(mu_);
-        for (const auto& [id, weak] : by_id_) {
-            if (auto c = weak.lock(); c && c->principal().user_id == user_id) {
-                conns.push_back(std::move(c));
-            }
-        }
+    std::string record = InvocationRecord(target, args);
+    if (backplane_ != nullptr) {
+        backplane_->Publish(options_.backplane_prefix + ":user:" + std::string(user_id),
+                            std::move(record));
+        return;
     }
-    auto record = std::make_shared<const std::string>(InvocationRecord(target, args));
-    for (auto& c : conns) {
-        RunOn(c->loop(), [c, record] { c->SendRecord(*record, true); });
-    }
+    DeliverUser(std::string(user_id), record);
 }
 
 void HubServer::Join(Shard& shard,
@@ -318,6 +445,34 @@ void HubServer::RemoveFromGroup(std::string_view connection_id, std::string_view
     });
 }
 
+void HubServer::CloseAll(bool allow_reconnect, std::function<void()> done) {
+    closing_.store(true, std::memory_order_release);
+    auto shards = AllShards();
+    if (shards.empty()) {
+        if (done) {
+            done();
+        }
+        return;
+    }
+    auto left = std::make_shared<std::atomic<size_t>>(shards.size());
+    auto finish = std::make_shared<std::function<void()>>(std::move(done));
+    for (Shard* s : shards) {
+        RunOn(*s->loop, [s, allow_reconnect, left, finish] {
+            std::vector<std::shared_ptr<HubConnection>> conns;
+            conns.reserve(s->connections.size());
+            for (const auto& [token, c] : s->connections) {
+                conns.push_back(c);
+            }
+            for (const auto& c : conns) {
+                c->Close(std::nullopt, allow_reconnect);
+            }
+            if (left->fetch_sub(1) == 1 && *finish) {
+                (*finish)();
+            }
+        });
+    }
+}
+
 // --- HTTP ---
 
 void HubServer::ApplyCors(const net::ExchangePtr& ex) const {
@@ -372,6 +527,11 @@ std::optional<Principal> HubServer::Authenticate(const net::ExchangePtr& ex) con
 
 void HubServer::HandleNegotiate(const net::ExchangePtr& ex) {
     ApplyCors(ex);
+    if (closing()) {
+        // Shutting down: a reconnecting client retries (elsewhere, behind a load balancer).
+        ex->Respond(PlainText(503, "Server is shutting down"));
+        return;
+    }
     auto principal = Authenticate(ex);
     if (!principal) {
         return;
@@ -457,6 +617,10 @@ void HubServer::HandleGet(const net::ExchangePtr& ex) {
         if (!options_.websockets || !accept_websocket_) {
             ex->Respond(
                 PlainText(404, "WebSockets transport not supported by this end point type"));
+            return;
+        }
+        if (!token && closing()) {
+            ex->Respond(PlainText(503, "Server is shutting down"));
             return;
         }
         std::shared_ptr<HubConnection> conn;

@@ -7,9 +7,11 @@
 #include "realtime/connection.hpp"
 #include "realtime/hub.hpp"
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -25,6 +27,15 @@ using WebSocketAcceptor = std::function<net::WebSocketPtr(const net::ExchangePtr
 /// (heartbeat timer, local connections, local groups), the backplane hookup, and the HTTP
 /// handlers of negotiate and the three transports. Thread-safe entry points; connection state
 /// lives on the loop where the connection was negotiated.
+///
+/// With a backplane, every send reaches its targets on every instance sharing it (spec §5.1):
+/// channels `{prefix}:all`, `{prefix}:group:{name}`, `{prefix}:conn:{connectionId}` and
+/// `{prefix}:user:{userId}`. A group, connection or user channel is subscribed while this instance
+/// has a local member (group: per shard; connection: while it exists; user: while the user has a
+/// local connection). A message is serialised once and published once; the backplane delivers it
+/// to every subscribed instance, this one included. The *Local sends never use the backplane: for
+/// events every instance already receives by itself (task events), which would otherwise reach a
+/// client once per instance.
 class HubServer final : public HubContext,
                         public ConnectionHost,
                         public std::enable_shared_from_this<HubServer> {
@@ -71,6 +82,22 @@ public:
     void RemoveFromGroup(std::string_view connection_id, std::string_view group) override;
     size_t ConnectionCount() const override;
 
+    // Local-only sends (this instance's connections; never published on the backplane).
+    void SendToLocalConnection(std::string_view connection_id,
+                               std::string_view target,
+                               const boost::json::array& args);
+    void SendToAllLocal(std::string_view target, const boost::json::array& args);
+    void SendToGroupLocal(std::string_view group,
+                          std::string_view target,
+                          const boost::json::array& args);
+
+    /// Graceful shutdown: refuses new connections (negotiate and skipNegotiation WebSockets get
+    /// 503) and closes every local connection with a Close message (`allowReconnect` as given),
+    /// ending its transport (a WebSocket closes, an SSE stream ends, a held poll answers). `done`
+    /// runs once every shard has done so (on one of the loops). Any thread.
+    void CloseAll(bool allow_reconnect, std::function<void()> done);
+    bool closing() const { return closing_.load(std::memory_order_acquire); }
+
     // ConnectionHost
     const Hub& hub() const override { return *hub_; }
     HubContext& context() override { return *this; }
@@ -102,6 +129,9 @@ private:
     std::optional<Principal> Authenticate(const net::ExchangePtr& ex) const;
     void DeliverLocal(Shard& shard, const std::string& group, const std::string& record);
     void DeliverAll(Shard& shard, const std::string& record);
+    void DeliverUser(const std::string& user_id, const std::string& record);
+    void SubscribeConnection(const std::shared_ptr<HubConnection>& conn);
+    void UnsubscribeConnection(const HubConnection& conn);
     void Join(Shard& shard, const std::shared_ptr<HubConnection>& conn, const std::string& group);
     void Leave(Shard& shard, HubConnection& conn, const std::string& group);
     std::vector<Shard*> AllShards() const;
@@ -115,6 +145,19 @@ private:
     std::unordered_map<core::Loop*, std::unique_ptr<Shard>> shards_;
     std::unordered_map<std::string, std::weak_ptr<HubConnection>> by_token_;
     std::unordered_map<std::string, std::weak_ptr<HubConnection>> by_id_;
+    /// Local connection ids of each user (SendToUser); guarded by mu_.
+    std::unordered_map<std::string, std::set<std::string>> users_;
+
+    // Backplane subscriptions of connections and users. Guarded by sub_mu_, which is held while
+    // calling the backplane's Subscribe/Unsubscribe (never mu_: handlers take mu_).
+    struct UserSub {
+        size_t count = 0;
+        uint64_t subscription = 0;
+    };
+    std::mutex sub_mu_;
+    std::unordered_map<std::string, uint64_t> conn_subs_;  // by connection id
+    std::unordered_map<std::string, UserSub> user_subs_;   // by user id
+    std::atomic<bool> closing_{false};
 };
 
 /// Routes a hub at `path` (e.g. "/hubs/tasks"): POST `{path}/negotiate`, GET/POST/DELETE
