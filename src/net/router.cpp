@@ -92,6 +92,19 @@ void Router::Capture(const Route& r,
     }
 }
 
+size_t Router::WrapRoutes(
+    const std::function<bool(std::string_view method, std::string_view pattern)>& select,
+    const std::function<Handler(Handler)>& wrap) {
+    size_t n = 0;
+    for (auto& r : routes_) {
+        if (select(r.method, r.pattern)) {
+            r.handler = wrap(std::move(r.handler));
+            ++n;
+        }
+    }
+    return n;
+}
+
 RouteMatch Router::Match(std::string_view method,
                          std::string_view path,
                          std::vector<std::string>& params) const {

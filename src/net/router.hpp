@@ -2,6 +2,7 @@
 
 #include "net/exchange.hpp"
 
+#include <functional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -26,6 +27,12 @@ public:
     /// Registers `handler` for `method` ("GET", "POST", ...) and `pattern` (e.g.
     /// "/v1/tasks/{id}/cancel"). The pattern doubles as the metrics label.
     void Add(std::string method, std::string pattern, Handler handler);
+    /// Replaces the handler of every route `select(method, pattern)` picks with
+    /// `wrap(handler)` (e.g. a rate limit in front of a family of routes). Start-up only.
+    /// Returns how many routes were wrapped.
+    size_t WrapRoutes(
+        const std::function<bool(std::string_view method, std::string_view pattern)>& select,
+        const std::function<Handler(Handler)>& wrap);
     /// Finds the route; on success appends captured parameters to `params`.
     RouteMatch Match(std::string_view method,
                      std::string_view path,

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <tuple>
+
 namespace conduit::net {
 namespace {
 
@@ -80,6 +82,36 @@ TEST(Router, SegmentCountMustMatchAndSlashesAreNormalised) {
     EXPECT_NE(r.Match("POST", "//v1//chat/completions", params).handler, nullptr);
     EXPECT_EQ(r.Match("POST", "/v1/chat", params).handler, nullptr);
     EXPECT_EQ(r.Match("POST", "/v1/chat/completions/x", params).handler, nullptr);
+}
+
+TEST(Router, WrapRoutesWrapsOnlyTheSelectedRoutes) {
+    Router r;
+    int hit = 0;
+    r.Add("POST", "/v1/chat/completions", Tag(&hit, 1));
+    r.Add("GET", "/v1/media/{key*}", Tag(&hit, 2));
+    r.Add("GET", "/health", Tag(&hit, 3));
+    int wrapped_calls = 0;
+    size_t n = r.WrapRoutes(
+        [](std::string_view, std::string_view pattern) {
+            return pattern.starts_with("/v1/") && !pattern.starts_with("/v1/media/");
+        },
+        [&wrapped_calls](Handler inner) -> Handler {
+            return [&wrapped_calls, inner = std::move(inner)](const ExchangePtr& ex) {
+                ++wrapped_calls;
+                inner(ex);
+            };
+        });
+    EXPECT_EQ(n, 1u);
+    std::vector<std::string> params;
+    for (auto [method, path, value] :
+         {std::tuple{"POST", "/v1/chat/completions", 1}, std::tuple{"GET", "/v1/media/a.png", 2},
+          std::tuple{"GET", "/health", 3}}) {
+        auto m = r.Match(method, path, params);
+        ASSERT_NE(m.handler, nullptr) << path;
+        (*m.handler)(nullptr);
+        EXPECT_EQ(hit, value) << path;
+    }
+    EXPECT_EQ(wrapped_calls, 1);
 }
 
 }  // namespace

@@ -1,0 +1,177 @@
+#include "gateway/rate_gate.hpp"
+
+#include "core/strings.hpp"
+#include "gateway/errors.hpp"
+#include "gateway/proxy.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <memory>
+
+namespace conduit::gateway {
+
+namespace {
+
+constexpr int64_t kMinuteMs = 60'000;
+constexpr int64_t kDayMs = 86'400'000;
+
+/// Header suffix per limit, in LimitsFor's order.
+std::string_view SuffixFor(int64_t window_ms) {
+    return window_ms == kDayMs ? "requests-day" : "requests";
+}
+
+void SetHeaders(net::Headers& h,
+                const std::vector<bus::RateLimit>& limits,
+                const std::vector<bus::RateLimitState>& states) {
+    for (size_t i = 0; i < limits.size() && i < states.size(); ++i) {
+        const auto& s = states[i];
+        if (s.remaining < 0) {
+            continue;  // unknown (decided without the engine)
+        }
+        const std::string suffix(SuffixFor(limits[i].window_ms));
+        h.Set("x-ratelimit-limit-" + suffix, std::to_string(s.limit));
+        h.Set("x-ratelimit-remaining-" + suffix, std::to_string(s.remaining));
+        h.Set("x-ratelimit-reset-" + suffix, FormatResetDuration(s.reset_ms));
+    }
+}
+
+}  // namespace
+
+std::optional<FailPolicy> ParseFailPolicy(std::string_view text) {
+    if (core::IEquals(text, "open")) {
+        return FailPolicy::kOpen;
+    }
+    if (core::IEquals(text, "closed")) {
+        return FailPolicy::kClosed;
+    }
+    return std::nullopt;
+}
+
+std::string FormatResetDuration(int64_t ms) {
+    if (ms <= 0) {
+        return "0s";
+    }
+    if (ms < 1000) {
+        return std::to_string(ms) + "ms";
+    }
+    if (ms < kMinuteMs) {
+        std::string out = std::to_string(ms / 1000);
+        if (int64_t frac = ms % 1000; frac != 0) {
+            std::string f = std::to_string(frac);
+            f.insert(0, 3 - f.size(), '0');
+            while (!f.empty() && f.back() == '0') {
+                f.pop_back();
+            }
+            out += "." + f;
+        }
+        return out + "s";
+    }
+    const int64_t s = (ms + 999) / 1000;  // whole seconds, rounded up
+    std::string out;
+    if (s >= 3600) {
+        out += std::to_string(s / 3600) + "h";
+    }
+    out += std::to_string((s % 3600) / 60) + "m" + std::to_string(s % 60) + "s";
+    return out;
+}
+
+RateGate::RateGate(bus::Counters& counters,
+                   ConfigState& config,
+                   const core::Clock& clock,
+                   obs::Registry& metrics,
+                   FailPolicy on_error)
+    : counters_(counters),
+      config_(config),
+      clock_(clock),
+      on_error_(on_error),
+      rejections_(metrics.Counter("conduit_rate_limit_rejections_total",
+                                  "Requests refused by a virtual key's rate limit, by limit.",
+                                  {"limit"})),
+      engine_errors_(metrics.Counter(
+          "conduit_rate_limit_engine_errors_total",
+          "Rate-limit decisions the counters engine could not make (fail policy applied).")) {}
+
+std::vector<bus::RateLimit> RateGate::LimitsFor(const domain::VirtualKey& key) {
+    std::vector<bus::RateLimit> out;
+    const std::string base = "rl:vk:" + std::to_string(key.id) + ":";
+    if (key.rate_limit_rpm && *key.rate_limit_rpm > 0) {
+        out.push_back({base + "rpm", *key.rate_limit_rpm, kMinuteMs, 1});
+    }
+    if (key.rate_limit_rpd && *key.rate_limit_rpd > 0) {
+        out.push_back({base + "rpd", *key.rate_limit_rpd, kDayMs, 1});
+    }
+    return out;
+}
+
+net::Handler RateGate::Wrap(net::Handler inner) {
+    auto shared = std::make_shared<net::Handler>(std::move(inner));
+    return [this, shared](const net::ExchangePtr& ex) {
+        auto snapshot = config_.Get();
+        auto key =
+            snapshot->Authenticate(OpenAIProxy::PresentedKey(ex->request()), clock_.NowUnixMs());
+        if (!key) {
+            (*shared)(ex);  // the handler answers 401 in its own words
+            return;
+        }
+        Admit(ex, (*key)->key, [shared, ex] { (*shared)(ex); });
+    };
+}
+
+void RateGate::Admit(const net::ExchangePtr& ex,
+                     const domain::VirtualKey& key,
+                     std::function<void()> proceed) {
+    auto limits = LimitsFor(key);
+    if (limits.empty()) {
+        proceed();
+        return;
+    }
+    auto kept = std::make_shared<std::vector<bus::RateLimit>>(limits);
+    core::Loop* loop = &ex->loop();
+    const domain::Id key_id = key.id;
+    counters_.Acquire(std::move(limits), [this, ex, loop, kept, key_id,
+                                          proceed = std::move(proceed)](
+                                             core::Result<bus::RateDecision> r) mutable {
+        auto decide = [this, ex, kept, key_id, r = std::move(r),
+                       proceed = std::move(proceed)]() mutable {
+            if (ex->closed()) {
+                return;
+            }
+            if (!r) {
+                engine_errors_.Inc();
+                if (on_error_ == FailPolicy::kOpen) {
+                    spdlog::warn("rate limit of key {} not checked ({}); admitted (fail-open)",
+                                 key_id, r.error().message);
+                    proceed();
+                    return;
+                }
+                ex->Respond(ErrorResponse(core::Error::Make(
+                    core::ErrorCode::kUnavailable,
+                    "Rate limits cannot be checked right now; try again shortly.")));
+                return;
+            }
+            SetHeaders(ex->extra_headers(), *kept, r->states);
+            if (r->admitted) {
+                proceed();
+                return;
+            }
+            const auto& refused = (*kept)[static_cast<size_t>(r->denied_index)];
+            const bool daily = refused.window_ms == kDayMs;
+            rejections_.With({daily ? "rpd" : "rpm"}).Inc();
+            const int64_t retry_s =
+                r->retry_after_ms < 0 ? refused.window_ms / 1000 : (r->retry_after_ms + 999) / 1000;
+            ex->extra_headers().Set("Retry-After", std::to_string(std::max<int64_t>(1, retry_s)));
+            ex->Respond(ErrorResponse(core::Error::Make(
+                core::ErrorCode::kRateLimited,
+                "Rate limit reached for requests per " + std::string(daily ? "day" : "minute") +
+                    " (limit " + std::to_string(refused.limit) + "). Please try again in " +
+                    std::to_string(std::max<int64_t>(1, retry_s)) + "s.")));
+        };
+        if (loop->InLoopThread()) {
+            decide();
+        } else {
+            loop->Post(std::move(decide));
+        }
+    });
+}
+
+}  // namespace conduit::gateway

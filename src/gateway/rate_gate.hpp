@@ -1,0 +1,69 @@
+#pragma once
+
+#include "bus/counters.hpp"
+#include "core/clock.hpp"
+#include "domain/entities.hpp"
+#include "gateway/config_state.hpp"
+#include "net/exchange.hpp"
+#include "obs/metrics.hpp"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace conduit::gateway {
+
+/// What a request gets when the counters engine (Redis) cannot answer.
+enum class FailPolicy {
+    kOpen,    // admit (limits are briefly not enforced; the outage is counted and logged)
+    kClosed,  // refuse with 503
+};
+
+/// Parses "open" / "closed" (case-insensitive); nullopt otherwise. Pure.
+std::optional<FailPolicy> ParseFailPolicy(std::string_view text);
+
+/// Per-virtual-key request rate limits (specs/api.md: `rateLimitRpm`, `rateLimitRpd`) enforced
+/// in front of the `/v1` routes through the Counters port, so they hold across every instance
+/// sharing the engine.
+///
+/// Headers (OpenAI's names): every response of a limited key carries
+/// `x-ratelimit-limit-requests`, `x-ratelimit-remaining-requests`, `x-ratelimit-reset-requests`
+/// for the per-minute limit, and the same with the suffix `-day` (`x-ratelimit-limit-requests-day`
+/// ...) for the per-day limit; a refusal is `429 rate_limit_exceeded` with `Retry-After`
+/// (seconds, rounded up). A key without limits costs nothing (no counters call).
+class RateGate {
+public:
+    RateGate(bus::Counters& counters,
+             ConfigState& config,
+             const core::Clock& clock,
+             obs::Registry& metrics,
+             FailPolicy on_error);
+
+    /// The limits of `key`, in the order RPM, RPD (empty when it has none). Pure.
+    static std::vector<bus::RateLimit> LimitsFor(const domain::VirtualKey& key);
+
+    /// A handler that admits a request against its key's limits before running `inner`.
+    /// Requests without a valid key go straight to `inner` (which answers 401). Loop thread.
+    net::Handler Wrap(net::Handler inner);
+
+    /// Takes one request from `key`'s limits; runs `proceed` on ex's loop when admitted (with
+    /// the headers set on `ex`), else answers 429 (or 503 under a closed policy when the engine
+    /// failed). Loop thread of `ex`.
+    void Admit(const net::ExchangePtr& ex,
+               const domain::VirtualKey& key,
+               std::function<void()> proceed);
+
+private:
+    bus::Counters& counters_;
+    ConfigState& config_;
+    const core::Clock& clock_;
+    FailPolicy on_error_;
+    obs::CounterFamily& rejections_;  // conduit_rate_limit_rejections_total{limit}
+    obs::Counter& engine_errors_;     // conduit_rate_limit_engine_errors_total
+};
+
+/// Formats a duration the way OpenAI's x-ratelimit-reset-* headers do: "0s", "250ms", "1.5s",
+/// "6m0s", "2h3m4s". Pure.
+std::string FormatResetDuration(int64_t ms);
+
+}  // namespace conduit::gateway
