@@ -1,6 +1,7 @@
 // conduit-loadgen: a lean HTTP/1.1 load generator (epoll, keep-alive, closed or open loop).
 // Prints one JSON object on stdout and a short summary on stderr; see --help.
 
+#include "loadgen/hub_sessions.hpp"
 #include "loadgen/loadgen.hpp"
 #include "loadgen/self_test.hpp"
 
@@ -24,6 +25,7 @@ using namespace conduit::loadgen;
 constexpr const char* kUsage =
     "Usage: conduit-loadgen --url http://HOST:PORT/PATH [options]\n"
     "       conduit-loadgen --self-test\n"
+    "       conduit-loadgen hub|hub-announce|hub-merge ... (SignalR sessions; see hub --help)\n"
     "\n"
     "  --url URL             target (http:// only)\n"
     "  --method M            request method (default GET, or POST when a body is given)\n"
@@ -335,6 +337,18 @@ void RaiseFileLimit() {
 }  // namespace
 
 int main(int argc, char** argv) {
+    if (argc >= 2) {
+        const std::string_view sub = argv[1];
+        if (sub == "hub") {
+            return HubMain(argc - 2, argv + 2);
+        }
+        if (sub == "hub-announce") {
+            return HubAnnounceMain(argc - 2, argv + 2);
+        }
+        if (sub == "hub-merge") {
+            return HubMergeMain(argc - 2, argv + 2);
+        }
+    }
     Cli cli;
     std::string error;
     if (!ParseArgs(argc, argv, &cli, &error)) {

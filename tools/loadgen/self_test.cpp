@@ -1,6 +1,7 @@
 #include "loadgen/self_test.hpp"
 
 #include "loadgen/histogram.hpp"
+#include "loadgen/hub_wire.hpp"
 #include "loadgen/loadgen.hpp"
 #include "loadgen/response_parser.hpp"
 
@@ -272,6 +273,172 @@ void UrlTests() {
           "serialised request with a per-connection header");
 }
 
+/// RFC 6455 client framing, the response-head parser, the chunked decoder, the SSE splitter and
+/// the hub-record reader of the SignalR session mode.
+void HubWireTests() {
+    using namespace wire;
+    // Client frames: FIN + opcode, mask bit, the three length forms, the key, a masked payload
+    // that decodes (unmasked in place) back to the original.
+    for (size_t n :
+         {size_t{0}, size_t{5}, size_t{125}, size_t{126}, size_t{65535}, size_t{65536}}) {
+        std::string payload(n, 'x');
+        for (size_t i = 0; i < n; ++i) {
+            payload[i] = static_cast<char>('a' + i % 26);
+        }
+        std::string frame;
+        AppendClientFrame(frame, WsOpcode::kText, payload, 0x11223344u);
+        const size_t header = n < 126 ? 2 : n <= 0xFFFF ? 4 : 10;
+        const std::string label = "client frame of " + std::to_string(n) + " bytes";
+        Check(frame.size() == header + 4 + n, label + ": size");
+        Check(static_cast<uint8_t>(frame[0]) == 0x81, label + ": FIN + text");
+        Check((static_cast<uint8_t>(frame[1]) & 0x80) != 0, label + ": mask bit");
+        Check(frame.substr(header, 4) == std::string("\x11\x22\x33\x44", 4), label + ": key");
+        if (n >= 4) {
+            Check(frame[header + 4] == static_cast<char>('a' ^ 0x11) &&
+                      frame[header + 7] == static_cast<char>('d' ^ 0x44),
+                  label + ": payload masked");
+        }
+        WsFrame f;
+        size_t used = 0;
+        std::string error;
+        Check(DecodeFrame(frame.data(), frame.size() - 1, 1 << 20, &f, &used, &error) ==
+                  DecodeResult::kNeedMore,
+              label + ": one byte short needs more");
+        Check(DecodeFrame(frame.data(), frame.size(), 1 << 20, &f, &used, &error) ==
+                      DecodeResult::kFrame &&
+                  used == frame.size() && f.fin && f.opcode == 1 && f.payload == payload,
+              label + ": round trip");
+    }
+    {
+        // Unmasked server frames back to back: a 16-bit length text frame, then a ping.
+        std::string text(300, 'r');
+        std::string data = std::string("\x81\x7e\x01\x2c", 4) + text + std::string("\x89\x02hi", 4);
+        WsFrame f;
+        size_t used = 0;
+        std::string error;
+        Check(DecodeFrame(data.data(), data.size(), 1 << 20, &f, &used, &error) ==
+                      DecodeResult::kFrame &&
+                  used == 304 && f.payload.size() == 300,
+              "server text frame, 16-bit length");
+        Check(DecodeFrame(data.data() + used, data.size() - used, 1 << 20, &f, &used, &error) ==
+                      DecodeResult::kFrame &&
+                  f.opcode == 9 && f.payload == "hi",
+              "server ping");
+        std::string frag(
+            "\x01\x01"
+            "a\x80\x01"
+            "b",
+            6);  // text without FIN, then continuation
+        Check(DecodeFrame(frag.data(), frag.size(), 1 << 20, &f, &used, &error) ==
+                      DecodeResult::kFrame &&
+                  !f.fin && f.opcode == 1 && used == 3,
+              "fragment without FIN");
+        Check(DecodeFrame(frag.data() + 3, 3, 1 << 20, &f, &used, &error) == DecodeResult::kFrame &&
+                  f.fin && f.opcode == 0 && f.payload == "b",
+              "final continuation");
+        std::string bad_rsv("\xC1\x00", 2);
+        Check(DecodeFrame(bad_rsv.data(), 2, 1 << 20, &f, &used, &error) == DecodeResult::kError,
+              "reserved bit rejected");
+        std::string long_ping = std::string("\x89\x7e\x00\x80", 4) + std::string(128, 'p');
+        Check(DecodeFrame(long_ping.data(), long_ping.size(), 1 << 20, &f, &used, &error) ==
+                  DecodeResult::kError,
+              "control frame over 125 bytes rejected");
+        std::string big = std::string("\x82\x7f\x00\x00\x00\x01\x00\x00\x00\x00", 10);
+        Check(
+            DecodeFrame(big.data(), big.size(), 1 << 20, &f, &used, &error) == DecodeResult::kError,
+            "frame over the limit rejected");
+        std::string op3("\x83\x00", 2);
+        Check(DecodeFrame(op3.data(), 2, 1 << 20, &f, &used, &error) == DecodeResult::kError,
+              "unknown opcode rejected");
+    }
+    // Response heads.
+    {
+        HttpHead h;
+        std::string error;
+        const std::string up =
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+            "\x81\x03{}\x1e";
+        Check(ParseHead(up, &h, &error) == HeadResult::kComplete && h.status == 101 &&
+                  h.head_bytes == up.size() - 5 && !h.close,
+              "101 head");
+        Check(ParseHead(up.substr(0, 20), &h, &error) == HeadResult::kNeedMore, "partial head");
+        Check(ParseHead("HTTP/1.1 200 OK\r\ncontent-length:  42\r\nConnection: close\r\n\r\n", &h,
+                        &error) == HeadResult::kComplete &&
+                  h.content_length == 42 && h.close && !h.chunked,
+              "Content-Length and Connection: close");
+        Check(ParseHead("HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n", &h, &error) ==
+                      HeadResult::kComplete &&
+                  h.chunked && h.content_length == -1,
+              "chunked head");
+        Check(ParseHead("HTTP/1.1 2x0 OK\r\n\r\n", &h, &error) == HeadResult::kError,
+              "bad status rejected");
+        Check(ParseHead("HTTP/1.1 200 OK\r\nContent-Length: 1a\r\n\r\n", &h, &error) ==
+                  HeadResult::kError,
+              "bad Content-Length rejected");
+    }
+    // Chunked bodies, byte by byte and whole; a trailer; errors.
+    {
+        const std::string body =
+            "5;ext=1\r\nhello\r\n1a\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n"
+            "X-Trailer: 1\r\n\r\nNEXT";
+        ChunkedDecoder d;
+        std::string out;
+        size_t used = 0;
+        Check(d.Feed(body, out, &used) == ChunkedDecoder::Result::kDone &&
+                  out == "helloabcdefghijklmnopqrstuvwxyz" && used == body.size() - 4,
+              "chunked body whole");
+        d.Reset();
+        out.clear();
+        ChunkedDecoder::Result r = ChunkedDecoder::Result::kNeedMore;
+        size_t i = 0;
+        for (; i < body.size() && r == ChunkedDecoder::Result::kNeedMore; ++i) {
+            r = d.Feed(std::string_view(body).substr(i, 1), out, &used);
+        }
+        Check(r == ChunkedDecoder::Result::kDone && i == body.size() - 4 &&
+                  out == "helloabcdefghijklmnopqrstuvwxyz",
+              "chunked body byte by byte");
+        d.Reset();
+        Check(d.Feed("zz\r\n", out, &used) == ChunkedDecoder::Result::kError, "bad chunk size");
+        d.Reset();
+        Check(d.Feed("1\r\nab\r\n", out, &used) == ChunkedDecoder::Result::kError,
+              "chunk longer than its size");
+    }
+    // SSE: a comment, two events (CRLF and LF endings), a partial one left in the buffer.
+    {
+        std::string buf = ":\r\ndata: {}\x1e\r\n\r\ndata: {\"type\":6}\x1e\n\ndata: par";
+        std::string data;
+        Check(
+            TakeSseEvents(buf, data) == 2 && data == "{}\x1e{\"type\":6}\x1e" && buf == "data: par",
+            "SSE events: " + data);
+        buf += "t\r\ndata: two\r\n\r\n";
+        data.clear();
+        Check(TakeSseEvents(buf, data) == 1 && data == "part\ntwo" && buf.empty(),
+              "SSE multi-line event");
+    }
+    // Hub records.
+    {
+        RecordInfo hs = InspectRecord("{}", "bench:");
+        Check(hs.type == -1 && !hs.handshake_error && hs.stamp == -1, "handshake response");
+        Check(InspectRecord("{\"error\":\"Handshake was canceled.\"}", "bench:").handshake_error,
+              "handshake error");
+        Check(InspectRecord("{\"type\":6}", "bench:").type == 6, "ping");
+        RecordInfo inv = InspectRecord(
+            "{\"type\":1,\"target\":\"SystemAnnouncement\",\"arguments\":[\"bench:"
+            "1795878759519435500\",\"info\"]}",
+            "bench:");
+        Check(inv.type == 1 && inv.target == "SystemAnnouncement" &&
+                  inv.stamp == 1795878759519435500LL,
+              "invocation with a stamp");
+        RecordInfo js =
+            InspectRecord("{\"target\":\"X\",\"arguments\":[\"no stamp\"],\"type\":1}", "bench:");
+        Check(js.type == 1 && js.target == "X" && js.stamp == -1, "JS field order, no stamp");
+        Check(JsonStringField("{\"a\":\"x\\\"y\",\"b\":\"z\"}", "a") == "x\\\"y" &&
+                  JsonStringField("{\"a\":\"x\\\"y\",\"b\":\"z\"}", "b") == "z" &&
+                  JsonStringField("{\"a\":1}", "a").empty(),
+              "JSON string fields");
+    }
+}
+
 }  // namespace
 
 int RunSelfTest() {
@@ -279,6 +446,7 @@ int RunSelfTest() {
     ParserTests();
     HistogramTests();
     UrlTests();
+    HubWireTests();
     if (g_failures == 0) {
         std::fprintf(stderr, "self-test passed (%d checks)\n", g_checks);
         return 0;
