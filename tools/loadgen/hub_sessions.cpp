@@ -876,6 +876,17 @@ void Engine::HandleRecords(Session& s, size_t i, std::string_view data, int64_t 
                 return;
             }
             Connected(s);
+            if (!o_.invoke.empty()) {
+                const std::string call = "{\"type\":1,\"invocationId\":\"0\",\"target\":\"" +
+                                         o_.invoke + "\",\"arguments\":" + o_.invoke_args + "}\x1e";
+                if (o_.transport == HubTransport::kWebSockets) {
+                    std::string frame;
+                    wire::AppendClientFrame(frame, WsOpcode::kText, call, NextMask());
+                    Send(s, i, false, frame);
+                } else {
+                    QueuePost(s, i, call);
+                }
+            }
             continue;
         }
         if (s.phase != Phase::kConnected) {
@@ -1148,6 +1159,8 @@ constexpr const char* kHubUsage =
     "  --skip-negotiate        WebSockets without negotiate (plain upgrade at the URL)\n"
     "  --target NAME           invocation target measured (default SystemAnnouncement)\n"
     "  --stamp-prefix P        the send stamp follows P in the message (default bench:)\n"
+    "  --invoke M              invoke hub method M once after the handshake (e.g. a subscribe)\n"
+    "  --invoke-args JSON      its arguments as a JSON array (default [])\n"
     "  --clock realtime|monotonic  clock of the stamps (default realtime)\n"
     "  --hold S                seconds to stay connected after the ramp (default 30)\n"
     "  --expect N              end once every live session received N target messages\n"
@@ -1264,6 +1277,12 @@ int HubMain(int argc, char** argv) {
             }
         } else if (name == "--target") {
             o.target = v;
+        } else if (name == "--invoke") {
+            o.invoke = v;
+        } else if (name == "--invoke-args") {
+            if (v.empty() || v.front() != '[' || v.back() != ']')
+                return bad("--invoke-args needs a JSON array");
+            o.invoke_args = v;
         } else if (name == "--stamp-prefix") {
             o.stamp_prefix = v;
         } else if (name == "--clock") {

@@ -26,8 +26,12 @@ struct HubOptions {
     bool skip_negotiate = false;                // WebSockets only: upgrade without negotiate
     std::string target = "SystemAnnouncement";  // invocations measured
     std::string stamp_prefix = "bench:";        // stamp = digits after this in the record
-    double hold_s = 30.0;                       // after the ramp, stay connected at most this long
-    int expect = 0;  // end early once every live session got this many target messages
+    /// Hub method invoked once right after the handshake (empty = none), with this JSON array of
+    /// arguments (e.g. SubscribeToTaskType ["image"] on /hubs/tasks).
+    std::string invoke;
+    std::string invoke_args = "[]";
+    double hold_s = 30.0;  // after the ramp, stay connected at most this long
+    int expect = 0;        // end early once every live session got this many target messages
     int64_t connect_timeout_ms = 30000;  // start → handshake response
     std::string samples_file;            // "stamp_ns kernel_latency_ns user_latency_ns" per message
     std::string ready_file;              // written (JSON) once every session is connected or failed
