@@ -9,7 +9,7 @@ PKGS=(
   libyaml-cpp-dev libcli11-dev libexpected-dev libjemalloc-dev
   libhiredis-dev libpq-dev librabbitmq-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  clang-format nodejs
+  clang-format nodejs chromium
 )
 missing=()
 for p in "${PKGS[@]}"; do
