@@ -1,6 +1,7 @@
 #pragma once
 
 #include "core/money.hpp"
+#include "domain/routing.hpp"
 
 #include <cstdint>
 #include <optional>
@@ -161,6 +162,8 @@ struct RequestLogRow {
 
 /// Everything the request path needs, loaded at once to build a snapshot.
 struct ConfigData {
+    /// Router settings (a setting row, not a table; defaults when absent).
+    RouterConfig router;
     std::vector<VirtualKeyGroup> groups;
     std::vector<VirtualKey> keys;
     std::vector<Provider> providers;

@@ -98,6 +98,7 @@ std::shared_ptr<const Snapshot> Snapshot::Build(const ConfigData& data,
     static std::atomic<uint64_t> next_uid{1};
     auto snap = std::make_shared<Snapshot>();
     snap->version_ = version;
+    snap->router_ = data.router;
     snap->uid_ = next_uid.fetch_add(1, std::memory_order_relaxed);
     for (const auto& g : data.groups) {
         snap->groups_.emplace(g.id, g);
@@ -115,16 +116,20 @@ std::shared_ptr<const Snapshot> Snapshot::Build(const ConfigData& data,
     for (const auto& p : data.providers) {
         providers.emplace(p.id, &p);
     }
-    // The key used for each provider: enabled primary first, else the first enabled key.
-    std::unordered_map<Id, const ProviderKey*> chosen_key;
+    // Each provider's usable keys: enabled ones, primary first, then by id.
+    std::unordered_map<Id, std::vector<const ProviderKey*>> provider_keys;
     for (const auto& k : data.provider_keys) {
-        if (!k.is_enabled) {
-            continue;
+        if (k.is_enabled) {
+            provider_keys[k.provider_id].push_back(&k);
         }
-        auto it = chosen_key.find(k.provider_id);
-        if (it == chosen_key.end() || (k.is_primary && !it->second->is_primary)) {
-            chosen_key[k.provider_id] = &k;
-        }
+    }
+    for (auto& [pid, list] : provider_keys) {
+        std::stable_sort(list.begin(), list.end(), [](const ProviderKey* a, const ProviderKey* b) {
+            if (a->is_primary != b->is_primary) {
+                return a->is_primary;
+            }
+            return a->id < b->id;
+        });
     }
     // Cost per mapping: highest priority, then the newest.
     std::unordered_map<Id, const ModelCost*> cost_for_mapping;
@@ -149,37 +154,60 @@ std::shared_ptr<const Snapshot> Snapshot::Build(const ConfigData& data,
         Deployment d;
         d.mapping = m;
         d.provider = *pit->second;
-        std::string base = pit->second->base_url;
-        if (auto kit = chosen_key.find(m.provider_id); kit != chosen_key.end()) {
-            const ProviderKey* pk = kit->second;
-            auto plain = box.Open(pk->api_key_sealed);
-            if (!plain) {
-                if (warnings != nullptr) {
-                    warnings->push_back("provider key " + std::to_string(pk->id) +
-                                        " cannot be decrypted (wrong encryption key?)");
+        std::string provider_base = pit->second->base_url;
+        if (provider_base.empty()) {
+            provider_base = std::string(DefaultBaseUrl(pit->second->type));
+        }
+        bool has_keys = false;
+        if (auto kit = provider_keys.find(m.provider_id); kit != provider_keys.end()) {
+            has_keys = !kit->second.empty();
+            for (const ProviderKey* pk : kit->second) {
+                auto plain = box.Open(pk->api_key_sealed);
+                if (!plain) {
+                    if (warnings != nullptr) {
+                        warnings->push_back("provider key " + std::to_string(pk->id) +
+                                            " cannot be decrypted (wrong encryption key?)");
+                    }
+                    continue;
                 }
-                continue;
-            }
-            d.provider_key_id = pk->id;
-            d.api_key = std::move(*plain);
-            d.organization = pk->organization;
-            if (!pk->base_url.empty()) {
-                base = pk->base_url;
+                std::string base = pk->base_url.empty() ? provider_base : pk->base_url;
+                if (base.empty()) {
+                    continue;  // reported below when no credential is left
+                }
+                Credential c;
+                c.provider_key_id = pk->id;
+                c.api_key = std::move(*plain);
+                c.base_url = StripSlash(std::move(base));
+                c.organization = pk->organization;
+                if (!c.api_key.empty()) {
+                    c.authorization = "Bearer " + c.api_key;
+                }
+                d.credentials.push_back(std::move(c));
             }
         }
-        if (base.empty()) {
-            base = std::string(DefaultBaseUrl(pit->second->type));
-        }
-        if (base.empty()) {
+        if (has_keys && d.credentials.empty()) {
             if (warnings != nullptr) {
                 warnings->push_back("mapping " + std::to_string(m.id) + " (" + m.model_alias +
-                                    "): provider has no base URL");
+                                    "): no usable provider key");
             }
             continue;
         }
-        d.base_url = StripSlash(std::move(base));
-        if (!d.api_key.empty()) {
-            d.authorization = "Bearer " + d.api_key;
+        if (!d.credentials.empty()) {
+            const Credential& first = d.credentials.front();
+            d.provider_key_id = first.provider_key_id;
+            d.api_key = first.api_key;
+            d.base_url = first.base_url;
+            d.organization = first.organization;
+            d.authorization = first.authorization;
+        } else {
+            if (provider_base.empty()) {
+                if (warnings != nullptr) {
+                    warnings->push_back("mapping " + std::to_string(m.id) + " (" + m.model_alias +
+                                        "): provider has no base URL");
+                }
+                continue;
+            }
+            d.base_url = StripSlash(std::move(provider_base));
         }
         if (auto cit = cost_for_mapping.find(m.id); cit != cost_for_mapping.end()) {
             d.cost = *cit->second;

@@ -16,15 +16,28 @@
 namespace conduit::domain {
 
 /// A resolved, ready-to-call provider deployment for a model alias.
+/// One usable provider key of a deployment (plaintext in memory only).
+struct Credential {
+    Id provider_key_id = 0;
+    std::string api_key;
+    std::string base_url;  // effective base URL, no trailing slash (".../v1")
+    std::string organization;
+    std::string authorization;  // "Bearer <api_key>", built once
+};
+
 struct Deployment {
     ModelMapping mapping;
     Provider provider;
+    // The first credential (the primary key when enabled), or no key at all:
     Id provider_key_id = 0;  // 0 when the provider has no key (e.g. a local server)
     std::string api_key;     // plaintext, memory only
     std::string base_url;    // effective base URL, no trailing slash (".../v1")
     std::string organization;
     std::optional<ModelCost> cost;
     std::string authorization;  // "Bearer <api_key>" (empty without a key), built once
+    /// Every enabled, decryptable key of the provider: primary first, then by id (key
+    /// failover). Empty when the provider has no key.
+    std::vector<Credential> credentials;
 };
 
 /// A virtual key as the request path sees it.
@@ -71,6 +84,9 @@ public:
     /// The group a key belongs to, if it exists.
     const VirtualKeyGroup* FindGroup(Id group_id) const;
 
+    /// Router settings (strategies, fallbacks, retries).
+    const RouterConfig& router() const { return router_; }
+
     uint64_t version() const { return version_; }
     size_t key_count() const { return keys_by_hash_.size(); }
 
@@ -82,6 +98,7 @@ private:
     std::unordered_map<std::string, std::vector<Deployment>> deployments_;  // lowercase alias
     std::unordered_map<Id, VirtualKeyGroup> groups_;
     std::vector<ModelInfo> models_;  // every alias with a deployment, sorted
+    RouterConfig router_;
 };
 
 using SnapshotPtr = std::shared_ptr<const Snapshot>;

@@ -1,5 +1,7 @@
 #include "gateway/config_state.hpp"
 
+#include "gateway/routing.hpp"
+
 #include <spdlog/spdlog.h>
 
 namespace conduit::gateway {
@@ -32,6 +34,17 @@ core::Result<void> ConfigState::ReloadOnExecutor() {
         return tl::unexpected(data.error());
     }
     std::vector<std::string> warnings;
+    auto router = store_.GetSetting(kRouterSetting);
+    if (!router) {
+        return tl::unexpected(router.error());
+    }
+    if (*router) {
+        if (auto parsed = ParseRouterConfig(**router)) {
+            data->router = std::move(*parsed);
+        } else {
+            warnings.push_back("router configuration ignored: " + parsed.error().message);
+        }
+    }
     uint64_t next = version_.load() + 1;
     auto snap = domain::Snapshot::Build(*data, box_, next, &warnings);
     for (const auto& w : warnings) {

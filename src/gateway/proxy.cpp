@@ -94,6 +94,17 @@ struct ProxyCall : std::enable_shared_from_this<ProxyCall> {
     int64_t images_requested = 1;
     size_t request_bytes = 0;
 
+    // Routing: the deployments to try in order, the current one (`deployment`) and its key.
+    std::vector<const domain::Deployment*> plan;
+    size_t plan_pos = 0;
+    size_t credential = 0;  // index into deployment->credentials
+    int attempts = 0;       // upstream calls started
+    bool acquired = false;  // the current deployment's breaker admitted this attempt
+    json::PeekedRequest peek;
+    bool force_usage = false;
+    DeploymentHealth* health = nullptr;
+    core::TimerPtr backoff;
+
     http_client::CallPtr call;
     json::SseScanner scanner;
     int upstream_status = 0;
@@ -106,7 +117,15 @@ struct ProxyCall : std::enable_shared_from_this<ProxyCall> {
     int64_t content_events = 0;
     int64_t upstream_started_ns = 0;
 
+    /// Starts the next attempt: the first deployment of the plan (from plan_pos) whose breaker
+    /// admits it. False when none is left.
+    bool Launch();
     void Start(std::string upstream_body);
+    /// After a failed attempt that may be retried: starts the next one (now, or after a
+    /// backoff when the same deployment is tried again) and returns true; false when the
+    /// failure is final.
+    bool Retry(bool key_rejected, bool timed_out);
+    void ReleaseAttempt();
     void OnHeaders(int status, net::Headers headers);
     bool OnData(std::string_view data);
     void OnDone(const http_client::Outcome& outcome);
@@ -117,21 +136,61 @@ struct ProxyCall : std::enable_shared_from_this<ProxyCall> {
     int64_t OverheadUs(int64_t upstream_wait_ns) const;
 };
 
+bool ProxyCall::Launch() {
+    const int64_t now = SteadyNowMs();
+    while (plan_pos < plan.size() && !health->TryAcquire(*plan[plan_pos], now)) {
+        ++plan_pos;  // its breaker opened, or its half-open probe is taken
+        credential = 0;
+    }
+    if (plan_pos >= plan.size()) {
+        return false;
+    }
+    deployment = plan[plan_pos];
+    acquired = true;
+    ++attempts;
+    if (attempts > 1) {
+        ex->extra_headers().Set("X-Conduit-Attempts", std::to_string(attempts));
+    }
+    upstream_status = 0;
+    upstream_headers = net::Headers{};
+    body.clear();
+    body_overflow = false;
+    finished = false;
+    usage = json::Usage{};
+    content_events = 0;
+    scanner = json::SseScanner{};
+    Start(json::RewriteForUpstream(ex->request().body, peek, deployment->mapping.provider_model_id,
+                                   force_usage));
+    return true;
+}
+
+void ProxyCall::ReleaseAttempt() {
+    if (acquired) {
+        acquired = false;
+        health->Release(*deployment);
+    }
+}
+
 void ProxyCall::Start(std::string upstream_body) {
     const domain::Deployment& d = *deployment;
+    const domain::Credential* cred =
+        credential < d.credentials.size() ? &d.credentials[credential] : nullptr;
+    const std::string& base_url = cred != nullptr ? cred->base_url : d.base_url;
+    const std::string& authorization = cred != nullptr ? cred->authorization : d.authorization;
+    const std::string& organization = cred != nullptr ? cred->organization : d.organization;
     http_client::Request req;
     req.method = "POST";
     std::string_view path = UpstreamPath(kind);
-    req.url.reserve(d.base_url.size() + path.size());
-    req.url.append(d.base_url).append(path);
+    req.url.reserve(base_url.size() + path.size());
+    req.url.append(base_url).append(path);
     req.headers.reserve(5);
     req.headers.Add("Content-Type", "application/json");
     req.headers.Add("Accept", stream ? "text/event-stream" : "application/json");
-    if (!d.authorization.empty()) {
-        req.headers.Add("Authorization", d.authorization);
+    if (!authorization.empty()) {
+        req.headers.Add("Authorization", authorization);
     }
-    if (!d.organization.empty()) {
-        req.headers.Add("OpenAI-Organization", d.organization);
+    if (!organization.empty()) {
+        req.headers.Add("OpenAI-Organization", organization);
     }
     if (auto rid = ex->extra_headers().Get("X-Request-Id"); !rid.empty()) {
         req.headers.Add("X-Request-Id", std::string(rid));
@@ -172,6 +231,73 @@ int64_t ProxyCall::OverheadUs(int64_t upstream_wait_ns) const {
     return overhead < 0 ? 0 : overhead / 1000;
 }
 
+bool ProxyCall::Retry(bool key_rejected, bool timed_out) {
+    const auto& router = snapshot->router();
+    if (attempts > router.max_retries) {
+        return false;
+    }
+    if (key_rejected && credential + 1 < deployment->credentials.size()) {
+        // Same deployment, next key (primary first): at once.
+        ReleaseAttempt();
+        ++credential;
+        if (!health->TryAcquire(*deployment, SteadyNowMs())) {
+            return false;
+        }
+        acquired = true;
+        ++attempts;
+        ex->extra_headers().Set("X-Conduit-Attempts", std::to_string(attempts));
+        upstream_status = 0;
+        upstream_headers = net::Headers{};
+        body.clear();
+        finished = false;
+        Start(json::RewriteForUpstream(ex->request().body, peek,
+                                       deployment->mapping.provider_model_id, force_usage));
+        return true;
+    }
+    ReleaseAttempt();
+    if (plan_pos + 1 < plan.size()) {
+        // Another deployment (or a fallback model): at once.
+        ++plan_pos;
+        credential = 0;
+        return Launch();
+    }
+    if (timed_out || key_rejected) {
+        // The only deployment left timed out (another wait would double the client's) or has
+        // no working key.
+        return false;
+    }
+    // The same deployment again, after a backoff (connect error, 429, 5xx).
+    const int n = attempts;  // 1 before the second attempt
+    int64_t delay = router.retry_base_delay_ms;
+    for (int i = 1; i < n && delay < router.retry_max_delay_ms; ++i) {
+        delay *= 2;
+    }
+    delay = std::min(delay, router.retry_max_delay_ms);
+    credential = 0;
+    std::weak_ptr<ProxyCall> weak = shared_from_this();
+    finished = false;  // the client may still leave during the wait (OnClientGone)
+    call.reset();
+    backoff = ex->loop().StartTimer(std::chrono::milliseconds(delay), [weak] {
+        auto self = weak.lock();
+        if (!self || self->finished || self->ex->closed()) {
+            return;
+        }
+        self->backoff.reset();
+        if (!self->Launch()) {
+            self->finished = true;
+            self->ex->Respond(
+                ErrorResponse({ErrorCode::kUnavailable,
+                               "The upstream provider '" + self->deployment->provider.name +
+                                   "' is unavailable (circuit open); try again later.",
+                               ""}));
+            self->Record(503);
+        }
+    });
+    // Keep the call alive during the wait (the timer holds only a weak reference).
+    ex->SetOnClose([self = shared_from_this()] { self->OnClientGone(); });
+    return true;
+}
+
 void ProxyCall::OnHeaders(int status, net::Headers headers) {
     upstream_status = status;
     upstream_headers = std::move(headers);
@@ -182,6 +308,12 @@ void ProxyCall::OnHeaders(int status, net::Headers headers) {
     int64_t sent = t.sent_ns != 0 ? t.sent_ns : upstream_started_ns;
     int64_t arrived = t.first_byte_ns != 0 ? t.first_byte_ns : core::SystemClock::SteadyNowNs();
     int64_t overhead_us = OverheadUs(arrived - sent);
+    // The stream is committed: this attempt succeeded (latency = time to the first byte).
+    if (acquired) {
+        acquired = false;
+        health->Record(*deployment, true, static_cast<double>(arrived - upstream_started_ns) / 1e6,
+                       SteadyNowMs());
+    }
     deps.metrics.overhead.Observe(static_cast<double>(overhead_us) / 1e6);
     net::Headers h;
     h.Add("Content-Type", "text/event-stream; charset=utf-8");
@@ -279,6 +411,41 @@ void ProxyCall::OnDone(const http_client::Outcome& outcome) {
         return;  // recorded in OnClientGone
     }
     if (!began_stream) {
+        using http_client::Failure;
+        const bool transport = outcome.failure == Failure::kConnect ||
+                               outcome.failure == Failure::kTimeout ||
+                               outcome.failure == Failure::kOther;
+        const int status = upstream_status;
+        const bool key_rejected = outcome.failure == Failure::kNone && !body_overflow &&
+                                  (status == 401 || status == 403) &&
+                                  credential < deployment->credentials.size();
+        const bool retryable = transport || (outcome.failure == Failure::kNone && !body_overflow &&
+                                             (status == 429 || status >= 500));
+        if (key_rejected) {
+            const auto& cred = deployment->credentials[credential];
+            spdlog::warn("provider '{}' rejected key #{} with HTTP {}", deployment->provider.name,
+                         cred.provider_key_id, status);
+            if (deps.on_key_rejected) {
+                deps.on_key_rejected(cred.provider_key_id, status);
+            }
+        }
+        if (acquired) {
+            // A rejected key is the key's fault, not the deployment's, while other keys remain.
+            const bool keys_left = key_rejected && credential + 1 < deployment->credentials.size();
+            if (!keys_left) {
+                acquired = false;
+                const int64_t last =
+                    outcome.last_read_ns != 0 ? outcome.last_read_ns : outcome.finished_ns;
+                health->Record(*deployment, !(retryable || key_rejected),
+                               static_cast<double>(last - upstream_started_ns) / 1e6,
+                               SteadyNowMs());
+            }
+        }
+        if ((retryable || key_rejected) &&
+            Retry(key_rejected, outcome.failure == Failure::kTimeout)) {
+            return;
+        }
+        ReleaseAttempt();
         RespondBuffered(outcome);
         return;
     }
@@ -363,9 +530,14 @@ void ProxyCall::OnClientGone() {
         return;
     }
     finished = true;
+    if (backoff) {
+        backoff->Cancel();
+        backoff.reset();
+    }
     if (call) {
         call->Cancel();  // releases the upstream connection now
     }
+    ReleaseAttempt();
     deps.metrics.streams_aborted.Inc();
     Record(499);
 }
@@ -417,6 +589,13 @@ void ProxyCall::Record(int status) {
 }
 
 }  // namespace
+
+OpenAIProxy::OpenAIProxy(ProxyDeps deps) : deps_(std::move(deps)) {
+    if (deps_.health == nullptr) {
+        own_registry_ = std::make_unique<obs::Registry>();
+        own_health_ = std::make_unique<DeploymentHealth>(domain::BreakerOptions{}, *own_registry_);
+    }
+}
 
 std::string_view OpenAIProxy::PresentedKey(const net::Request& req) {
     auto bearer = req.BearerToken();
@@ -484,10 +663,22 @@ void OpenAIProxy::Proxy(const net::ExchangePtr& ex, Kind kind) {
         return;
     }
 
+    DeploymentHealth& health = deps_.health != nullptr ? *deps_.health : *own_health_;
+    auto plan = PlanRoute(*snapshot, **key, *peek->model, health, SteadyNowMs());
+    if (plan.empty()) {
+        ex->extra_headers().Set("Retry-After", "5");
+        Fail(ex, ErrorCode::kUnavailable,
+             "Every deployment of the model '" + *peek->model +
+                 "' is unavailable (circuit open); try again shortly.");
+        return;
+    }
+
     auto pc = std::make_shared<ProxyCall>(deps_, ex);
     pc->snapshot = std::move(snapshot);
     pc->key = *key;
-    pc->deployment = *deployment;
+    pc->deployment = plan.front();
+    pc->plan = std::move(plan);
+    pc->health = &health;
     pc->kind = kind;
     pc->stream = (kind == Kind::kChat || kind == Kind::kCompletion) && peek->stream.value_or(false);
     pc->client_wants_usage = peek->include_usage.value_or(false);
@@ -495,9 +686,15 @@ void OpenAIProxy::Proxy(const net::ExchangePtr& ex, Kind kind) {
     pc->request_bytes = req.body.size();
     // Streams always ask the provider for usage (for billing); the extra chunk is dropped again
     // if the client did not ask for it.
-    bool force_usage = pc->stream && json::NeedsIncludeUsage(*peek);
-    pc->Start(json::RewriteForUpstream(req.body, *peek, pc->deployment->mapping.provider_model_id,
-                                       force_usage));
+    pc->force_usage = pc->stream && json::NeedsIncludeUsage(*peek);
+    pc->peek = std::move(*peek);
+    if (!pc->Launch()) {
+        // Every breaker closed between planning and now (another request took the probe).
+        ex->extra_headers().Set("Retry-After", "5");
+        Fail(ex, ErrorCode::kUnavailable,
+             "Every deployment of the model '" + pc->deployment->mapping.model_alias +
+                 "' is unavailable (circuit open); try again shortly.");
+    }
 }
 
 void OpenAIProxy::ListModels(const net::ExchangePtr& ex) {

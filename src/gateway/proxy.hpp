@@ -4,6 +4,7 @@
 #include "gateway/balance_book.hpp"
 #include "gateway/config_state.hpp"
 #include "gateway/metrics.hpp"
+#include "gateway/routing.hpp"
 #include "gateway/spend_recorder.hpp"
 #include "http_client/client.hpp"
 #include "net/exchange.hpp"
@@ -27,6 +28,11 @@ struct ProxyDeps {
     size_t max_upstream_body_bytes = 64 << 20;
     /// Unwritten bytes towards a client above which the upstream is paused (backpressure).
     size_t stream_high_water_bytes = 256 << 10;
+    /// Circuit breakers and latency of the deployments (null: the proxy keeps its own).
+    DeploymentHealth* health = nullptr;
+    /// A provider key was answered with 401/403 (the caller disables and reports it). Runs on
+    /// the exchange's loop; must not block.
+    std::function<void(domain::Id provider_key_id, int status)> on_key_rejected;
 };
 
 /// The OpenAI-compatible routes of specs/api.md §3. Handlers translate HTTP into calls on the
@@ -34,7 +40,7 @@ struct ProxyDeps {
 /// loop thread and never block.
 class OpenAIProxy {
 public:
-    explicit OpenAIProxy(ProxyDeps deps) : deps_(std::move(deps)) {}
+    explicit OpenAIProxy(ProxyDeps deps);
 
     void ChatCompletions(const net::ExchangePtr& ex);
     void Completions(const net::ExchangePtr& ex);
@@ -51,6 +57,8 @@ public:
 private:
     void Proxy(const net::ExchangePtr& ex, Kind kind);
     ProxyDeps deps_;
+    std::unique_ptr<obs::Registry> own_registry_;   // when deps.health is null
+    std::unique_ptr<DeploymentHealth> own_health_;  // when deps.health is null
 };
 
 }  // namespace conduit::gateway

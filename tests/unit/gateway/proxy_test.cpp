@@ -38,6 +38,7 @@ protected:
         p.type = domain::ProviderType::kOpenAICompatible;
         p.base_url = "http://upstream.test/v1";
         auto prov = *store_->CreateProvider(p);
+        provider_ = prov;
         domain::ProviderKey pk;
         pk.provider_id = prov.id;
         pk.api_key_sealed = box_.Seal("sk-provider");
@@ -74,6 +75,61 @@ protected:
         return k;
     }
 
+    /// Stores a router configuration and rebuilds the snapshot.
+    void SetRouter(const std::string& json) {
+        ASSERT_TRUE(store_->PutSetting(kRouterSetting, json));
+        ASSERT_TRUE(config_->ReloadOnExecutor());
+    }
+    /// Adds a provider (with `keys` API keys, the first primary) and a mapping of `alias` to it.
+    domain::Provider AddDeployment(const std::string& name,
+                                   const std::string& alias,
+                                   int priority,
+                                   int keys = 1) {
+        domain::Provider p;
+        p.name = name;
+        p.type = domain::ProviderType::kOpenAICompatible;
+        p.base_url = "http://" + name + ".test/v1";
+        auto prov = *store_->CreateProvider(p);
+        for (int i = 0; i < keys; ++i) {
+            domain::ProviderKey pk;
+            pk.provider_id = prov.id;
+            pk.api_key_sealed = box_.Seal("sk-" + name + "-" + std::to_string(i));
+            pk.is_primary = i == 0;
+            EXPECT_TRUE(store_->CreateProviderKey(pk));
+        }
+        domain::ModelMapping m;
+        m.model_alias = alias;
+        m.provider_model_id = name + "-model";
+        m.provider_id = prov.id;
+        m.priority = priority;
+        EXPECT_TRUE(store_->CreateMapping(m));
+        EXPECT_TRUE(config_->ReloadOnExecutor());
+        return prov;
+    }
+    /// Rebuilds the proxy with shared breakers (small window) and a key-rejection hook.
+    void UseHealth(domain::BreakerOptions o) {
+        health_ = std::make_unique<DeploymentHealth>(o, registry_);
+        ProxyDeps deps{*config_,
+                       book_,
+                       *spend_,
+                       [this](size_t) -> http_client::Client& { return client_; },
+                       http_client::Timeouts{},
+                       metrics_,
+                       core::SystemClock::Instance()};
+        deps.health = health_.get();
+        deps.on_key_rejected = [this](domain::Id id, int status) {
+            rejected_.emplace_back(id, status);
+        };
+        proxy_ = std::make_unique<OpenAIProxy>(std::move(deps));
+    }
+    static void Answer(FakeHttpClient::FakeCall& call, int status, std::string_view body) {
+        net::Headers h;
+        h.Add("Content-Type", "application/json");
+        call.Headers(status, h);
+        call.Data(body);
+        call.Done();
+    }
+
     std::shared_ptr<FakeExchange> Post(std::string body, const std::string& key) {
         net::Headers h;
         h.Add("Authorization", "Bearer " + key);
@@ -98,6 +154,9 @@ protected:
     FakeHttpClient client_;
     FakeLoop loop_;
     std::unique_ptr<OpenAIProxy> proxy_;
+    std::unique_ptr<DeploymentHealth> health_;
+    std::vector<std::pair<domain::Id, int>> rejected_;
+    domain::Provider provider_;
     domain::VirtualKeyGroup group_, empty_group_;
     std::string key_, restricted_key_, broke_key_;
 };
@@ -207,6 +266,7 @@ TEST_F(ProxyTest, UpstreamErrorsMapToGatewayStatuses) {
         {0, http_client::Failure::kTimeout, 504, "upstream_timeout"},
         {500, http_client::Failure::kNone, 502, "upstream_error"},
     };
+    SetRouter(R"({"maxRetries":0})");  // the final answer of one attempt (retries: below)
     for (const auto& c : cases) {
         auto ex = Post(kChat, key_);
         proxy_->ChatCompletions(ex);
@@ -223,6 +283,7 @@ TEST_F(ProxyTest, UpstreamErrorsMapToGatewayStatuses) {
 }
 
 TEST_F(ProxyTest, Upstream4xxPassesThroughWithStatusAndBody) {
+    SetRouter(R"({"maxRetries":0})");
     auto ex = Post(kStreamChat, key_);
     proxy_->ChatCompletions(ex);
     auto& call = *client_.calls.back();
@@ -317,6 +378,160 @@ TEST_F(ProxyTest, ModelsListsOnlyAllowedAliases) {
     ex3->request().path_params = {"nope"};
     proxy_->GetModel(ex3);
     EXPECT_EQ(ex3->status(), 404);
+}
+
+constexpr const char* kOk =
+    R"({"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15}})";
+
+TEST_F(ProxyTest, ConnectFailureMovesToTheNextDeploymentAtOnce) {
+    AddDeployment("backup", "gpt-test", -1);
+    auto ex = Post(kChat, key_);
+    proxy_->ChatCompletions(ex);
+    ASSERT_EQ(client_.calls.size(), 1u);
+    EXPECT_EQ(client_.calls[0]->request.url, "http://upstream.test/v1/chat/completions");
+    client_.calls[0]->Done(http_client::Failure::kConnect, "refused");
+    ASSERT_EQ(client_.calls.size(), 2u);  // no backoff to another deployment
+    EXPECT_EQ(client_.calls[1]->request.url, "http://backup.test/v1/chat/completions");
+    EXPECT_NE(client_.calls[1]->request.body.find("backup-model"), std::string::npos);
+    Answer(*client_.calls[1], 200, kOk);
+    EXPECT_EQ(ex->status(), 200);
+    EXPECT_EQ(ex->extra_headers().Get("X-Conduit-Attempts"), "2");
+    auto logs = FlushedLogs();
+    ASSERT_EQ(logs.size(), 1u);  // billed once, for the deployment that answered
+    EXPECT_EQ(logs[0].provider_model, "backup-model");
+}
+
+TEST_F(ProxyTest, SameDeploymentIsRetriedAfterABackoffAndGivesUpAfterMaxRetries) {
+    SetRouter(R"({"maxRetries":2,"retryBaseDelayMs":100,"retryMaxDelayMs":1000})");
+    auto ex = Post(kChat, key_);
+    proxy_->ChatCompletions(ex);
+    Answer(*client_.calls[0], 503, R"({"error":"busy"})");
+    EXPECT_EQ(client_.calls.size(), 1u);  // waiting
+    loop_.AdvanceBy(std::chrono::milliseconds(99));
+    EXPECT_EQ(client_.calls.size(), 1u);
+    loop_.AdvanceBy(std::chrono::milliseconds(1));
+    ASSERT_EQ(client_.calls.size(), 2u);
+    Answer(*client_.calls[1], 429, R"({"error":"slow"})");
+    loop_.AdvanceBy(std::chrono::milliseconds(199));
+    EXPECT_EQ(client_.calls.size(), 2u);  // 200 ms the second time
+    loop_.AdvanceBy(std::chrono::milliseconds(1));
+    ASSERT_EQ(client_.calls.size(), 3u);
+    Answer(*client_.calls[2], 500, R"({"error":"internal"})");
+    EXPECT_EQ(client_.calls.size(), 3u);  // 1 + maxRetries
+    EXPECT_EQ(ex->status(), 502);
+    EXPECT_EQ(ex->extra_headers().Get("X-Conduit-Attempts"), "3");
+}
+
+TEST_F(ProxyTest, ClientErrorsAndStartedStreamsAreNeverRetried) {
+    AddDeployment("backup", "gpt-test", -1);
+    auto bad = Post(kChat, key_);
+    proxy_->ChatCompletions(bad);
+    Answer(*client_.calls[0], 400, R"({"error":{"message":"bad"}})");
+    EXPECT_EQ(bad->status(), 400);
+    EXPECT_EQ(client_.calls.size(), 1u);
+
+    auto st = Post(kStreamChat, key_);
+    proxy_->ChatCompletions(st);
+    ASSERT_EQ(client_.calls.size(), 2u);
+    net::Headers h;
+    h.Add("Content-Type", "text/event-stream");
+    client_.calls[1]->Headers(200, h);
+    client_.calls[1]->Data("data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n");
+    client_.calls[1]->Done(http_client::Failure::kOther, "reset");
+    EXPECT_EQ(client_.calls.size(), 2u);  // the client already has bytes: no retry
+    EXPECT_NE(st->body().find("upstream stream failed"), std::string::npos) << st->body();
+}
+
+TEST_F(ProxyTest, TimeoutOfTheOnlyDeploymentIsNotRepeated) {
+    auto ex = Post(kChat, key_);
+    proxy_->ChatCompletions(ex);
+    client_.calls[0]->Done(http_client::Failure::kTimeout, "first byte");
+    loop_.AdvanceBy(std::chrono::seconds(10));
+    EXPECT_EQ(client_.calls.size(), 1u);
+    EXPECT_EQ(ex->status(), 504);
+}
+
+TEST_F(ProxyTest, FallbackModelServesWhenThePrimaryFails) {
+    AddDeployment("other", "gpt-fallback", 0);
+    SetRouter(R"({"fallbacks":{"gpt-test":["gpt-fallback"]}})");
+    auto ex = Post(kChat, key_);
+    proxy_->ChatCompletions(ex);
+    Answer(*client_.calls[0], 500, "{}");
+    ASSERT_EQ(client_.calls.size(), 2u);
+    EXPECT_EQ(client_.calls[1]->request.url, "http://other.test/v1/chat/completions");
+    Answer(*client_.calls[1], 200, kOk);
+    EXPECT_EQ(ex->status(), 200);
+    // A key restricted to other models does not fall back to a model it may not use.
+    auto restricted = Post(kChat, restricted_key_);
+    proxy_->ChatCompletions(restricted);
+    EXPECT_EQ(restricted->status(), 403);
+}
+
+TEST_F(ProxyTest, RejectedKeyFailsOverToTheNextKeyAndIsReported) {
+    domain::BreakerOptions o;
+    UseHealth(o);
+    auto prov = AddDeployment("multi", "gpt-multi", 0, 2);
+    auto keys = *store_->ListProviderKeys(prov.id);
+    ASSERT_EQ(keys.size(), 2u);
+    auto ex = Post(R"({"model":"gpt-multi","messages":[]})", key_);
+    proxy_->ChatCompletions(ex);
+    ASSERT_EQ(client_.calls.size(), 1u);
+    EXPECT_EQ(client_.calls[0]->request.headers.Get("Authorization"), "Bearer sk-multi-0");
+    Answer(*client_.calls[0], 401, R"({"error":"bad key"})");
+    ASSERT_EQ(client_.calls.size(), 2u);
+    EXPECT_EQ(client_.calls[1]->request.headers.Get("Authorization"), "Bearer sk-multi-1");
+    Answer(*client_.calls[1], 200, kOk);
+    EXPECT_EQ(ex->status(), 200);
+    ASSERT_EQ(rejected_.size(), 1u);
+    EXPECT_EQ(rejected_[0].second, 401);
+    const domain::Id primary = keys[0].is_primary ? keys[0].id : keys[1].id;
+    EXPECT_EQ(rejected_[0].first, primary);
+}
+
+TEST_F(ProxyTest, OpenBreakerIsSkippedThenProbedAndClosed) {
+    domain::BreakerOptions o;
+    o.min_requests = 2;
+    o.failure_ratio = 0.5;
+    o.open_ms = 60'000;
+    UseHealth(o);
+    SetRouter(R"({"maxRetries":0})");
+    AddDeployment("backup", "gpt-test", -1);
+    for (int i = 0; i < 2; ++i) {
+        auto ex = Post(kChat, key_);
+        proxy_->ChatCompletions(ex);
+        Answer(*client_.calls.back(), 500, "{}");
+        EXPECT_EQ(ex->status(), 502);
+    }
+    EXPECT_NE(registry_.Render().find("conduit_circuit_breaker_trips_total{provider=\"mock\"} 1"),
+              std::string::npos)
+        << registry_.Render();
+    // Open: routing skips the primary and goes straight to the backup.
+    auto ex = Post(kChat, key_);
+    proxy_->ChatCompletions(ex);
+    EXPECT_EQ(client_.calls.back()->request.url, "http://backup.test/v1/chat/completions");
+    Answer(*client_.calls.back(), 200, kOk);
+    EXPECT_EQ(ex->status(), 200);
+    auto statuses = health_->Statuses(SteadyNowMs());
+    ASSERT_EQ(statuses.size(), 2u);
+    EXPECT_EQ(statuses[0].state, domain::WindowBreaker::State::kOpen);
+    EXPECT_EQ(statuses[1].state, domain::WindowBreaker::State::kClosed);
+}
+
+TEST_F(ProxyTest, EveryBreakerOpenIs503) {
+    domain::BreakerOptions o;
+    o.min_requests = 1;
+    o.open_ms = 60'000;
+    UseHealth(o);
+    SetRouter(R"({"maxRetries":0})");
+    auto first = Post(kChat, key_);
+    proxy_->ChatCompletions(first);
+    client_.calls[0]->Done(http_client::Failure::kConnect, "refused");
+    EXPECT_EQ(first->status(), 502);
+    auto ex = Post(kChat, key_);
+    proxy_->ChatCompletions(ex);
+    EXPECT_EQ(client_.calls.size(), 1u);
+    EXPECT_EQ(ex->status(), 503);
+    EXPECT_EQ(ex->extra_headers().Get("Retry-After"), "5");
 }
 
 }  // namespace
