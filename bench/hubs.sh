@@ -349,12 +349,7 @@ run_measurement() { # SCENARIO REP TRIGGER_URL SPEC...
             --ramp-rate "$RAMP_RATE" --max-pending "$MAX_PENDING" --target "$TARGET"
             --hold "$HOLD_S" --expect "$BROADCASTS" --samples-file "$RUN_DIR/$label-$i.samples"
             --ready-file "$RUN_DIR/$label-$i.ready")
-        if [[ "$scenario" == ref ]]; then
-            cmd=("$LOADGEN_BIN" hub --url "$url/" --skip-negotiate --sessions "$n"
-                --ramp-rate "$RAMP_RATE" --max-pending "$MAX_PENDING" --target "$TARGET"
-                --hold "$HOLD_S" --expect "$BROADCASTS" --samples-file "$RUN_DIR/$label-$i.samples"
-                --ready-file "$RUN_DIR/$label-$i.ready")
-        else
+        if [[ "$scenario" != ref ]]; then
             cmd+=(--header "Authorization: Bearer $KEY")
         fi
         note_cmd "load generator ($scenario, $transport)" "${cmd[@]//$KEY/\$KEY}"
@@ -618,7 +613,7 @@ SCEN_NAME() {
     echo "- Unpinned: Conduit (\`--threads $THREADS\`$([[ "$THREADS" == 0 ]] && echo ", one event loop per core")), the load generators and the trigger share both cores, as the reference server does in its runs. Everything on loopback."
     echo "- Conduit: embedded SQLite store in a fresh temp data dir per repetition, \`--log-level warn\`, \`CONDUIT_HUB_MAX_CONNECTIONS_PER_KEY=1000000\` (one virtual key for all sessions), hub defaults otherwise (ping 15 s, client timeout 30 s). Two-instance runs: both \`--redis-url $REDIS_URL\`$([[ -n "$REDIS_VERSION" ]] && echo " (Redis $REDIS_VERSION, shared with other helpers' tests)"); the second instance runs on a copy of the first one's store taken after seeding (\`sqlite3 .backup\`: same keys), because the embedded work queue locks its data dir; half of the sessions on each, broadcasts sent through the first."
     echo "- Sessions: \`conduit-loadgen hub\` ($PROCS processes for the WebSocket runs, one thread each, epoll): negotiate with the virtual key (\`Authorization: Bearer\`), then the transport with the connection token, JSON handshake; pings answered; $([[ "$RAMP_RATE" == 0 ]] && echo "no pacing: up to $MAX_PENDING sessions connecting at once per process" || echo "$RAMP_RATE sessions/s per process, at most $MAX_PENDING connecting at once")."
-    echo "- Broadcasts: $BROADCASTS × \`POST $ANNOUNCE_PATH\` (admin key) ${INTERVAL_MS} ms apart by \`conduit-loadgen hub-announce\`; each message carries \`bench:<CLOCK_REALTIME ns>\` taken just before the request is written; every session records $TARGET arrival − stamp. **Fan-out latency** uses the kernel's receive timestamp of the bytes (\`SO_TIMESTAMPNS\`), so it excludes the time the load generator itself takes to get to a socket; the \"user\" figure (when the generator parsed the record) is shown too. The reference server gets the same request shape at \`POST /broadcast\`."
+    echo "- Broadcasts: $BROADCASTS × \`POST $ANNOUNCE_PATH\` (admin key) ${INTERVAL_MS} ms apart by \`conduit-loadgen hub-announce\`; each message carries \`bench:<CLOCK_REALTIME ns>\` taken just before the request is written; every session records $TARGET arrival − stamp. **Fan-out latency** uses the kernel's receive timestamp of the bytes (\`SO_TIMESTAMPNS\`), so it excludes the time the load generator itself takes to get to a socket; the \"user\" figure (when the generator parsed the record) is shown too. The reference server (one thread, epoll) answers negotiate with a canned response, the handshake with \`{}\`, and gets the same trigger request at \`POST /broadcast\`, so the load generators run the same code path against it."
     echo "- Memory: server VmRSS before the sessions (after start-up and seeding), once all sessions are up (+ ${SETTLE_S} s), and after the broadcasts; per-session cost = (connected − before) ÷ sessions connected. Two-instance rows add both instances."
     echo "- Repetitions: $REPS; **medians** shown, individual runs in the detail table. Load average at start: $LOADAVG_START. The machine is shared: before each measurement the script waited for it to be quiet (< $QUIET_PCT % of a core busy and the disk \`$DISK\` < $QUIET_DISK_PCT % busy over 1 s, at most $QUIET_WAIT s): $QUIET_WAITED s of waiting in all; $BUSY_RUNS measurement(s) started on a busy machine anyway."
     echo

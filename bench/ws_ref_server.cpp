@@ -1,11 +1,12 @@
 // conduit-ws-ref-server: the same-run reference of bench/hubs.sh. A trivial WebSocket server on one
 // thread (epoll, non-blocking, level-triggered) that holds any number of connections and, on
 // request, sends one timestamped SignalR-shaped text frame to all of them. It does just enough for
-// `conduit-loadgen hub --skip-negotiate` to treat it like a hub: it answers the JSON handshake
-// with `{}\x1e` and ignores pings. So the load generator's own cost (connect rate, fan-out
+// `conduit-loadgen hub` to treat it like a hub: a canned negotiate response, the JSON handshake
+// answered with `{}\x1e`, pings ignored. So the load generator's own cost (connect rate, fan-out
 // latency) and a floor for per-connection server memory can be read next to Conduit's.
 //
 //   conduit-ws-ref-server [--listen 127.0.0.1:0]
+//     POST <path>/negotiate  → 200 with a fixed SignalR negotiate response (token "ref")
 //     GET  <any path> with Upgrade: websocket  → 101, then a WebSocket connection
 //     POST /broadcast  body {"message":"...","severity":"..."} → sends
 //          {"type":1,"target":"SystemAnnouncement","arguments":["<message>","<severity>"]}\x1e
@@ -387,6 +388,17 @@ bool Server::HandleHttp(Conn& c) {
             c.websocket = true;
             ++websockets_;
             return HandleFrames(c);
+        }
+        if (method == "POST" && path.find("/negotiate") != std::string::npos) {
+            // The same round trip as a SignalR negotiate, so the load generator's path is the
+            // same as against a hub (the token is not checked).
+            const std::string json =
+                "{\"negotiateVersion\":1,\"connectionId\":\"ref\",\"connectionToken\":\"ref\","
+                "\"availableTransports\":[{\"transport\":\"WebSockets\",\"transferFormats\":["
+                "\"Text\"]}]}";
+            Write(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+                         std::to_string(json.size()) + "\r\n\r\n" + json);
+            continue;
         }
         if (method == "POST" && path.rfind("/broadcast", 0) == 0) {
             Broadcast(body, c);
