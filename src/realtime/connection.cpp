@@ -13,6 +13,14 @@ std::string UnexpectedText(std::string_view method) {
     return "An unexpected error occurred invoking '" + std::string(method) + "' on the server.";
 }
 
+/// True once `timeout` has certainly passed since `since` (shard clock). The shard clock only
+/// moves on heartbeats, so an event between two ticks is stamped with the earlier one, up to one
+/// heartbeat early: the deadline is one heartbeat later, so that a timeout never ends early (it
+/// ends between `timeout` and `timeout` + one heartbeat after the event, like ASP.NET's).
+bool TimedOut(int64_t now, int64_t since, const HubOptions& o, std::chrono::milliseconds timeout) {
+    return now - since >= timeout.count() + o.heartbeat.count();
+}
+
 }  // namespace
 
 // --- UploadStream / StreamWriter ---
@@ -583,18 +591,18 @@ void HubConnection::Tick(int64_t now) {
     const HubOptions& o = host_.options();
     switch (state_) {
         case State::kNegotiated:
-            if (now - state_since_ms_ >= o.disconnect_timeout.count()) {
+            if (TimedOut(now, state_since_ms_, o, o.disconnect_timeout)) {
                 Dispose(std::nullopt, true);
             }
             return;
         case State::kHandshaking:
-            if (now - state_since_ms_ >= o.handshake_timeout.count()) {
+            if (TimedOut(now, state_since_ms_, o, o.handshake_timeout)) {
                 Write(HandshakeErrorResponse("Handshake was canceled."));
                 Dispose(std::string("Handshake was canceled."), true);
             }
             return;
         case State::kInactive:
-            if (now - state_since_ms_ >= o.disconnect_timeout.count()) {
+            if (TimedOut(now, state_since_ms_, o, o.disconnect_timeout)) {
                 Dispose(std::string("The connection was lost."), false);
             }
             return;
@@ -616,7 +624,7 @@ void HubConnection::Tick(int64_t now) {
             inactive_since_ms_ = -1;
         }
     } else {
-        if (now - last_received_ms_ >= o.client_timeout.count()) {
+        if (TimedOut(now, last_received_ms_, o, o.client_timeout)) {
             Dispose(std::string("Client timeout elapsed."), false);
             return;
         }

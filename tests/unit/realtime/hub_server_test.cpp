@@ -378,7 +378,8 @@ TEST_F(RealtimeServerTest, TimersPingTimeoutHandshakeAndReap) {
     ASSERT_EQ(ws->sent.size(), 1u);
     EXPECT_EQ(ws->sent[0], R("{\"type\":6}"));
     ws->ClientSend(R("{\"type\":6}"));
-    Advance(29);
+    // Deadlines are one heartbeat later than the timeout (never early, see the test below).
+    Advance(30);
     EXPECT_FALSE(ws->closed());
     Advance(1);
     EXPECT_TRUE(ws->closed());
@@ -389,6 +390,8 @@ TEST_F(RealtimeServerTest, TimersPingTimeoutHandshakeAndReap) {
     Get("/hub?id=" + std::string(n["connectionToken"].as_string()), WsHeaders());
     auto ws2 = sockets.back();
     Advance(15);
+    EXPECT_FALSE(ws2->closed());
+    Advance(1);
     EXPECT_EQ(ws2->Last(), R("{\"error\":\"Handshake was canceled.\"}"));
     EXPECT_TRUE(ws2->closed());
 
@@ -396,6 +399,44 @@ TEST_F(RealtimeServerTest, TimersPingTimeoutHandshakeAndReap) {
     Negotiate();
     EXPECT_EQ(server->ConnectionCount(), 1u);
     Advance(15);
+    EXPECT_EQ(server->ConnectionCount(), 1u);
+    Advance(1);
+    EXPECT_EQ(server->ConnectionCount(), 0u);
+}
+
+// Regression: the shard clock moves once per heartbeat, so an event just before a tick carries
+// the previous tick's time. The timeouts measured from it used to end up to one heartbeat early
+// (a configured 1 s handshake timeout could fire a few milliseconds after the upgrade).
+TEST_F(RealtimeServerTest, TimeoutsNeverEndEarlyBetweenHeartbeats) {
+    // Handshake timeout: the upgrade arrives 999 ms into a heartbeat.
+    auto n = Negotiate();  // starts the shard heartbeat
+    loop.AdvanceBy(std::chrono::milliseconds(999));
+    Get("/hub?id=" + std::string(n["connectionToken"].as_string()), WsHeaders());
+    auto ws = sockets.back();
+    loop.AdvanceBy(std::chrono::milliseconds(1));
+    Advance(14);  // 14.001 s after the upgrade
+    EXPECT_FALSE(ws->closed());
+    Advance(1);  // 15.001 s
+    EXPECT_TRUE(ws->closed());
+    EXPECT_EQ(ws->Last(), R("{\"error\":\"Handshake was canceled.\"}"));
+
+    // Client timeout: the last message arrives 999 ms into a heartbeat.
+    auto c = Connect();
+    loop.AdvanceBy(std::chrono::milliseconds(999));
+    c->ClientSend(R("{\"type\":6}"));
+    loop.AdvanceBy(std::chrono::milliseconds(1));
+    Advance(29);  // 29.001 s of silence
+    EXPECT_FALSE(c->closed());
+    Advance(1);  // 30.001 s
+    EXPECT_TRUE(c->closed());
+
+    // Reaping of a connection that never connects.
+    loop.AdvanceBy(std::chrono::milliseconds(999));
+    Negotiate();
+    loop.AdvanceBy(std::chrono::milliseconds(1));
+    Advance(14);
+    EXPECT_EQ(server->ConnectionCount(), 1u);
+    Advance(1);
     EXPECT_EQ(server->ConnectionCount(), 0u);
 }
 
@@ -532,6 +573,8 @@ TEST_F(RealtimeServerTest, StatefulReconnectReplaysAndDropsDuplicates) {
     sockets.back()->Gone(1006);
     loop.RunPending();
     Advance(15);
+    EXPECT_EQ(server->ConnectionCount(), 1u);
+    Advance(1);
     EXPECT_EQ(server->ConnectionCount(), 0u);
 }
 
