@@ -12,9 +12,11 @@ export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=true CCACHE_MAXSIZE=5G
 step() { printf '\n==== %s ====\n' "$*"; }
 
 if [ "${CONDUIT_SKIP_ENGINES:-0}" != "1" ]; then
-  step "engines (RabbitMQ and Redis on loopback)"
+  step "engines (RabbitMQ, Redis and PostgreSQL on loopback)"
   eval "$(./scripts/engines.sh start rabbitmq | grep '^export ')"
   eval "$(./scripts/engines.sh start redis | grep '^export ')"
+  # CONDUIT_TEST_PG: the Store contract suite and the e2e smoke against PostgreSQL.
+  eval "$(./scripts/engines.sh start postgres | grep '^export ')"
   # The broker-restart contract test restarts this broker (~10 s).
   export CONDUIT_TEST_AMQP_RESTART="$PWD/scripts/engines.sh stop rabbitmq && $PWD/scripts/engines.sh start rabbitmq"
   # The Redis Backplane restart test restarts Redis (~1 s).

@@ -28,7 +28,7 @@
 #include "obs/process_metrics.hpp"
 #include "redis/url.hpp"
 #include "store/executor.hpp"
-#include "store/sqlite/sqlite_store.hpp"
+#include "store/store_factory.hpp"
 #include "tasks/provider_jobs.hpp"
 #include "tasks/task_engine.hpp"
 #include "tasks/task_routes.hpp"
@@ -216,11 +216,6 @@ core::Result<void> App::Impl::Init() {
         return core::Fail(core::ErrorCode::kInternal,
                           "cannot create data directory " + data_dir + ": " + ec.message());
     }
-    if (!cfg.store.database_url.empty()) {
-        return core::Fail(core::ErrorCode::kInvalidRequest,
-                          "DATABASE_URL is set, but this build only has the embedded SQLite "
-                          "store (the PostgreSQL adapter is not implemented yet)");
-    }
 
     // Master key: configured, else generated once into the data directory (specs/api.md §1).
     if (!cfg.security.master_key.empty()) {
@@ -257,8 +252,9 @@ core::Result<void> App::Impl::Init() {
     }
     box = std::make_unique<core::SecretBox>(core::SecretBox::DeriveKey(enc));
 
-    auto db_path = (fs::path(data_dir) / "conduit.db").string();
-    auto opened = store::OpenSqliteStore(db_path);
+    // SQLite in the data directory, or PostgreSQL when DATABASE_URL is set (store_factory).
+    const store::StoreTarget store_target{cfg.store.database_url, data_dir};
+    auto opened = store::OpenStore(store_target);
     if (!opened) {
         return tl::unexpected(opened.error());
     }
@@ -267,7 +263,8 @@ core::Result<void> App::Impl::Init() {
         return tl::unexpected(m.error());
     }
     auto version = store->SchemaVersion();
-    spdlog::info("store: sqlite {} (schema version {})", db_path, version ? *version : -1);
+    spdlog::info("store: {} (schema version {})", store::DescribeStoreTarget(store_target),
+                 version ? *version : -1);
     spdlog::info("modes: {}", config::DescribeModes(cfg));
 
     config_state = std::make_unique<gateway::ConfigState>(*store, book, *box);

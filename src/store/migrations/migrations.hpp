@@ -16,4 +16,8 @@ struct Migration {
 /// The SQLite schema, oldest first. Never edit a released step: append a new one.
 std::span<const Migration> SqliteMigrations();
 
+/// The PostgreSQL schema (same versions, names and meaning as SqliteMigrations()), oldest first.
+/// Applied under a per-schema advisory lock, so instances starting together migrate once.
+std::span<const Migration> PostgresMigrations();
+
 }  // namespace conduit::store::migrations
