@@ -1,7 +1,7 @@
 // A real browser against the hubs (specs/signalr-protocol.md §1.4, §6.3): headless Chromium
 // (Debian `chromium`) loads a page from another origin (a static server here) with the browser
-// bundle of @microsoft/signalr, connects cross-origin to /hubs/tasks over WebSockets and over
-// Server-Sent Events with the virtual key from accessTokenFactory, invokes hub methods and receives
+// bundle of @microsoft/signalr, connects cross-origin to /hubs/tasks over WebSockets, Server-Sent
+// Events and long polling with the virtual key from accessTokenFactory, invokes hub methods and receives
 // the events of a real video task. CORS: the preflight passes for the configured origin; a page
 // from another origin is refused. Chromium is driven over the DevTools protocol on a pipe
 // (--remote-debugging-pipe). Skipped (with the reason) when Chromium is not installed.
@@ -271,7 +271,7 @@ describe('browser (headless Chromium, cross-origin)', { skip: SKIP }, () => {
     assert.equal(neg.headers.get('access-control-allow-credentials'), 'true');
   });
 
-  for (const transport of ['WebSockets', 'ServerSentEvents']) {
+  for (const transport of ['WebSockets', 'ServerSentEvents', 'LongPolling']) {
     it(`${transport}: the page connects cross-origin, invokes, and receives a task's events`, async () => {
       const page = await browser.newPage();
       try {
@@ -280,7 +280,7 @@ describe('browser (headless Chromium, cross-origin)', { skip: SKIP }, () => {
         assert.equal(conn.error, undefined, `connect: ${conn.error}`);
         assert.equal(conn.origin, site.origin);
         assert.notEqual(new URL(conn.origin).port, String(gw.port));
-        assert.equal(conn.transport, transport === 'WebSockets' ? 'WebSocketTransport' : 'ServerSentEventsTransport');
+        assert.equal(conn.transport, `${{ WebSockets: 'WebSocket', ServerSentEvents: 'ServerSentEvents', LongPolling: 'LongPolling' }[transport]}Transport`);
         assert.ok(conn.connectionId);
 
         // What the browser really sent: the key travels as access_token on the WebSocket / SSE
@@ -301,10 +301,17 @@ describe('browser (headless Chromium, cross-origin)', { skip: SKIP }, () => {
           assert.equal(u.host, `127.0.0.1:${gw.port}`);
           assert.equal(u.searchParams.get('access_token'), fx.keys.main);
           assert.ok(u.searchParams.get('id'));
-        } else {
+        } else if (transport === 'ServerSentEvents') {
           const stream = await waitFor(() => sentRequests().find((r) => r.method === 'GET' &&
             r.url.startsWith(hubUrl()) && r.url.includes('access_token=')), 5000, 'an SSE GET with access_token');
           assert.equal(new URL(stream.url).searchParams.get('access_token'), fx.keys.main);
+        } else {
+          // Polls are XHR/fetch GETs with the Bearer header.
+          const poll = await waitFor(() => sentRequests().find((r) => r.method === 'GET' &&
+            r.url.startsWith(`${hubUrl()}?id=`)), 5000, 'a poll');
+          assert.equal(poll.headers.Authorization ?? poll.headers.authorization, `Bearer ${fx.keys.main}`);
+        }
+        if (transport !== 'WebSockets') {
           assert.equal(page.events.some((e) => e.method === 'Network.webSocketCreated'), false);
         }
 
@@ -327,6 +334,19 @@ describe('browser (headless Chromium, cross-origin)', { skip: SKIP }, () => {
 
         const stopped = await page.eval('hubStop()');
         assert.equal(stopped.state, 'Disconnected');
+        if (transport === 'LongPolling') {
+          // stop() ends a long-polling connection with DELETE, cross-origin too (preflighted):
+          // the browser lets the page see the answer. (The Close message the client POSTs first
+          // already ended the connection, so it may be 404, which clients ignore: spec §2.4.)
+          const del = await waitFor(() => page.events.find((e) => e.method === 'Network.requestWillBeSent' &&
+            e.params.request.method === 'DELETE'), 5000, 'the DELETE');
+          const answered = await waitFor(() => page.events.find((e) => e.params.requestId === del.params.requestId &&
+            (e.method === 'Network.loadingFinished' || e.method === 'Network.loadingFailed')), 5000, 'the DELETE to end');
+          assert.equal(answered.method, 'Network.loadingFinished', JSON.stringify(answered.params));
+          const response = page.events.find((e) => e.method === 'Network.responseReceived' &&
+            e.params.requestId === del.params.requestId);
+          assert.ok([202, 404].includes(response?.params.response.status), JSON.stringify(response?.params.response));
+        }
       } finally {
         await page.close();
       }

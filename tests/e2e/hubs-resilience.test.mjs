@@ -4,7 +4,7 @@
 // - automatic reconnect with a new connection id after a gateway restart (§4.3);
 // - stateful reconnect over a cut WebSocket: same connection id, every event exactly once and in
 //   order; a final stop() does not reconnect (§4.4);
-// - every row of the §2.1 status table, negotiate errors and 401s, with raw HTTP;
+// - skipNegotiation; every row of the §2.1 status table, negotiate and handshake errors, 401s;
 // - limits: message size, handshake timeout, client timeout, reaping of unused connections.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -248,12 +248,14 @@ async function startHttpProxy(targetPort, mode) {
 /**
  * A TCP proxy that can cut its WebSocket connections as a network failure would: first the
  * server→client direction goes dark (what the server sends meanwhile is lost on the wire), then
- * both sides are reset. Every upgrade request line is recorded; plain HTTP is left alone.
+ * both sides are reset; it can also reset upgrades as they come. Every upgrade request line is
+ * recorded; plain HTTP is left alone.
  */
 async function startTcpProxy(targetPort) {
   const conns = new Set();
   const upgrades = [];
   const negotiates = [];
+  let refuse = 0;
   const server = net.createServer((client) => {
     const upstream = net.connect(targetPort, '127.0.0.1');
     const c = { client, upstream, ws: false, dark: false, lost: '' };
@@ -271,6 +273,12 @@ async function startTcpProxy(targetPort) {
             c.ws = true;
             upgrades.push(line);
             head = null;  // frames follow
+            if (refuse > 0) {
+              refuse -= 1;
+              client.resetAndDestroy();
+              upstream.resetAndDestroy();
+              return;
+            }
             break;
           }
           if (line.includes('/negotiate')) negotiates.push(line);
@@ -311,6 +319,8 @@ async function startTcpProxy(targetPort) {
       }
       return victims.map((c) => c.lost);
     },
+    /** Resets the next `n` WebSocket upgrades as soon as they are seen. */
+    refuseUpgrades(n) { refuse = n; },
     close() {
       for (const c of conns) { c.client.destroy(); c.upstream.destroy(); }
       return new Promise((r) => server.close(() => r()));
@@ -440,11 +450,11 @@ describe('stateful reconnect over a cut WebSocket', () => {
     await c.invoke('SubscribeToTaskType', 'video_generation');
     await ref.invoke('SubscribeToTaskType', 'video_generation');
 
-    // A task with many progress events (polled every 100 ms for 4 s).
-    const id = await submitVideo(gw.base, fx.keys.main, { mock_job_duration_ms: 4000 });
+    // A task with many progress events (polled every 100 ms for 6 s).
+    const id = await submitVideo(gw.base, fx.keys.main, { mock_job_duration_ms: 6000 });
     // Cut the WebSocket three times while the events flow.
     for (let cut = 1; cut <= 3; cut++) {
-      await waitFor(() => refEvents.filter((e) => e.name === 'TaskProgress').length >= cut * 6, 15000,
+      await waitFor(() => refEvents.filter((e) => e.name === 'TaskProgress').length >= cut * 5, 15000,
         `progress events before cut ${cut}`);
       // Dark while the next progress events go out: they are lost on the wire, so only the
       // server's replay can deliver them.
@@ -488,6 +498,66 @@ describe('stateful reconnect over a cut WebSocket', () => {
     await waitFor(async () => (await hubRequest(gw.base, '/hubs/tasks', 'POST',
       { id: token, key: fx.keys.main, body: '' })).status === 404, 5000, 'the token to be gone');
     await ref.stop();
+  });
+});
+
+describe('stateful reconnect whose resume fails', () => {
+  it('falls back to an ordinary reconnect: onreconnecting → onreconnected with a new id', async () => {
+    const proxy = await startTcpProxy(gw.port);
+    cleanups.push(() => proxy.close());
+    const c = build(proxy.base, '/hubs/tasks', fx.keys.main,
+      { transport: signalR.HttpTransportType.WebSockets, stateful: true, reconnect: [0, 200, 400] });
+    const seen = [];
+    c.onreconnecting(() => seen.push('reconnecting'));
+    c.onreconnected((id) => seen.push(id));
+    await c.start();
+    const id0 = c.connectionId;
+    proxy.refuseUpgrades(1);  // the one resume attempt fails
+    assert.equal((await proxy.cutWebSockets(0)).length, 1);
+    await waitFor(() => seen.length === 2, 10000, 'onreconnecting and onreconnected');
+    assert.equal(seen[0], 'reconnecting');
+    assert.ok(seen[1] && seen[1] !== id0, `new id ${seen[1]}`);
+    assert.equal(c.connectionId, seen[1]);
+    assert.equal(proxy.negotiates.length, 2);
+    assert.equal(proxy.upgrades.length, 3);  // first, failed resume, new connection
+    await assert.rejects(c.invoke('SubscribeToTask', 'task_00000000000000000000000000000000'),
+      /HubException: Task not found/);
+    await c.stop();
+  });
+});
+
+// --- skipNegotiation ---------------------------------------------------------------------------
+
+describe('skipNegotiation (spec §1.5)', () => {
+  it('a WebSocket straight to {hub} with the key: no connection id, invocations and events work', async () => {
+    const c = new signalR.HubConnectionBuilder()
+      .withUrl(`${gw.base}/hubs/tasks`, {
+        skipNegotiation: true, transport: signalR.HttpTransportType.WebSockets,
+        accessTokenFactory: () => fx.keys.main,
+      })
+      .configureLogging(signalR.LogLevel.None).build();
+    cleanups.push(() => c.stop().catch(() => {}));
+    const events = record(c, TASK_EVENTS);
+    await c.start();
+    assert.equal(c.connectionId, null);
+    assert.equal(transportName(c), 'WebSocketTransport');
+    await assert.rejects(c.invoke('SubscribeToTask', 'task_00000000000000000000000000000000'),
+      /HubException: Task not found/);
+    const id = await submitVideo(gw.base, fx.keys.main);
+    await c.invoke('SubscribeToTask', id);
+    await waitEvent(events, 'TaskCompleted');
+    assert.equal(events[0].name, 'TaskStarted');
+    await c.stop();
+
+    const bad = new signalR.HubConnectionBuilder()
+      .withUrl(`${gw.base}/hubs/tasks`, {
+        skipNegotiation: true, transport: signalR.HttpTransportType.WebSockets,
+        accessTokenFactory: () => 'condt_not-a-real-key',
+      })
+      .configureLogging(signalR.LogLevel.None).build();
+    await assert.rejects(bad.start());
+    const refused = await rawWebSocket(gw.port, '/hubs/tasks', { key: 'condt_not-a-real-key' });
+    assert.equal(refused.status, 401);
   });
 });
 
