@@ -353,6 +353,18 @@ describe('browser (headless Chromium, cross-origin)', { skip: SKIP }, () => {
     });
   }
 
+  it('a bad key from the allowed origin: the page sees the 401 itself (CORS headers on errors too)', async () => {
+    const page = await browser.newPage();
+    try {
+      await page.goto(`${site.origin}/`);
+      const conn = await page.eval(`hubConnect(${JSON.stringify(hubUrl())}, 'condt_not-a-real-key', 'WebSockets')`);
+      assert.ok(conn.error, `connected anyway: ${JSON.stringify(conn)}`);
+      assert.match(conn.error, /Failed to complete negotiation with the server: Error: Unauthorized: Status code '401'/);
+    } finally {
+      await page.close();
+    }
+  });
+
   it('a page from an origin that is not allowed cannot connect', async () => {
     const page = await browser.newPage();
     try {
