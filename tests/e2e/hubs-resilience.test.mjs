@@ -5,7 +5,8 @@
 // - stateful reconnect over a cut WebSocket: same connection id, every event exactly once and in
 //   order; a final stop() does not reconnect (§4.4);
 // - skipNegotiation; every row of the §2.1 status table, negotiate and handshake errors, 401s;
-// - limits: message size, handshake timeout, client timeout, reaping of unused connections.
+// - limits: message size, handshake timeout, client timeout, a client that stops reading,
+//   reaping of unused connections.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
@@ -857,6 +858,45 @@ describe('limits', () => {
       clearInterval(pinger);
       lively.ws.close();
     }
+  });
+
+  it('a client that stops reading is disconnected once its send buffer bound is exceeded; one that reads is not', async () => {
+    const key = fx.keys.main;
+    const open = async () => {
+      const { json } = await negotiate(gw.base, hub, key);
+      const ws = await rawWebSocket(gw.port, hub, { id: json.connectionToken, key });
+      assert.equal(ws.status, 101);
+      ws.ws.send(HANDSHAKE);
+      await waitFor(() => ws.messages.length > 0, 5000, 'handshake response');
+      return { ...ws, token: json.connectionToken };
+    };
+    const slow = await open();
+    const reader = await open();
+    slow.ws._socket.pause();  // stops reading (an internal of the `ws` package)
+    // Each invocation of an unknown method is answered with an error naming the method: ~4 KB
+    // per answer, 32 MB in all, far beyond the kernel socket buffers and the 1 MB bound.
+    const target = 'M'.repeat(4000);
+    const status = async (c) => (await hubRequest(gw.base, hub, 'POST', { id: c.token, key, body: '' })).status;
+    let answers = 0;
+    reader.ws.on('message', (m) => { if (String(m).includes('Unknown hub method')) answers += 1; });
+    let i = 0;
+    for (; i < 8000; i++) {
+      const record = `{"type":1,"invocationId":"${i}","target":"${target}","arguments":[]}${RS}`;
+      reader.ws.send(record);
+      if (slow.ws.readyState === WebSocket.OPEN) slow.ws.send(record);
+      if (i % 500 === 499) {
+        await new Promise((r) => setImmediate(r));
+        if ((await status(slow)) === 404) break;
+      }
+    }
+    await waitFor(async () => (await status(slow)) === 404, 10000, 'the slow client to be disconnected');
+    assert.ok(i >= 250, `disconnected after ${i} answers (1 MB = 250): sooner than its bound`);
+    // The reading client gets every answer and stays.
+    await waitFor(() => answers >= Math.min(i + 1, 8000), 20000, `all ${i + 1} answers`);
+    assert.equal(await status(reader), 405);
+    assert.equal(reader.ws.readyState, WebSocket.OPEN);
+    slow.ws.terminate();
+    reader.ws.close();
   });
 
   it('reaping after the disconnect timeout: unused, idle long-polling, dropped stateful, abandoned by a fallback', async () => {
