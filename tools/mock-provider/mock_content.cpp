@@ -1,6 +1,12 @@
 #include "mock-provider/mock_content.hpp"
 
 #include "core/strings.hpp"
+#include "json/helpers.hpp"
+
+#include <boost/json/array.hpp>
+#include <boost/json/object.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/value.hpp>
 
 #include <algorithm>
 #include <charconv>
@@ -117,6 +123,12 @@ void Assign(std::string_view key, std::string_view value, BodyScan& out) {
         out.dimensions = RawInt(value);
     } else if (key == "seconds") {
         out.seconds = value;
+    } else if (key == "system") {
+        out.system = value;
+    } else if (key == "tools") {
+        out.tools = value;
+    } else if (key == "tool_choice") {
+        out.tool_choice = value;
     } else if (key.size() > 5 && key.substr(0, 5) == "mock_") {
         std::string_view k = key.substr(5);
         if (k == "latency_ms") {
@@ -129,6 +141,8 @@ void Assign(std::string_view key, std::string_view value, BodyScan& out) {
             out.mock_chunk_delay_ms = RawInt(value);
         } else if (k == "disconnect_after") {
             out.mock_disconnect_after = RawInt(value);
+        } else if (k == "stream_error_after") {
+            out.mock_stream_error_after = RawInt(value);
         } else if (k == "hang") {
             out.mock_hang = value == "true" || value == "1";
         } else if (k == "hold") {
@@ -522,6 +536,155 @@ std::string ErrorJson(int status, std::string_view message, std::string_view par
         out += '"';
     }
     out += "}}";
+    return out;
+}
+
+std::optional<ToolUse> PlanToolUse(const BodyScan& scan) {
+    namespace bj = boost::json;
+    auto parse = [](std::string_view text) {
+        boost::system::error_code ec;
+        bj::value v = bj::parse(bj::string_view(text.data(), text.size()), ec);
+        return ec ? bj::value() : v;
+    };
+    if (scan.tools.empty() || scan.messages.empty()) {
+        return std::nullopt;
+    }
+    bj::value tools = parse(scan.tools);
+    if (!tools.is_array() || tools.get_array().empty()) {
+        return std::nullopt;
+    }
+    std::string_view wanted;
+    bj::value choice = scan.tool_choice.empty() ? bj::value() : parse(scan.tool_choice);
+    if (const bj::object* c = choice.if_object()) {
+        const bj::value* type = c->if_contains("type");
+        if (type != nullptr && type->is_string() && type->get_string() == "none") {
+            return std::nullopt;
+        }
+        const bj::value* name = c->if_contains("name");
+        if (name != nullptr && name->is_string()) {
+            wanted = std::string_view(name->get_string().data(), name->get_string().size());
+        }
+    }
+    bj::value messages = parse(scan.messages);
+    if (!messages.is_array() || messages.get_array().empty()) {
+        return std::nullopt;
+    }
+    const bj::object* last = messages.get_array().back().if_object();
+    if (last == nullptr) {
+        return std::nullopt;
+    }
+    const bj::value* role = last->if_contains("role");
+    if (role == nullptr || !role->is_string() || role->get_string() != "user") {
+        return std::nullopt;
+    }
+    if (const bj::value* content = last->if_contains("content");
+        content != nullptr && content->is_array()) {
+        for (const auto& block : content->get_array()) {
+            const bj::object* b = block.if_object();
+            const bj::value* type = b != nullptr ? b->if_contains("type") : nullptr;
+            if (type != nullptr && type->is_string() && type->get_string() == "tool_result") {
+                return std::nullopt;
+            }
+        }
+    }
+    const bj::object* tool = nullptr;
+    for (const auto& t : tools.get_array()) {
+        const bj::object* o = t.if_object();
+        const bj::value* name = o != nullptr ? o->if_contains("name") : nullptr;
+        if (name == nullptr || !name->is_string()) {
+            continue;
+        }
+        if (tool == nullptr || name->get_string() == wanted) {
+            tool = o;
+        }
+        if (wanted.empty() || name->get_string() == wanted) {
+            break;
+        }
+    }
+    if (tool == nullptr) {
+        return std::nullopt;
+    }
+    ToolUse use;
+    const bj::string& name = tool->at("name").get_string();
+    use.name.assign(name.data(), name.size());
+    bj::object input;
+    const bj::value* schema = tool->if_contains("input_schema");
+    const bj::value* props = schema != nullptr && schema->is_object()
+                                 ? schema->get_object().if_contains("properties")
+                                 : nullptr;
+    if (props != nullptr && props->is_object()) {
+        const Corpus& corpus = Corpus::Instance();
+        uint64_t hash = Fnv1a64(scan.messages);
+        uint64_t k = 0;
+        for (const auto& kv : props->get_object()) {
+            const bj::object* p = kv.value().if_object();
+            const bj::value* type = p != nullptr ? p->if_contains("type") : nullptr;
+            std::string_view t =
+                type != nullptr && type->is_string()
+                    ? std::string_view(type->get_string().data(), type->get_string().size())
+                    : std::string_view();
+            if (t == "string") {
+                std::string word;
+                corpus.Append(word, corpus.StartFor(hash + k), 1);
+                input[kv.key()] = word;
+            } else if (t == "integer" || t == "number") {
+                input[kv.key()] = 42;
+            } else if (t == "boolean") {
+                input[kv.key()] = true;
+            } else if (t == "array") {
+                input[kv.key()] = bj::array();
+            } else if (t == "object") {
+                input[kv.key()] = bj::object();
+            } else {
+                input[kv.key()] = nullptr;
+            }
+            ++k;
+        }
+    }
+    use.input_json = json::Serialize(input);
+    return use;
+}
+
+std::string AnthropicErrorJson(int status, std::string_view message) {
+    std::string_view type = "invalid_request_error";
+    switch (status) {
+        case 401:
+            type = "authentication_error";
+            break;
+        case 402:
+            type = "billing_error";
+            break;
+        case 403:
+            type = "permission_error";
+            break;
+        case 404:
+            type = "not_found_error";
+            break;
+        case 413:
+            type = "request_too_large";
+            break;
+        case 429:
+            type = "rate_limit_error";
+            break;
+        case 504:
+            type = "timeout_error";
+            break;
+        case 529:
+            type = "overloaded_error";
+            break;
+        default:
+            if (status >= 500) {
+                type = "api_error";
+            }
+            break;
+    }
+    std::string out;
+    out.reserve(64 + message.size());
+    out += R"({"type":"error","error":{"type":")";
+    out += type;
+    out += R"(","message":")";
+    core::AppendJsonEscaped(out, message);
+    out += R"("}})";
     return out;
 }
 

@@ -24,12 +24,19 @@ struct BodyScan {
     std::optional<int64_t> dimensions;
     /// Raw JSON value of `seconds` (videos: a string or a number); empty when absent.
     std::string_view seconds;
+    /// Raw JSON values of `system`, `tools` and `tool_choice` (Anthropic Messages API); empty
+    /// when absent.
+    std::string_view system;
+    std::string_view tools;
+    std::string_view tool_choice;
     /// Test controls (see README in mock_provider.hpp).
     std::optional<int64_t> mock_latency_ms;
     std::optional<int64_t> mock_error_status;
     std::optional<int64_t> mock_chunks;
     std::optional<int64_t> mock_chunk_delay_ms;
     std::optional<int64_t> mock_disconnect_after;
+    /// Anthropic streams: an `error` event (overloaded_error) after this many content chunks.
+    std::optional<int64_t> mock_stream_error_after;
     bool mock_hang = false;
     /// Contents of the `mock_hold` string literal (escapes are kept as written).
     std::string_view mock_hold;
@@ -112,6 +119,28 @@ std::string_view TinyPng();
 /// type/code follow the gateway's mapping (400 invalid_request_error, 401 invalid_api_key,
 /// 429 rate_limit_error/rate_limit_exceeded, 5xx api_error, …). `param` empty = null.
 std::string ErrorJson(int status, std::string_view message, std::string_view param = {});
+
+/// A tool call the mock answers an Anthropic request with.
+struct ToolUse {
+    /// The tool's name (as written in the request, unescaped).
+    std::string name;
+    /// Its arguments: a compact JSON object.
+    std::string input_json;
+};
+
+/// The mock's tool rule for an Anthropic Messages request: when `tools` is a non-empty array,
+/// `tool_choice` is not `{"type":"none"}`, and the last message is a `user` turn without a
+/// `tool_result` block, the reply calls a tool — the one `tool_choice` names (`{"type":"tool",
+/// "name":…}`), else the first. Its input has one member per property of the tool's
+/// `input_schema`: strings get a corpus word chosen by a hash of `messages`, integers and numbers
+/// 42, booleans true, arrays [], objects {}, anything else null. nullopt otherwise (a text reply).
+std::optional<ToolUse> PlanToolUse(const BodyScan& scan);
+
+/// Anthropic error JSON for `status`: `{"type":"error","error":{"type":…,"message":…}}` with
+/// Anthropic's type for the status (400 invalid_request_error, 401 authentication_error, 403
+/// permission_error, 404 not_found_error, 413 request_too_large, 429 rate_limit_error, 529
+/// overloaded_error, other 5xx api_error, other 4xx invalid_request_error).
+std::string AnthropicErrorJson(int status, std::string_view message);
 
 /// Appends `v` in decimal.
 void AppendInt(std::string& out, int64_t v);

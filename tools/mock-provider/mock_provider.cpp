@@ -39,23 +39,18 @@ enum Route : size_t {
     kVideoContent,
     kImageJobs,
     kImageJob,
+    kMessages,
     kOtherV1,
     kRouteCount,
 };
 constexpr std::string_view kRouteLabels[kRouteCount] = {
-    "/v1/chat/completions",
-    "/v1/completions",
-    "/v1/embeddings",
-    "/v1/models",
-    "/v1/models/{id}",
-    "/v1/images/generations",
-    "/mock/files",
-    "/v1/videos",
-    "/v1/videos/{id}",
-    "/v1/videos/{id}/content",
-    "/v1/images/jobs",
-    "/v1/images/jobs/{id}",
-    "/v1/other",
+    "/v1/chat/completions", "/v1/completions",
+    "/v1/embeddings",       "/v1/models",
+    "/v1/models/{id}",      "/v1/images/generations",
+    "/mock/files",          "/v1/videos",
+    "/v1/videos/{id}",      "/v1/videos/{id}/content",
+    "/v1/images/jobs",      "/v1/images/jobs/{id}",
+    "/v1/messages",         "/v1/other",
 };
 
 enum Counter : size_t {
@@ -162,6 +157,11 @@ void CutStream(E& ex) {
 
 class StreamJob;
 
+/// The mock's output-token count of a tool call: a quarter of its input JSON's bytes, at least 1.
+int64_t ToolOutputTokens(const ToolUse& tool) {
+    return std::max<int64_t>(1, static_cast<int64_t>(tool.input_json.size() + 3) / 4);
+}
+
 /// Per-shard state. Counters and the config cache belong to the shard's thread; last_* are
 /// guarded by last_mu (read by Stats() from other threads).
 struct alignas(64) Shard {
@@ -172,6 +172,8 @@ struct alignas(64) Shard {
     std::mutex last_mu;
     int64_t last_ns = 0;
     std::string last_auth;
+    std::string last_api_key;
+    std::string last_anthropic_version;
     std::string last_model;
     std::string last_body;
 
@@ -296,6 +298,8 @@ std::string StatsToJson(const MockStats& s) {
     o["content_downloads"] = s.content_downloads;
     o["idempotent_replays"] = s.idempotent_replays;
     o["last_authorization"] = s.last_authorization;
+    o["last_api_key"] = s.last_api_key;
+    o["last_anthropic_version"] = s.last_anthropic_version;
     o["last_model"] = s.last_model;
     o["last_body"] = s.last_body;
     boost::json::array held;
@@ -349,6 +353,8 @@ struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
     void Park(const net::ExchangePtr& ex, Shard& sh);
 
     std::string BuildText(const Call& call, Shard& sh);
+    /// Anthropic Messages API response (text, or a tool_use per PlanToolUse).
+    std::string BuildMessage(const Call& call, Shard& sh);
     bool BuildEmbeddings(const Call& call, Shard& sh, std::string& out, std::string& error);
     bool BuildImages(
         const Call& call, Shard& sh, std::string_view host, std::string& out, std::string& error);
@@ -392,6 +398,8 @@ struct MockProvider::Impl : std::enable_shared_from_this<MockProvider::Impl> {
         std::lock_guard l(sh.last_mu);
         sh.last_ns = req.received_ns != 0 ? req.received_ns : NowNs();
         sh.last_auth.assign(req.headers.Get("authorization"));
+        sh.last_api_key.assign(req.headers.Get("x-api-key"));
+        sh.last_anthropic_version.assign(req.headers.Get("anthropic-version"));
         sh.last_model.assign(model);
         sh.last_body.assign(req.body.data(), std::min(req.body.size(), kMaxLastBody));
     }
@@ -418,11 +426,16 @@ void RespondJson(net::Exchange& ex, int status, std::string body) {
     ex.Respond(net::Response::Json(status, std::move(body)));
 }
 
+/// True for requests to the Anthropic Messages endpoint (whose errors use Anthropic's shape).
+bool IsAnthropic(net::Exchange& ex) { return ex.request().path() == kRouteLabels[kMessages]; }
+
 void RespondError(net::Exchange& ex,
                   int status,
                   std::string_view message,
                   std::string_view param = {}) {
-    net::Response r = net::Response::Json(status, ErrorJson(status, message, param));
+    net::Response r =
+        net::Response::Json(status, IsAnthropic(ex) ? AnthropicErrorJson(status, message)
+                                                    : ErrorJson(status, message, param));
     if (status == 429) {
         r.headers.Add("retry-after", "1");
         r.headers.Add("x-ratelimit-remaining-requests", "0");
@@ -447,6 +460,7 @@ public:
           loop_(&ex->loop()),
           shard_(&sh),
           chat_(call.route == kChat),
+          anthropic_(call.route == kMessages),
           cfg_(call.cfg),
           mock_error_status_(call.scan.mock_error_status),
           plan_(plan),
@@ -466,6 +480,15 @@ public:
         if (call.scan.mock_disconnect_after && *call.scan.mock_disconnect_after >= 0) {
             disconnect_after_ = *call.scan.mock_disconnect_after;
         }
+        if (anthropic_) {
+            if (call.scan.mock_stream_error_after && *call.scan.mock_stream_error_after >= 0) {
+                stream_error_after_ = *call.scan.mock_stream_error_after;
+            }
+            msg_id_ = "msg_mock_";
+            AppendHex16(msg_id_, impl_->NextId(sh));
+            model_raw_ = call.model_raw;
+            return;
+        }
         head_.reserve(160 + call.model_raw.size());
         head_ += "data: ";
         head_ += chat_ ? kChatId : kCmplId;
@@ -478,6 +501,22 @@ public:
     }
 
     core::Loop& loop() { return *loop_; }
+
+    /// Anthropic: the stream carries this tool call instead of text, its input JSON split into
+    /// at most `chunks` input_json_delta pieces. Before Start().
+    void SetTool(ToolUse tool, size_t chunks) {
+        const std::string& in = tool.input_json;
+        size_t pieces = std::clamp<size_t>(chunks, 1, in.size());
+        for (size_t i = 0; i < pieces; ++i) {
+            size_t b = i * in.size() / pieces;
+            size_t e = (i + 1) * in.size() / pieces;
+            pieces_.push_back(in.substr(b, e - b));
+        }
+        tool_ = std::move(tool);
+        chunks_ = pieces_.size();
+        plan_.words = chunks_;
+        plan_.truncated = false;
+    }
 
     /// Arms the close callback and the hold, then begins after `latency_ns`.
     void Start(const net::ExchangePtr& ex, int64_t latency_ns) {
@@ -525,7 +564,9 @@ private:
         Bump(shard_->counters[kStreamsStarted]);
         Bump(shard_->gauges[kActiveStreams]);
         t0_ns_ = NowNs();
-        if (chat_) {
+        if (anthropic_) {
+            WriteAnthropicStart(*ex);
+        } else if (chat_) {
             for (int64_t c = 0; c < plan_.choices; ++c) {
                 std::string chunk = ChunkStart(c);
                 chunk += R"(,"delta":{"role":"assistant","content":"","refusal":null},)"
@@ -554,6 +595,10 @@ private:
         while (next_ < chunks_) {
             if (disconnect_after_ >= 0 && next_ >= static_cast<size_t>(disconnect_after_)) {
                 Cut(*ex);
+                return;
+            }
+            if (stream_error_after_ >= 0 && next_ >= static_cast<size_t>(stream_error_after_)) {
+                StreamError(*ex);
                 return;
             }
             if (!hold_.empty() && !passed_hold_ && next_ + 1 == chunks_) {
@@ -611,6 +656,26 @@ private:
         const Corpus& corpus = Corpus::Instance();
         size_t begin = WordBegin(i);
         size_t end = WordBegin(i + 1);
+        if (anthropic_) {
+            std::string ev;
+            ev.reserve(160 + (end - begin) * 12);
+            ev +=
+                "event: content_block_delta\n"
+                R"(data: {"type":"content_block_delta","index":0,"delta":{"type":)";
+            if (tool_) {
+                ev += R"("input_json_delta","partial_json":")";
+                core::AppendJsonEscaped(ev, pieces_[i]);
+            } else {
+                ev += R"("text_delta","text":")";
+                if (begin > 0) {
+                    ev += ' ';
+                }
+                corpus.Append(ev, starts_[0] + begin, end - begin);
+            }
+            ev += "\"}}\n\n";
+            ex.Write(std::move(ev));
+            return;
+        }
         for (int64_t c = 0; c < plan_.choices; ++c) {
             std::string chunk = ChunkStart(c);
             chunk += chat_ ? R"(,"delta":{"content":")"sv : R"("choices":[{"text":")"sv;
@@ -632,6 +697,26 @@ private:
     }
 
     void Finish(net::Exchange& ex) {
+        if (anthropic_) {
+            std::string ev =
+                "event: content_block_stop\n"
+                R"(data: {"type":"content_block_stop","index":0})"
+                "\n\nevent: message_delta\n"
+                R"(data: {"type":"message_delta","delta":{"stop_reason":")";
+            ev += tool_ ? "tool_use"sv : plan_.truncated ? "max_tokens"sv : "end_turn"sv;
+            ev += R"(","stop_sequence":null},"usage":{"output_tokens":)";
+            AppendInt(ev, OutputTokens());
+            ev +=
+                "}}\n\nevent: message_stop\n"
+                R"(data: {"type":"message_stop"})"
+                "\n\n";
+            ex.Write(std::move(ev));
+            ex.EndStream();
+            Bump(shard_->counters[kStreamsCompleted]);
+            Bump(shard_->gauges[kActiveStreams], -1);
+            Done();
+            return;
+        }
         std::string_view reason = plan_.truncated ? "length" : "stop";
         for (int64_t c = 0; c < plan_.choices; ++c) {
             std::string chunk = ChunkStart(c);
@@ -659,6 +744,55 @@ private:
         }
         ex.Write("data: [DONE]\n\n");
         ex.EndStream();
+        Bump(shard_->counters[kStreamsCompleted]);
+        Bump(shard_->gauges[kActiveStreams], -1);
+        Done();
+    }
+
+    int64_t OutputTokens() const {
+        return tool_ ? ToolOutputTokens(*tool_) : static_cast<int64_t>(plan_.words);
+    }
+
+    /// Anthropic: message_start, the content block's start and a ping.
+    void WriteAnthropicStart(net::Exchange& ex) {
+        std::string ev;
+        ev.reserve(400 + model_raw_.size());
+        ev +=
+            "event: message_start\n"
+            R"(data: {"type":"message_start","message":{"id":")";
+        ev += msg_id_;
+        ev += R"(","type":"message","role":"assistant","model":)";
+        ev += model_raw_;
+        ev += R"(,"content":[],"stop_reason":null,"stop_sequence":null,)"
+              R"("usage":{"input_tokens":)";
+        AppendInt(ev, plan_.prompt_tokens);
+        ev += R"(,"output_tokens":1}}})"
+              "\n\nevent: content_block_start\n"
+              R"(data: {"type":"content_block_start","index":0,"content_block":)";
+        if (tool_) {
+            ev += R"({"type":"tool_use","id":"toolu_)";
+            ev += msg_id_.substr(4);
+            ev += R"(","name":")";
+            core::AppendJsonEscaped(ev, tool_->name);
+            ev += R"(","input":{}}})";
+        } else {
+            ev += R"({"type":"text","text":""}})";
+        }
+        ev +=
+            "\n\nevent: ping\n"
+            R"(data: {"type": "ping"})"
+            "\n\n";
+        ex.Write(std::move(ev));
+    }
+
+    /// Anthropic: an `error` event (mock_stream_error_after), then the end of the response.
+    void StreamError(net::Exchange& ex) {
+        ex.Write(
+            "event: error\n"
+            R"(data: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}})"
+            "\n\n");
+        ex.EndStream();
+        Bump(shard_->counters[kErrorsInjected]);
         Bump(shard_->counters[kStreamsCompleted]);
         Bump(shard_->gauges[kActiveStreams], -1);
         Done();
@@ -704,6 +838,7 @@ private:
     core::Loop* loop_;
     Shard* shard_;
     bool chat_;
+    bool anthropic_;
     std::shared_ptr<const MockConfig> cfg_;
     std::optional<int64_t> mock_error_status_;
     Plan plan_;
@@ -715,6 +850,12 @@ private:
     int64_t chunk_delay_ns_ = 0;
     double tokens_per_second_ = 0;
     int64_t disconnect_after_ = -1;
+    int64_t stream_error_after_ = -1;
+    // Anthropic streams.
+    std::string msg_id_;
+    std::string model_raw_;
+    std::optional<ToolUse> tool_;
+    std::vector<std::string> pieces_;
 
     size_t next_ = 0;
     int64_t t0_ns_ = 0;
@@ -802,6 +943,8 @@ void MockProvider::Impl::HandleV1(const net::ExchangePtr& ex, std::string_view p
         route = kEmbeddings;
     } else if (path == "/v1/images/generations") {
         route = kImages;
+    } else if (path == kRouteLabels[kMessages]) {
+        route = kMessages;
     } else if (path == "/v1/models") {
         route = kModels;
         method = "GET";
@@ -863,7 +1006,18 @@ void MockProvider::Impl::HandleV1(const net::ExchangePtr& ex, std::string_view p
     }
     RecordLast(sh, req, call.peek.model ? std::string_view(*call.peek.model) : std::string_view());
 
-    if (!cfg.require_key.empty() && req.BearerToken() != cfg.require_key) {
+    if (route == kMessages) {
+        // Anthropic: the key comes in x-api-key, and anthropic-version is mandatory.
+        if (!cfg.require_key.empty() && req.headers.Get("x-api-key") != cfg.require_key) {
+            Bump(sh.counters[kAuthFailures]);
+            RespondError(*ex, 401, "invalid x-api-key");
+            return;
+        }
+        if (req.headers.Get("anthropic-version").empty()) {
+            RespondError(*ex, 400, "anthropic-version: header is required");
+            return;
+        }
+    } else if (!cfg.require_key.empty() && req.BearerToken() != cfg.require_key) {
         Bump(sh.counters[kAuthFailures]);
         RespondError(*ex, 401,
                      "Incorrect API key provided. You can find your API key at "
@@ -911,6 +1065,23 @@ void MockProvider::Impl::HandleV1(const net::ExchangePtr& ex, std::string_view p
             RespondError(*ex, 400, error, param);
             return;
         }
+    } else if (route == kMessages) {
+        if (!call.peek.model) {
+            RespondError(*ex, 400, "model: Field required");
+            return;
+        }
+        if (call.scan.messages.empty() || call.scan.messages.front() != '[') {
+            RespondError(*ex, 400, "messages: Input should be a valid list");
+            return;
+        }
+        if (!call.peek.max_tokens) {
+            RespondError(*ex, 400, "max_tokens: Field required");
+            return;
+        }
+        if (*call.peek.max_tokens < 1) {
+            RespondError(*ex, 400, "max_tokens: Input should be greater than or equal to 1");
+            return;
+        }
     } else if (route != kVideo && route != kVideoContent && route != kImageJob) {
         if (route != kImages && !call.peek.model) {
             RespondError(*ex, 400, "you must provide a model parameter", "model");
@@ -949,8 +1120,8 @@ void MockProvider::Impl::HandleV1(const net::ExchangePtr& ex, std::string_view p
     }
     call.cfg = sh.config;
 
-    const bool stream =
-        (route == kChat || route == kCompletions) && call.peek.stream.value_or(false);
+    const bool stream = (route == kChat || route == kCompletions || route == kMessages) &&
+                        call.peek.stream.value_or(false);
     if (stream) {
         int64_t chunks =
             std::clamp<int64_t>(call.scan.mock_chunks.value_or(cfg.stream_chunks), 1, kMaxChunks);
@@ -965,6 +1136,11 @@ void MockProvider::Impl::HandleV1(const net::ExchangePtr& ex, std::string_view p
         plan.words = words;
         auto job = std::make_shared<StreamJob>(shared_from_this(), ex, sh, call, plan,
                                                std::min(words, static_cast<size_t>(chunks)));
+        if (route == kMessages) {
+            if (auto tool = PlanToolUse(call.scan)) {
+                job->SetTool(std::move(*tool), static_cast<size_t>(chunks));
+            }
+        }
         job->Start(ex, latency_ns);
         return;
     }
@@ -1020,6 +1196,9 @@ void MockProvider::Impl::RespondNow(const net::ExchangePtr& ex, Call& call) {
         case kCompletions:
             body = BuildText(call, sh);
             break;
+        case kMessages:
+            body = BuildMessage(call, sh);
+            break;
         case kEmbeddings:
             if (!BuildEmbeddings(call, sh, body, error)) {
                 RespondError(*ex, 400, error, "input");
@@ -1052,12 +1231,18 @@ void MockProvider::Impl::RespondNow(const net::ExchangePtr& ex, Call& call) {
 
 Plan MockProvider::Impl::PlanText(const Call& call) const {
     Plan plan;
-    const bool chat = call.route == kChat;
+    const bool chat = call.route == kChat || call.route == kMessages;
     std::string_view source = chat ? call.scan.messages : call.scan.prompt;
     plan.hash = Fnv1a64(source);
     plan.prompt_tokens =
         CountPromptTokens(source, chat ? CountMode::kContentStrings : CountMode::kAllStrings);
-    plan.choices = call.peek.n.value_or(1);
+    plan.choices = call.route == kMessages ? 1 : call.peek.n.value_or(1);
+    if (call.route == kMessages && !call.scan.system.empty()) {
+        // Anthropic's system prompt: a string or an array of text blocks.
+        plan.prompt_tokens += CountPromptTokens(call.scan.system, call.scan.system.front() == '"'
+                                                                      ? CountMode::kAllStrings
+                                                                      : CountMode::kContentStrings);
+    }
     const auto n = static_cast<size_t>(plan.choices);
     // Everything but the generated text of a non-stream body, so it lands close to
     // response_bytes (streams carry the same text).
@@ -1129,6 +1314,46 @@ std::string MockProvider::Impl::BuildText(const Call& call, Shard& sh) {
     body += kUsage3;
     AppendInt(body, plan.prompt_tokens + completion);
     body += kUsageEnd;
+    return body;
+}
+
+std::string MockProvider::Impl::BuildMessage(const Call& call, Shard& sh) {
+    Plan plan = PlanText(call);
+    std::optional<ToolUse> tool = PlanToolUse(call.scan);
+    const Corpus& corpus = Corpus::Instance();
+    std::string id = "msg_mock_";
+    AppendHex16(id, NextId(sh));
+    std::string body;
+    body.reserve(corpus.Chars(corpus.StartFor(plan.hash), plan.words) + call.model_raw.size() +
+                 320);
+    body += R"({"id":")";
+    body += id;
+    body += R"(","type":"message","role":"assistant","model":)";
+    body += call.model_raw;
+    body += R"(,"content":[)";
+    int64_t output_tokens = 0;
+    if (tool) {
+        body += R"({"type":"tool_use","id":"toolu_)";
+        body += std::string_view(id).substr(4);
+        body += R"(","name":")";
+        core::AppendJsonEscaped(body, tool->name);
+        body += R"(","input":)";
+        body += tool->input_json;
+        body += R"(}],"stop_reason":"tool_use")";
+        output_tokens = ToolOutputTokens(*tool);
+    } else {
+        body += R"({"type":"text","text":")";
+        corpus.Append(body, corpus.StartFor(plan.hash), plan.words);
+        body += R"("}],"stop_reason":")";
+        body += plan.truncated ? "max_tokens" : "end_turn";
+        body += '"';
+        output_tokens = static_cast<int64_t>(plan.words);
+    }
+    body += R"(,"stop_sequence":null,"usage":{"input_tokens":)";
+    AppendInt(body, plan.prompt_tokens);
+    body += R"(,"output_tokens":)";
+    AppendInt(body, output_tokens);
+    body += "}}";
     return body;
 }
 
@@ -1661,6 +1886,8 @@ MockStats MockProvider::Impl::Stats() const {
         if (sh->last_ns > newest) {
             newest = sh->last_ns;
             s.last_authorization = sh->last_auth;
+            s.last_api_key = sh->last_api_key;
+            s.last_anthropic_version = sh->last_anthropic_version;
             s.last_model = sh->last_model;
             s.last_body = sh->last_body;
         }

@@ -6,6 +6,8 @@
 // Endpoints (OpenAI wire formats):
 //   POST /v1/chat/completions     chat.completion, or SSE chat.completion.chunk when stream=true
 //   POST /v1/completions          text_completion (legacy), stream too
+//   POST /v1/messages             Anthropic Messages API (x-api-key, anthropic-version; text or a
+//                                 tool_use per PlanToolUse; SSE event sequence when stream=true)
 //   POST /v1/embeddings           float or base64 (little-endian float32) vectors
 //   GET  /v1/models, /v1/models/{id}
 //   POST /v1/images/generations   url (→ GET /mock/files/{name}) or b64_json
@@ -149,6 +151,9 @@ struct MockStats {
     /// Of the most recent /v1 request: the whole Authorization header, the model, the body
     /// (truncated to 64 KiB). Empty before the first request or after a reset.
     std::string last_authorization;
+    /// The `x-api-key` and `anthropic-version` headers of that request (Anthropic endpoint).
+    std::string last_api_key;
+    std::string last_anthropic_version;
     std::string last_model;
     std::string last_body;
     /// Hold tokens with a stream currently waiting at its hold point.
@@ -170,6 +175,8 @@ struct MockStats {
 ///     (or Release()). A release that arrives before the stream reaches its hold point is
 ///     remembered, so there is no race. Use tokens of [A-Za-z0-9._-]: the body value is matched
 ///     as written (escapes are not decoded), the release path is URL-decoded.
+///   - `mock_stream_error_after` (int n, Anthropic streams): after n content deltas an `error`
+///     event (overloaded_error) is sent and the response ends.
 ///   - `mock_disconnect_after` (int n): after n content chunks the stream is cut: the connection
 ///     is aborted when net::Exchange offers an Abort(); with today's Exchange API the chunked
 ///     response is terminated instead, without finish chunk, usage or [DONE] (a truncated SSE
