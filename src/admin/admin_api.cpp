@@ -37,6 +37,7 @@ void RegisterAdminRoutes(
     detail::RegisterMappingRoutes(router, deps);
     detail::RegisterCostRoutes(router, deps);
     detail::RegisterAnalyticsRoutes(router, deps);
+    detail::RegisterNotificationRoutes(router, deps);
 }
 
 }  // namespace conduit::admin

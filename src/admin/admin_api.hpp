@@ -9,11 +9,20 @@
 #include "store/executor.hpp"
 #include "store/store.hpp"
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
 
 namespace conduit::admin {
+
+/// A configuration change the admin API committed (reported after the snapshot reload).
+struct ConfigChange {
+    std::string entity;       // "ModelMapping", "Provider", "ProviderKey"
+    std::string change_type;  // "Created", "Updated", "Deleted"
+    domain::Id id = 0;
+    std::string model_alias;  // ModelMapping only
+};
 
 /// Everything the admin API needs, injected by the composition root. The referenced objects
 /// must outlive every registered route (and every request still in flight).
@@ -30,6 +39,12 @@ struct AdminDeps {
     const core::Clock& clock;
     /// The operator's master key, compared in constant time. Empty = every request is refused.
     std::string master_key;
+    /// Called after a committed change of a mapping, provider or provider key and the reload
+    /// (store executor thread); the app publishes it to every instance. Optional.
+    std::function<void(const ConfigChange&)> on_config_change;
+    /// `POST /api/notifications/announcements`: delivers a SystemAnnouncement to every hub
+    /// client (any instance). Loop thread; must not block. Unset = the route answers 503.
+    std::function<void(const std::string& message, const std::string& severity)> announce;
 };
 
 /// Registers every `/api/*` admin route of specs/api.md §7 on `router`:

@@ -394,11 +394,14 @@ void Finish(const net::ExchangePtr& ex, Reply reply) {
     }
 }
 
-void ReloadConfig(AdminDeps& deps, std::string_view what) {
+void ReloadConfig(AdminDeps& deps, std::string_view what, const ConfigChange& change) {
     if (auto r = deps.config.ReloadOnExecutor(); !r) {
         // The write is committed; the next successful reload (any later change) publishes it.
         spdlog::error("admin: {} was saved but the configuration reload failed: {}", what,
                       r.error().message);
+    }
+    if (!change.entity.empty() && deps.on_config_change) {
+        deps.on_config_change(change);
     }
 }
 

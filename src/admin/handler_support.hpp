@@ -44,6 +44,7 @@ void RegisterProviderRoutes(net::Router& router, const DepsPtr& deps);
 void RegisterMappingRoutes(net::Router& router, const DepsPtr& deps);
 void RegisterCostRoutes(net::Router& router, const DepsPtr& deps);
 void RegisterAnalyticsRoutes(net::Router& router, const DepsPtr& deps);
+void RegisterNotificationRoutes(net::Router& router, const DepsPtr& deps);
 
 // --- Responses -------------------------------------------------------------------------------
 
@@ -187,7 +188,8 @@ Reply JobFailed(const char* what);
 void Finish(const net::ExchangePtr& ex, Reply reply);
 /// After a successful write: rebuilds the configuration snapshot so that the next request sees
 /// the change. A failed reload is logged (the write itself is committed). Executor thread.
-void ReloadConfig(AdminDeps& deps, std::string_view what);
+/// `change` (when its entity is set) is then reported through AdminDeps::on_config_change.
+void ReloadConfig(AdminDeps& deps, std::string_view what, const ConfigChange& change = {});
 
 /// Runs `job(AdminDeps&) -> Reply` on the store executor and sends its reply on the exchange's
 /// loop thread. The exchange and the deps stay alive until then. Loop thread.

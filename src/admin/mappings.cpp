@@ -143,7 +143,8 @@ void Create(const net::ExchangePtr& ex, const DepsPtr& deps) {
         if (!created) {
             return Err(created);
         }
-        ReloadConfig(d, "model mapping");
+        ReloadConfig(d, "model mapping",
+                     {"ModelMapping", "Created", created->id, created->model_alias});
         spdlog::info("admin: created model mapping {} ({})", created->id, created->model_alias);
         return JsonReply(201, MappingJson(*created));
     });
@@ -182,7 +183,7 @@ void Update(const net::ExchangePtr& ex, const DepsPtr& deps) {
         if (!*updated) {
             return tl::unexpected(NotFound(kWhat, id));
         }
-        ReloadConfig(d, "model mapping");
+        ReloadConfig(d, "model mapping", {"ModelMapping", "Updated", id, (*updated)->model_alias});
         spdlog::info("admin: updated model mapping {}", id);
         return JsonReply(200, MappingJson(**updated));
     });
@@ -194,6 +195,11 @@ void Delete(const net::ExchangePtr& ex, const DepsPtr& deps) {
         return;
     }
     RunOnStore(deps, ex, [id = *id](AdminDeps& d) -> Reply {
+        // The alias, for ModelMappingChanged (read before it is gone).
+        std::string alias;
+        if (auto before = d.store.GetMapping(id); before && *before) {
+            alias = (*before)->model_alias;
+        }
         auto deleted = d.store.DeleteMapping(id);
         if (!deleted) {
             return Err(deleted);
@@ -201,7 +207,7 @@ void Delete(const net::ExchangePtr& ex, const DepsPtr& deps) {
         if (!*deleted) {
             return tl::unexpected(NotFound(kWhat, id));
         }
-        ReloadConfig(d, "model mapping deletion");
+        ReloadConfig(d, "model mapping deletion", {"ModelMapping", "Deleted", id, alias});
         spdlog::info("admin: deleted model mapping {}", id);
         return NoContent();
     });

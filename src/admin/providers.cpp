@@ -293,7 +293,7 @@ void Create(const net::ExchangePtr& ex, const DepsPtr& deps) {
                 return Err(key);
             }
         }
-        ReloadConfig(d, "provider");
+        ReloadConfig(d, "provider", {"Provider", "Created", created->id, {}});
         spdlog::info("admin: created provider {} ({})", created->id,
                      domain::ProviderTypeName(created->type));
         auto body = ProviderJson(d.store, *created);
@@ -358,7 +358,7 @@ void Update(const net::ExchangePtr& ex, const DepsPtr& deps) {
                 return Err(r);
             }
         }
-        ReloadConfig(d, "provider");
+        ReloadConfig(d, "provider", {"Provider", "Updated", id, {}});
         spdlog::info("admin: updated provider {}", id);
         auto body = ProviderJson(d.store, **updated);
         if (!body) {
@@ -381,7 +381,7 @@ void Delete(const net::ExchangePtr& ex, const DepsPtr& deps) {
         if (!*deleted) {
             return tl::unexpected(NotFound(kWhat, id));
         }
-        ReloadConfig(d, "provider deletion");
+        ReloadConfig(d, "provider deletion", {"Provider", "Deleted", id, {}});
         spdlog::info("admin: deleted provider {}", id);
         return NoContent();
     });
@@ -467,7 +467,7 @@ void CreateKey(const net::ExchangePtr& ex, const DepsPtr& deps) {
                    if (!created) {
                        return Err(created);
                    }
-                   ReloadConfig(d, "provider key");
+                   ReloadConfig(d, "provider key", {"ProviderKey", "Created", created->id, {}});
                    spdlog::info("admin: added key {} to provider {}", created->id, provider_id);
                    return JsonReply(201, ProviderKeyJson(*created));
                });
@@ -511,7 +511,7 @@ void UpdateKey(const net::ExchangePtr& ex, const DepsPtr& deps) {
                    if (!*updated) {
                        return tl::unexpected(NotFound(kKeyWhat, key_id));
                    }
-                   ReloadConfig(d, "provider key");
+                   ReloadConfig(d, "provider key", {"ProviderKey", "Updated", key_id, {}});
                    spdlog::info("admin: updated key {} of provider {}", key_id, provider_id);
                    return JsonReply(200, ProviderKeyJson(**updated));
                });
@@ -537,7 +537,7 @@ void DeleteKey(const net::ExchangePtr& ex, const DepsPtr& deps) {
         if (!*deleted) {
             return tl::unexpected(NotFound(kKeyWhat, key_id));
         }
-        ReloadConfig(d, "provider key deletion");
+        ReloadConfig(d, "provider key deletion", {"ProviderKey", "Deleted", key_id, {}});
         spdlog::info("admin: deleted key {} of provider {}", key_id, provider_id);
         return NoContent();
     });
@@ -567,7 +567,7 @@ void SetPrimary(const net::ExchangePtr& ex, const DepsPtr& deps) {
         if (!*updated) {
             return tl::unexpected(NotFound(kKeyWhat, key_id));
         }
-        ReloadConfig(d, "primary provider key");
+        ReloadConfig(d, "primary provider key", {"ProviderKey", "Updated", key_id, {}});
         spdlog::info("admin: key {} is now the primary key of provider {}", key_id, provider_id);
         return JsonReply(200, ProviderKeyJson(**updated));
     });

@@ -19,6 +19,7 @@
 #include "gateway/spend_recorder.hpp"
 #include "http_client/client.hpp"
 #include "hubs/hubs.hpp"
+#include "hubs/notifications.hpp"
 #include "media/media_store.hpp"
 #include "net/http_server.hpp"
 #include "net/router.hpp"
@@ -177,6 +178,11 @@ struct App::Impl {
     std::shared_ptr<tasks::TaskEngine> task_engine;
     // Real-time hubs (issue 4); destroyed before the backplane and the engine they use.
     std::unique_ptr<hubs::Hubs> hubs;
+    // Senders of the notifications and spend hubs: this instance's hubs, or (without the hubs
+    // role, with Redis) route-less publishers reaching the instances that have them.
+    std::shared_ptr<realtime::HubServer> notifications_out;
+    std::shared_ptr<realtime::HubServer> spend_out;
+    std::shared_ptr<admin::AdminDeps> admin_deps;
     bool worker_role = false;
     // Queue depths, refreshed off the loops (Stats may block on the engine).
     obs::GaugeFamily* queue_gauge = nullptr;
@@ -185,6 +191,7 @@ struct App::Impl {
     core::Result<void> Init();
     core::Result<void> InitTasks(const std::string& host, uint16_t port);
     void InitHubs();
+    void InitHubSources();
     void RefreshQueueStats();
     void ScheduleQueueStats() {
         RefreshQueueStats();
@@ -333,6 +340,7 @@ core::Result<void> App::Impl::Init() {
     if (config::HasRole(cfg, "hubs")) {
         InitHubs();
     }
+    InitHubSources();
     auto* srv = server.get();
     registry.AddCallbackGauge("conduit_http_connections_open", "Open client connections.",
                               [srv] { return static_cast<double>(srv->ActiveConnections()); });
@@ -557,6 +565,7 @@ void App::Impl::InitHubs() {
     o.hub.cors_origins = core::SplitTrimmed(hc.cors_origins, ',');
     o.hub.cors_extra_headers = {"x-api-key"};
     o.max_connections_per_key = hc.max_connections_per_key;
+    o.method_rate_per_minute = hc.method_rate_per_minute;
     const auto& clock = core::SystemClock::Instance();
     auto* cs = config_state.get();
     auto engine = task_engine;
@@ -581,9 +590,80 @@ void App::Impl::InitHubs() {
                     },
                     *backplane, clock, o,
                     // Cross-instance hub sends only when there are other instances (Redis).
-                    redis_backplane != nullptr ? backplane.get() : nullptr});
-    spdlog::info("hubs: {}, {}, {}, {}, {}", hubs::kTasksHubPath, hubs::kImageHubPath,
-                 hubs::kVideoHubPath, hubs::kSpendHubPath, hubs::kNotificationsHubPath);
+                    redis_backplane != nullptr ? backplane.get() : nullptr,
+                    // Navigation items from the store's mappings and providers (read on the
+                    // store executor; the snapshot holds only the enabled ones).
+                    [this](std::function<void(core::Result<hubs::NavigationData>)> done) {
+                        executor->Submit([this, done = std::move(done)] {
+                            auto data = store->LoadConfig();
+                            if (!data) {
+                                done(tl::unexpected(data.error()));
+                                return;
+                            }
+                            done(hubs::NavigationData{std::move(data->mappings),
+                                                      std::move(data->providers)});
+                        });
+                    }});
+    hubs->RefreshNavigation();
+    spdlog::info("hubs: {}, {}, {}, {}, {}, {}", hubs::kTasksHubPath, hubs::kImageHubPath,
+                 hubs::kVideoHubPath, hubs::kSpendHubPath, hubs::kNotificationsHubPath,
+                 hubs::kNavigationHubPath);
+}
+
+void App::Impl::InitHubSources() {
+    // Admin configuration changes go to every instance (their hubs send ModelMappingChanged and
+    // NavigationStateUpdated to their own clients).
+    auto* bp = backplane.get();
+    admin_deps->on_config_change = [bp](const admin::ConfigChange& c) {
+        bp->Publish(std::string(hubs::kConfigChangedChannel),
+                    hubs::ConfigChangeJson(
+                        hubs::ConfigChange{c.entity, c.change_type, c.id, c.model_alias}));
+    };
+    if (hubs) {
+        notifications_out = hubs->notifications;
+        spend_out = hubs->spend;
+    } else if (redis_backplane != nullptr) {
+        notifications_out = hubs::HubPublisher(*backplane, hubs::kNotificationsHubPath);
+        spend_out = hubs::HubPublisher(*backplane, hubs::kSpendHubPath);
+    }
+    if (notifications_out) {
+        auto out = notifications_out;
+        admin_deps->announce = [out](const std::string& message, const std::string& severity) {
+            out->SendToAll("SystemAnnouncement",
+                           boost::json::array{boost::json::string_view(message),
+                                              boost::json::string_view(severity)});
+        };
+    }
+    if (spend_out) {
+        // SpendUpdate after every billed request: computed from the snapshot and the
+        // BalanceBook (no store access), one publish per request (no coalescing: each update
+        // carries its own request's metadata).
+        auto out = spend_out;
+        auto* cs = config_state.get();
+        auto* bk = &book;
+        spend->SetObserver([out, cs, bk](const domain::RequestLogRow& row) {
+            if (!hubs::IsBilled(row)) {
+                return;
+            }
+            hubs::SpendTotals totals;
+            auto snap = cs->Get();
+            if (const auto* g = snap->FindGroup(row.group_id)) {
+                auto available = bk->Available(row.group_id);
+                totals.budget_remaining = available;
+                // Lifetime spend as of the snapshot plus what was spent since (balance drop).
+                totals.total_spend = g->lifetime_spent + (available ? g->balance - *available : 0);
+            }
+            if (const auto* deps = snap->Deployments(row.model_alias)) {
+                for (const auto& d : *deps) {
+                    if (d.mapping.provider_model_id == row.provider_model) {
+                        totals.provider = d.provider.name;
+                        break;
+                    }
+                }
+            }
+            hubs::SendSpendUpdate(*out, row, totals);
+        });
+    }
 }
 
 void App::Impl::RefreshQueueStats() {
@@ -660,9 +740,9 @@ void App::Impl::RegisterRoutes() {
     router.Add("GET", "/health/live", health_route(std::string("live")));
     router.Add("GET", "/health/ready", health_route(std::string("ready")));
 
-    auto deps = std::make_shared<admin::AdminDeps>(admin::AdminDeps{
+    admin_deps = std::make_shared<admin::AdminDeps>(admin::AdminDeps{
         *store, *executor, *config_state, book, *box, core::SystemClock::Instance(), master_key});
-    admin::RegisterAdminRoutes(router, deps);
+    admin::RegisterAdminRoutes(router, admin_deps);  // hooks set in InitHubSources()
 }
 
 void App::Impl::RegisterHealthChecks() {
@@ -753,10 +833,25 @@ void App::Impl::BeginShutdown() {
         runtime->Stop();
         return;
     }
-    spdlog::info("shutting down: draining connections (grace {} ms)", cfg.server.shutdown_grace_ms);
-    server->Shutdown(std::chrono::milliseconds(cfg.server.shutdown_grace_ms), [this] {
-        spdlog::info("connections drained");
-        runtime->Stop();
+    auto drain = [this] {
+        spdlog::info("shutting down: draining connections (grace {} ms)",
+                     cfg.server.shutdown_grace_ms);
+        server->Shutdown(std::chrono::milliseconds(cfg.server.shutdown_grace_ms), [this] {
+            spdlog::info("connections drained");
+            runtime->Stop();
+        });
+    };
+    if (!hubs) {
+        drain();
+        return;
+    }
+    // Hub clients first: a Close message that allows reconnecting (official clients with
+    // automatic reconnect move to another instance), and their SSE streams and held polls end
+    // now instead of holding the drain for its whole grace period.
+    auto* rt = runtime.get();
+    hubs->CloseAll([rt, drain] {
+        spdlog::info("hubs: connections closed (reconnect allowed)");
+        rt->loop(0).Post(drain);
     });
 }
 

@@ -162,6 +162,8 @@ core::Result<void> Validate(const Config& c) {
          "must be 1024..16777216"},
         {"hubs.max_connections_per_key", c.hubs.max_connections_per_key, 1, kMaxInt,
          "must be positive"},
+        {"hubs.method_rate_per_minute", c.hubs.method_rate_per_minute, 0, kMaxInt,
+         "must be 0 (unlimited) or more"},
     };
     for (const auto& check : checks) {
         if (auto r = CheckRange(check.setting, check.value, check.lo, check.hi, check.what); !r) {

@@ -103,7 +103,8 @@ struct HubsConfig {
     int handshake_timeout_ms = 15000;   // handshake must arrive within this
     int max_message_bytes = 32 * 1024;  // largest client message
     int max_connections_per_key = 100;  // concurrent hub connections of one virtual key
-    std::string cors_origins;           // comma-separated allowed origins ("*" = any); empty = none
+    int method_rate_per_minute = 600;  // hub method invocations per virtual key and minute; 0 = off
+    std::string cors_origins;          // comma-separated allowed origins ("*" = any); empty = none
 };
 
 /// The whole typed configuration tree; each component receives only its own sub-struct.

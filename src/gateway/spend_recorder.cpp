@@ -36,8 +36,18 @@ void SpendRecorder::Record(domain::RequestLogRow row) {
     if (row.cost != 0) {
         book_.AddPending(row.group_id, row.cost);
     }
+    if (observer_) {
+        observer_(row);
+    }
     std::lock_guard lock(mu_);
     queue_.push_back(std::move(row));
+}
+
+void SpendRecorder::RecordCommitted(const domain::RequestLogRow& row) {
+    RecordCommitted(row.group_id, row.cost);
+    if (observer_) {
+        observer_(row);
+    }
 }
 
 void SpendRecorder::RecordCommitted(domain::Id group_id, domain::Micros amount) {

@@ -40,6 +40,14 @@ public:
     /// its state change): lowers the group's persisted balance in the BalanceBook by `amount`.
     /// Store executor thread only, right after that commit (the BalanceBook consistency rule).
     void RecordCommitted(domain::Id group_id, domain::Micros amount);
+    /// RecordCommitted for a task bill, with its row (seen by the observer).
+    void RecordCommitted(const domain::RequestLogRow& row);
+
+    /// Sees every recorded row (requests and committed task bills) right after the BalanceBook
+    /// was updated, on the recording thread (e.g. the spend hub's SpendUpdate). Keep it short.
+    /// Set before the first Record().
+    using Observer = std::function<void(const domain::RequestLogRow&)>;
+    void SetObserver(Observer observer) { observer_ = std::move(observer); }
     /// Flushes now and waits until the batch is committed (or failed). Not from the executor.
     bool FlushAndWait();
     /// Stops the timer thread and performs a final flush. Idempotent.
@@ -70,6 +78,7 @@ private:
     std::thread timer_;
     std::atomic<uint64_t> flushes_{0};
     std::atomic<uint64_t> failures_{0};
+    Observer observer_;
 };
 
 }  // namespace conduit::gateway

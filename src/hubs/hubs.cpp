@@ -5,6 +5,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <atomic>
+#include <map>
+
 namespace conduit::hubs {
 
 namespace {
@@ -29,6 +32,11 @@ std::optional<std::string> StringArg(const bj::array& args, size_t i) {
     return std::string(args[i].as_string());
 }
 
+/// A hub's channel prefix on the hub backplane: "hubs/tasks", "hubs/notifications", ...
+std::string BackplanePrefix(std::string_view path) {
+    return "hubs" + std::string(path.substr(path.rfind('/')));
+}
+
 /// "image"/"video" are accepted as short forms of the task types.
 std::optional<std::string> NormalizeType(std::string_view type) {
     if (type == domain::kImageTask || type == "image") {
@@ -45,12 +53,31 @@ std::optional<std::string> NormalizeType(std::string_view type) {
 struct Hubs::State {
     HubsDeps deps;
     KeyConnectionLimiter limiter;
+    KeyRateLimiter rate;
+    // Navigation items: the data they were built from, provider health, the items.
+    mutable std::mutex nav_mu;
+    NavigationData nav_data;
+    std::map<domain::Id, ProviderHealth> health;
+    bj::array nav_items;
+    uint64_t nav_generation = 0;  // newest load started
     std::shared_ptr<TaskHub> tasks_hub = std::make_shared<TaskHub>();
     std::shared_ptr<TaskHub> image_hub = std::make_shared<TaskHub>();
     std::shared_ptr<TaskHub> video_hub = std::make_shared<TaskHub>();
     explicit State(HubsDeps d)
-        : deps(std::move(d)), limiter(deps.options.max_connections_per_key) {}
+        : deps(std::move(d)),
+          limiter(deps.options.max_connections_per_key),
+          rate(deps.options.method_rate_per_minute) {}
+
+    /// One invocation of a hub method by the connection's key; false above the rate.
+    bool AllowCall(const CallContext& ctx) {
+        return rate.Allow(KeyOf(ctx.connection->principal()), deps.clock.SteadyNs() / 1'000'000);
+    }
 };
+
+bool IsAnnouncementSeverity(std::string_view severity) {
+    return severity == "info" || severity == "warning" || severity == "error" ||
+           severity == "critical";
+}
 
 domain::Id KeyOf(const realtime::Principal& principal) {
     if (!principal.data) {
@@ -143,6 +170,10 @@ void AddTaskMethods(realtime::Hub& hub,
         "SubscribeToTask",
         [weak, task_hub](CallContext& ctx, const bj::array& args, Completer done) {
             auto s = weak.lock();
+            if (s && !s->AllowCall(ctx)) {
+                done(HubResult::Exception(std::string(kRateLimitExceeded)));
+                return;
+            }
             auto task_id = StringArg(args, 0);
             if (!s || !task_id || task_id->empty()) {
                 done(HubResult::Exception(std::string(kTaskNotFound)));
@@ -177,7 +208,10 @@ void AddTaskMethods(realtime::Hub& hub,
         1);
     hub.On(
         "UnsubscribeFromTask",
-        [task_hub](CallContext& ctx, const bj::array& args) {
+        [weak, task_hub](CallContext& ctx, const bj::array& args) {
+            if (auto s = weak.lock(); s && !s->AllowCall(ctx)) {
+                return HubResult::Exception(std::string(kRateLimitExceeded));
+            }
             if (auto id = StringArg(args, 0)) {
                 task_hub->subs->Remove(ctx.connection->id(), *id);
             }
@@ -187,10 +221,16 @@ void AddTaskMethods(realtime::Hub& hub,
 }
 
 /// SubscribeToTaskType/UnsubscribeFromTaskType of the tasks hub (limited to the caller's key).
-void AddTypeMethods(realtime::Hub& hub, const std::shared_ptr<TaskHub>& task_hub) {
+void AddTypeMethods(realtime::Hub& hub,
+                    const std::shared_ptr<Hubs::State>& state,
+                    const std::shared_ptr<TaskHub>& task_hub) {
+    std::weak_ptr<Hubs::State> weak = state;
     hub.On(
         "SubscribeToTaskType",
-        [task_hub](CallContext& ctx, const bj::array& args) {
+        [weak, task_hub](CallContext& ctx, const bj::array& args) {
+            if (auto s = weak.lock(); s && !s->AllowCall(ctx)) {
+                return HubResult::Exception(std::string(kRateLimitExceeded));
+            }
             auto raw = StringArg(args, 0);
             auto type = raw ? NormalizeType(*raw) : std::nullopt;
             if (!type) {
@@ -206,7 +246,10 @@ void AddTypeMethods(realtime::Hub& hub, const std::shared_ptr<TaskHub>& task_hub
         1);
     hub.On(
         "UnsubscribeFromTaskType",
-        [task_hub](CallContext& ctx, const bj::array& args) {
+        [weak, task_hub](CallContext& ctx, const bj::array& args) {
+            if (auto s = weak.lock(); s && !s->AllowCall(ctx)) {
+                return HubResult::Exception(std::string(kRateLimitExceeded));
+            }
             auto raw = StringArg(args, 0);
             if (auto type = raw ? NormalizeType(*raw) : std::nullopt) {
                 task_hub->subs->RemoveType(ctx.connection->id(), KeyOf(ctx.connection->principal()),
@@ -238,6 +281,134 @@ std::unique_ptr<TaskSubscriptions> MakeSubs(const std::shared_ptr<TaskHub>& task
 Hubs::~Hubs() {
     if (backplane_ != nullptr && subscription_ != 0) {
         backplane_->Unsubscribe(subscription_);
+    }
+    if (backplane_ != nullptr && config_subscription_ != 0) {
+        backplane_->Unsubscribe(config_subscription_);
+    }
+}
+
+void Hubs::Announce(const std::string& message, const std::string& severity) {
+    notifications->SendToAll("SystemAnnouncement",
+                             bj::array{bj::string_view(message), bj::string_view(severity)});
+}
+
+bj::array Hubs::NavigationState() const {
+    std::lock_guard lock(state_->nav_mu);
+    return state_->nav_items;
+}
+
+void Hubs::RefreshNavigation(std::function<void()> done) {
+    auto state = state_;
+    if (!state->deps.load_navigation) {
+        if (done) {
+            done();
+        }
+        return;
+    }
+    uint64_t generation = 0;
+    {
+        std::lock_guard lock(state->nav_mu);
+        generation = ++state->nav_generation;
+    }
+    std::weak_ptr<State> weak = state;
+    auto nav = navigation;
+    state->deps.load_navigation(
+        [weak, generation, nav, done = std::move(done)](core::Result<NavigationData> data) {
+            auto s = weak.lock();
+            if (!s) {
+                return;
+            }
+            if (!data) {
+                spdlog::warn("hubs: navigation state not reloaded: {}", data.error().message);
+            } else {
+                bj::array items;
+                {
+                    std::lock_guard lock(s->nav_mu);
+                    if (generation < s->nav_generation) {
+                        // A newer load is under way: it sends the newest items.
+                        if (done) {
+                            done();
+                        }
+                        return;
+                    }
+                    s->nav_data = std::move(*data);
+                    s->nav_items = NavigationItems(s->nav_data, s->health);
+                    items = s->nav_items;
+                }
+                if (nav) {
+                    nav->SendToAllLocal("NavigationStateUpdated",
+                                        bj::array{bj::object{{"items", std::move(items)}}});
+                }
+            }
+            if (done) {
+                done();
+            }
+        });
+}
+
+void Hubs::OnConfigChange(const ConfigChange& change) {
+    if (change.entity == "ModelMapping") {
+        bj::array args{change.id, bj::string_view(change.model_alias),
+                       bj::string_view(change.change_type)};
+        notifications->SendToAllLocal("ModelMappingChanged", args);
+        navigation->SendToAllLocal("ModelMappingChanged", args);
+    }
+    if (change.AffectsNavigation()) {
+        RefreshNavigation();
+    }
+}
+
+void Hubs::OnProviderHealthChanged(domain::Id provider_id,
+                                   const std::string& status,
+                                   const std::string& message) {
+    bj::array args{provider_id, bj::string_view(status), bj::string_view(message)};
+    notifications->SendToAllLocal("ProviderHealthChanged", args);
+    navigation->SendToAllLocal("ProviderHealthChanged", args);
+    bj::array items;
+    {
+        std::lock_guard lock(state_->nav_mu);
+        state_->health[provider_id] = ProviderHealth{status, message};
+        state_->nav_items = NavigationItems(state_->nav_data, state_->health);
+        items = state_->nav_items;
+    }
+    navigation->SendToAllLocal("NavigationStateUpdated",
+                               bj::array{bj::object{{"items", std::move(items)}}});
+}
+
+void Hubs::OnSpend(const domain::RequestLogRow& row, const SpendTotals& totals) {
+    SendSpendUpdate(*spend, row, totals);
+}
+
+void SendSpendUpdate(realtime::HubServer& spend_hub,
+                     const domain::RequestLogRow& row,
+                     const SpendTotals& totals) {
+    spend_hub.SendToGroupJson(KeyGroup(row.virtual_key_id), "SpendUpdate",
+                              SpendUpdateArgsJson(row, totals));
+}
+
+bool IsBilled(const domain::RequestLogRow& row) {
+    return (row.status_code >= 200 && row.status_code < 300) || row.cost > 0;
+}
+
+std::shared_ptr<realtime::HubServer> HubPublisher(bus::Backplane& hub_backplane,
+                                                  std::string_view path) {
+    realtime::HubOptions o;
+    o.backplane_prefix = BackplanePrefix(path);
+    return std::make_shared<realtime::HubServer>(std::make_shared<realtime::Hub>(), o,
+                                                 &hub_backplane);
+}
+
+void Hubs::CloseAll(std::function<void()> done) {
+    std::vector<std::shared_ptr<realtime::HubServer>> servers{tasks, image,         video,
+                                                              spend, notifications, navigation};
+    auto left = std::make_shared<std::atomic<size_t>>(servers.size());
+    auto finish = std::make_shared<std::function<void()>>(std::move(done));
+    for (const auto& server : servers) {
+        server->CloseAll(true, [left, finish] {
+            if (left->fetch_sub(1) == 1 && *finish) {
+                (*finish)();
+            }
+        });
     }
 }
 
@@ -282,7 +453,7 @@ std::unique_ptr<Hubs> RegisterHubs(net::Router& router, HubsDeps deps) {
         if (th) {
             AddTaskMethods(*hub, state, th);
             if (types) {
-                AddTypeMethods(*hub, th);
+                AddTypeMethods(*hub, state, th);
             }
         }
         return hub;
@@ -291,7 +462,7 @@ std::unique_ptr<Hubs> RegisterHubs(net::Router& router, HubsDeps deps) {
     bus::Backplane* hub_bp = state->deps.hub_backplane;
     auto reg = [&](std::string_view path, std::shared_ptr<realtime::Hub> hub) {
         realtime::HubOptions o = options;
-        o.backplane_prefix = "hubs" + std::string(path.substr(path.rfind('/')));
+        o.backplane_prefix = BackplanePrefix(path);
         return realtime::RegisterHub(router, std::string(path), std::move(hub), std::move(o),
                                      hub_bp);
     };
@@ -301,6 +472,23 @@ std::unique_ptr<Hubs> RegisterHubs(net::Router& router, HubsDeps deps) {
     // Spend and notifications: connect + vkey group.
     hubs->spend = reg(kSpendHubPath, build(nullptr, false));
     hubs->notifications = reg(kNotificationsHubPath, build(nullptr, false));
+    // Navigation state: GetNavigationState() → {items}.
+    auto nav = build(nullptr, false);
+    nav->On(
+        "GetNavigationState",
+        [weak](CallContext& ctx, const bj::array&) {
+            auto s = weak.lock();
+            if (!s) {
+                return HubResult::Unexpected();
+            }
+            if (!s->AllowCall(ctx)) {
+                return HubResult::Exception(std::string(kRateLimitExceeded));
+            }
+            std::lock_guard lock(s->nav_mu);
+            return HubResult::Value(bj::object{{"items", s->nav_items}});
+        },
+        0);
+    hubs->navigation = reg(kNavigationHubPath, std::move(nav));
     state->tasks_hub->server = hubs->tasks;
     state->image_hub->server = hubs->image;
     state->video_hub->server = hubs->video;
@@ -315,6 +503,15 @@ std::unique_ptr<Hubs> RegisterHubs(net::Router& router, HubsDeps deps) {
                 return;
             }
             raw->OnTaskEvent(*e);
+        });
+    hubs->config_subscription_ = state->deps.backplane.Subscribe(
+        std::string(kConfigChangedChannel), [raw](std::string_view, std::string_view payload) {
+            auto c = ParseConfigChange(payload);
+            if (!c) {
+                spdlog::warn("hubs: unparsable configuration change: {}", c.error().message);
+                return;
+            }
+            raw->OnConfigChange(*c);
         });
     return hubs;
 }

@@ -5,6 +5,7 @@
 #include "core/error.hpp"
 #include "core/loop.hpp"
 #include "domain/task.hpp"
+#include "hubs/notifications.hpp"
 #include "hubs/task_subscriptions.hpp"
 #include "net/http_types.hpp"
 #include "net/router.hpp"
@@ -28,6 +29,13 @@ inline constexpr std::string_view kImageHubPath = "/hubs/image-generation";
 inline constexpr std::string_view kVideoHubPath = "/hubs/video-generation";
 inline constexpr std::string_view kSpendHubPath = "/hubs/spend";
 inline constexpr std::string_view kNotificationsHubPath = "/hubs/notifications";
+inline constexpr std::string_view kNavigationHubPath = "/hubs/navigation-state";
+
+/// The completion error of a hub method invoked above the per-key rate.
+inline constexpr std::string_view kRateLimitExceeded = "Rate limit exceeded";
+
+/// Announcement severities (SystemAnnouncement's second argument).
+bool IsAnnouncementSeverity(std::string_view severity);
 
 /// The HubException text of a task that does not exist or belongs to another key.
 inline constexpr std::string_view kTaskNotFound = "Task not found";
@@ -76,7 +84,14 @@ struct HubsOptions {
     /// Settings shared by every hub endpoint (keep-alive, timeouts, limits, CORS).
     realtime::HubOptions hub;
     int max_connections_per_key = 100;
+    /// Hub method invocations per virtual key per minute (0 = unlimited); local per instance.
+    int method_rate_per_minute = 600;
 };
+
+/// Loads what the navigation items are built from (the store's mappings and providers);
+/// `done` may run on any thread.
+using NavigationLoader =
+    std::function<void(std::function<void(core::Result<NavigationData>)> done)>;
 
 struct HubsDeps {
     KeyAuthenticator authenticate;
@@ -88,6 +103,8 @@ struct HubsDeps {
     /// the other instances; null when this is the only instance (everything is local then, and
     /// per-connection subscriptions would only cost).
     bus::Backplane* hub_backplane = nullptr;
+    /// Navigation items' source; unset = no items.
+    NavigationLoader load_navigation;
 };
 
 /// The registered hubs of one instance: their servers (the HubContext for sends from outside) and
@@ -103,10 +120,46 @@ public:
     std::shared_ptr<realtime::HubServer> video;
     std::shared_ptr<realtime::HubServer> spend;
     std::shared_ptr<realtime::HubServer> notifications;
+    std::shared_ptr<realtime::HubServer> navigation;
 
     /// Delivers one task event to the three task hubs (what the Backplane handler does). Any
     /// thread.
     void OnTaskEvent(const tasks::TaskEvent& e);
+
+    /// `SystemAnnouncement(message, severity)` to every client of /hubs/notifications on every
+    /// instance (one backplane publish). The message is passed through verbatim. Any thread.
+    void Announce(const std::string& message, const std::string& severity);
+
+    /// A committed configuration change (what the kConfigChangedChannel handler does; every
+    /// instance gets each change once): `ModelMappingChanged(mappingId, modelAlias, changeType)`
+    /// to this instance's notifications and navigation-state clients for mapping changes, and
+    /// for changes of mappings, providers or provider keys the navigation items are reloaded and
+    /// `NavigationStateUpdated({items})` sent to this instance's navigation-state clients. Any
+    /// thread.
+    void OnConfigChange(const ConfigChange& change);
+
+    /// Hook for the circuit breaker (governance issue): a provider's health changed. Sends
+    /// `ProviderHealthChanged(providerId, status, message)` to this instance's notifications and
+    /// navigation-state clients and `NavigationStateUpdated` with the badges recomputed. Local:
+    /// call it on every instance (e.g. from a backplane event). Any thread.
+    void OnProviderHealthChanged(domain::Id provider_id,
+                                 const std::string& status,
+                                 const std::string& message);
+
+    /// `SpendUpdate({...})` (SpendUpdateArgsJson) to `vkey-{row.virtual_key_id}` of /hubs/spend on
+    /// every instance: one backplane publish per billed request, serialized once; no store
+    /// access. Any thread.
+    void OnSpend(const domain::RequestLogRow& row, const SpendTotals& totals);
+
+    /// The current navigation items. Any thread.
+    boost::json::array NavigationState() const;
+    /// Reloads the navigation items (at start-up; then on configuration changes); `done` (may be
+    /// empty) runs once they are in place, on any thread.
+    void RefreshNavigation(std::function<void()> done = nullptr);
+
+    /// Graceful shutdown: every hub server closes its connections with a Close message that
+    /// allows reconnecting and refuses new ones; `done` runs when all have (any thread).
+    void CloseAll(std::function<void()> done);
 
     struct State;  // implementation detail (hubs.cpp)
 
@@ -116,15 +169,31 @@ private:
     std::shared_ptr<State> state_;
     bus::Backplane* backplane_ = nullptr;
     uint64_t subscription_ = 0;
+    uint64_t config_subscription_ = 0;
 };
 
 /// Routes every hub of specs/api.md §5 (tasks, image-generation, video-generation, spend,
-/// notifications) and subscribes them to task events. Start-up only.
+/// notifications, navigation-state) and subscribes them to task events and configuration
+/// changes. Start-up only.
 ///
 /// The hub servers get `deps.hub_backplane`, so SendToGroup/All/Connection/User reach members on
 /// every instance. Task events, which every instance receives by itself on kTaskEventsChannel,
 /// are delivered with local-only sends (with the backplane, every instance would re-broadcast
 /// the same event and clients would get it once per instance).
 std::unique_ptr<Hubs> RegisterHubs(net::Router& router, HubsDeps deps);
+
+/// A route-less sender for the hub at `path` (e.g. kNotificationsHubPath) on an instance without
+/// the hubs role: its SendToAll/SendToGroup go through `hub_backplane` to the clients of the
+/// instances that have it (same channels as RegisterHubs' servers).
+std::shared_ptr<realtime::HubServer> HubPublisher(bus::Backplane& hub_backplane,
+                                                  std::string_view path);
+
+/// `SpendUpdate` of one billed request to `vkey-{row.virtual_key_id}` through `spend_hub`
+/// (what Hubs::OnSpend does). Any thread.
+void SendSpendUpdate(realtime::HubServer& spend_hub,
+                     const domain::RequestLogRow& row,
+                     const SpendTotals& totals);
+/// True for rows that were billed (a SpendUpdate is due): 2xx, or a charged partial stream.
+bool IsBilled(const domain::RequestLogRow& row);
 
 }  // namespace conduit::hubs

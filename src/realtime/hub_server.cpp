@@ -337,7 +337,14 @@ void HubServer::DeliverLocal(Shard& shard, const std::string& group, const std::
 void HubServer::SendToGroup(std::string_view group,
                             std::string_view target,
                             const boost::json::array& args) {
-    std::string record = InvocationRecord(target, args);  // serialized once
+    SendToGroupJson(group, target, ToJson(args));
+}
+
+void HubServer::SendToGroupJson(std::string_view group,
+                                std::string_view target,
+                                std::string args_json) {
+    std::string record;  // serialized once
+    WriteInvocation(record, std::nullopt, target, args_json);
     if (backplane_ != nullptr) {
         backplane_->Publish(options_.backplane_prefix + ":group:" + std::string(group),
                             std::move(record));

@@ -82,6 +82,9 @@ public:
     void RemoveFromGroup(std::string_view connection_id, std::string_view group) override;
     size_t ConnectionCount() const override;
 
+    /// SendToGroup with the arguments already serialized (a JSON array), e.g. exact decimals.
+    void SendToGroupJson(std::string_view group, std::string_view target, std::string args_json);
+
     // Local-only sends (this instance's connections; never published on the backplane).
     void SendToLocalConnection(std::string_view connection_id,
                                std::string_view target,

@@ -135,7 +135,7 @@ void TaskEngine::Mutate(core::Loop& loop,
                         return Mutation{};
                     }
                     if (bill) {
-                        spend.RecordCommitted(bill->row.group_id, bill->row.cost);
+                        spend.RecordCommitted(bill->row);
                     }
                     return Mutation{std::move(**upd), true, true};
                 }

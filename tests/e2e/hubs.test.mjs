@@ -309,3 +309,194 @@ describe('hubs', () => {
     await Promise.all(conns.slice(1).map((c) => c.stop()));
   });
 });
+
+// --- hub sources: navigation state, notifications, spend, rate limit, shutdown ----------------
+
+/** POST /api/notifications/announcements; returns {status, json}. */
+async function announce(body, { key } = {}) {
+  const res = await fetch(`${gw.base}/api/notifications/announcements`, {
+    method: 'POST',
+    headers: { 'X-API-Key': key ?? 'e2e-master-key-0123456789', 'Content-Type': 'application/json' },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  const text = await res.text();
+  let json = null;
+  try { json = JSON.parse(text); } catch { /* not JSON */ }
+  return { status: res.status, json, text };
+}
+
+describe('hub sources', () => {
+  after(closeAll);
+
+  it('navigation-state: GetNavigationState, then ModelMappingChanged + NavigationStateUpdated on admin changes', async () => {
+    const nav = await connect('/hubs/navigation-state');
+    const events = record(nav, ['NavigationStateUpdated', 'ModelMappingChanged']);
+    const state = await nav.invoke('GetNavigationState');
+    const chat = state.items.find((i) => i.id === 'gpt-4o-mini');
+    assert.deepEqual(Object.keys(chat).sort(), ['badgeColor', 'badgeText', 'id', 'isEnabled', 'path', 'tooltip']);
+    assert.equal(chat.isEnabled, true);
+    assert.equal(chat.path, '/v1/models/gpt-4o-mini');
+    assert.equal(chat.badgeText, null);
+    assert.match(chat.tooltip, /mock\/mock-gpt/);
+
+    const m = await gw.admin('POST', '/api/ModelProviderMapping', {
+      modelAlias: 'nav-test', providerModelId: 'mock-nav', providerId: fx.provider.id,
+    });
+    const created = await waitFor(() => events.find((e) => e.name === 'ModelMappingChanged' && e.args[2] === 'Created'), 5000, 'Created');
+    assert.deepEqual(created.args, [m.id, 'nav-test', 'Created']);
+    const shown = await waitFor(() => events.find((e) => e.name === 'NavigationStateUpdated' &&
+      e.args[0].items.some((i) => i.id === 'nav-test' && i.isEnabled)), 5000, 'nav-test item');
+    assert.ok(shown);
+
+    await gw.admin('PUT', `/api/ModelProviderMapping/${m.id}`, { isEnabled: false });
+    const disabled = await waitFor(() => events.find((e) => e.name === 'NavigationStateUpdated' &&
+      e.args[0].items.some((i) => i.id === 'nav-test' && !i.isEnabled)), 5000, 'nav-test disabled');
+    const item = disabled.args[0].items.find((i) => i.id === 'nav-test');
+    assert.equal(item.badgeText, 'Disabled');
+    assert.equal(item.badgeColor, 'gray');
+    assert.ok(events.some((e) => e.name === 'ModelMappingChanged' && e.args[2] === 'Updated' && e.args[0] === m.id));
+    const now = await nav.invoke('GetNavigationState');
+    assert.equal(now.items.find((i) => i.id === 'nav-test').isEnabled, false);
+
+    await gw.admin('DELETE', `/api/ModelProviderMapping/${m.id}`);
+    await waitFor(() => events.find((e) => e.name === 'ModelMappingChanged' && e.args[2] === 'Deleted'), 5000, 'Deleted');
+    await waitFor(async () => !(await nav.invoke('GetNavigationState')).items.some((i) => i.id === 'nav-test'), 5000, 'nav-test gone');
+    await nav.stop();
+  });
+
+  it('notifications: ModelMappingChanged on create/update/delete, once each', async () => {
+    const notes = await connect('/hubs/notifications', { transport: signalR.HttpTransportType.ServerSentEvents });
+    const events = record(notes, ['ModelMappingChanged']);
+    const m = await gw.admin('POST', '/api/ModelProviderMapping', {
+      modelAlias: 'notes-test', providerModelId: 'mock-notes', providerId: fx.provider.id,
+    });
+    await gw.admin('PUT', `/api/ModelProviderMapping/${m.id}`, { priority: 5 });
+    await gw.admin('DELETE', `/api/ModelProviderMapping/${m.id}`);
+    await waitFor(() => events.length >= 3, 5000, 'three ModelMappingChanged');
+    await new Promise((r) => setTimeout(r, 200));  // a duplicate would arrive by now
+    assert.deepEqual(events.map((e) => e.args), [
+      [m.id, 'notes-test', 'Created'], [m.id, 'notes-test', 'Updated'], [m.id, 'notes-test', 'Deleted'],
+    ]);
+    await notes.stop();
+  });
+
+  it('announcements: every notifications client gets SystemAnnouncement verbatim; bad input is 400', async () => {
+    const a = await connect('/hubs/notifications');
+    const b = await connect('/hubs/notifications', { transport: signalR.HttpTransportType.LongPolling, key: otherKey });
+    const ea = record(a, ['SystemAnnouncement']);
+    const eb = record(b, ['SystemAnnouncement']);
+    const message = 'Maintenance at 02:00 UTC — “quotes”, <tags> & \\ backslash ✓';
+    const res = await announce({ message, severity: 'warning' });
+    assert.equal(res.status, 202, res.text);
+    assert.equal(res.json.accepted, true);
+    await waitFor(() => ea.length && eb.length, 5000, 'announcement on both');
+    assert.deepEqual(ea[0].args, [message, 'warning']);
+    assert.deepEqual(eb[0].args, [message, 'warning']);
+    // Severity defaults to info.
+    assert.equal((await announce({ message: 'plain' })).status, 202);
+    await waitFor(() => ea.length === 2, 5000, 'second announcement');
+    assert.deepEqual(ea[1].args, ['plain', 'info']);
+
+    for (const bad of [{}, { message: '' }, { message: 42 }, { message: 'x', severity: 'panic' }, '{not json']) {
+      const r = await announce(bad);
+      assert.equal(r.status, 400, `${JSON.stringify(bad)} → ${r.status} ${r.text}`);
+      assert.ok(r.json?.error?.message, r.text);
+    }
+    assert.equal((await announce({ message: 'x' }, { key: 'wrong' })).status, 401);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(ea.length, 2);
+    assert.equal(eb.length, 2);
+    await a.stop();
+    await b.stop();
+  });
+
+  it('spend: SpendUpdate to the key after a chat request, not to another key', async () => {
+    const mine = await connect('/hubs/spend');
+    const theirs = await connect('/hubs/spend', { key: otherKey });
+    const em = record(mine, ['SpendUpdate']);
+    const et = record(theirs, ['SpendUpdate']);
+    const res = await call('POST', '/v1/chat/completions', {
+      body: { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hello spend' }] },
+    });
+    assert.equal(res.status, 200, res.text);
+    const requestId = res.headers.get('x-request-id');
+    const u = await waitFor(() => em.find((e) => e.args[0].metadata.requestId === requestId), 5000, 'SpendUpdate');
+    const s = u.args[0];
+    assert.equal(s.model, 'gpt-4o-mini');
+    assert.equal(s.provider, 'mock');
+    assert.equal(s.metadata.endpoint, '/v1/chat/completions');
+    assert.equal(s.metadata.inputTokens, res.json.usage.prompt_tokens);
+    assert.equal(s.metadata.outputTokens, res.json.usage.completion_tokens);
+    // Prices: $1 / $2 per million tokens (seed), exact decimals.
+    const expected = (res.json.usage.prompt_tokens * 1 + res.json.usage.completion_tokens * 2) / 1e6;
+    assert.ok(Math.abs(s.newSpend - expected) < 1e-9, `${s.newSpend} vs ${expected}`);
+    assert.ok(s.newSpend > 0);
+    assert.ok(s.totalSpend >= s.newSpend);
+    assert.ok(s.budgetRemaining > 0 && s.budgetRemaining < 100, String(s.budgetRemaining));
+    assert.ok(!Number.isNaN(Date.parse(s.timestamp)), s.timestamp);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(et.length, 0);
+    assert.equal(em.filter((e) => e.args[0].metadata.requestId === requestId).length, 1);
+    await mine.stop();
+    await theirs.stop();
+  });
+});
+
+describe('hub method rate limit and shutdown', () => {
+  let gw2;
+  let key2;
+  let other2;
+  before(async () => {
+    gw2 = await startGateway(['--hub-method-rate-per-minute', '3', '--shutdown-grace-ms', '30000']);
+    const g = await gw2.admin('POST', '/api/VirtualKeyGroups', { groupName: 'g', initialBalance: 1 });
+    key2 = (await gw2.admin('POST', '/api/VirtualKeys', { keyName: 'k', virtualKeyGroupId: g.id })).virtualKey;
+    other2 = (await gw2.admin('POST', '/api/VirtualKeys', { keyName: 'o', virtualKeyGroupId: g.id })).virtualKey;
+  });
+  after(async () => { await gw2?.stop(); });
+
+  const build2 = (hub, key, transport, reconnect) => {
+    const opts = { accessTokenFactory: () => key };
+    if (transport !== undefined) opts.transport = transport;
+    let b = new signalR.HubConnectionBuilder().withUrl(`${gw2.base}${hub}`, opts).configureLogging(signalR.LogLevel.None);
+    if (reconnect) b = b.withAutomaticReconnect([60000]);  // long first delay: the test sees 'reconnecting'
+    return b.build();
+  };
+
+  it("over the per-key rate a method completes with 'Rate limit exceeded'; the connection stays", async () => {
+    const c = build2('/hubs/navigation-state', key2);
+    await c.start();
+    for (let i = 0; i < 3; i++) await c.invoke('GetNavigationState');
+    await assert.rejects(c.invoke('GetNavigationState'), /Rate limit exceeded/);
+    await assert.rejects(c.invoke('GetNavigationState'), /Rate limit exceeded/);
+    assert.equal(c.state, signalR.HubConnectionState.Connected);
+    // Another key has its own budget; the limit is per key across connections and hubs.
+    const o = build2('/hubs/tasks', other2);
+    await o.start();
+    await assert.rejects(o.invoke('SubscribeToTask', 'nope'), /Task not found/);
+    const c2 = build2('/hubs/tasks', key2);
+    await c2.start();
+    await assert.rejects(c2.invoke('UnsubscribeFromTask', 'x'), /Rate limit exceeded/);
+    await Promise.all([c.stop(), o.stop(), c2.stop()]);
+  });
+
+  it('SIGTERM: every client gets a Close that allows reconnecting, and the drain does not wait for SSE/long polls', async () => {
+    const clients = [
+      build2('/hubs/notifications', other2, signalR.HttpTransportType.WebSockets, true),
+      build2('/hubs/notifications', other2, signalR.HttpTransportType.ServerSentEvents, true),
+      build2('/hubs/spend', other2, signalR.HttpTransportType.LongPolling, true),
+    ];
+    const reconnecting = clients.map((c) => new Promise((r) => c.onreconnecting(() => r('reconnecting'))));
+    const closed = clients.map((c) => new Promise((r) => c.onclose(() => r('closed'))));
+    for (const c of clients) await c.start();
+    const t0 = Date.now();
+    gw2.proc.kill('SIGTERM');
+    const outcomes = await Promise.all(clients.map((c, i) => Promise.race([reconnecting[i], closed[i]])));
+    assert.deepEqual(outcomes, ['reconnecting', 'reconnecting', 'reconnecting']);
+    const exit = await gw2.exited;
+    const elapsed = Date.now() - t0;
+    assert.equal(exit.code, 0);
+    // The drain grace is 30 s: held SSE streams and polls would have kept the process that long.
+    assert.ok(elapsed < 10000, `exited after ${elapsed} ms`);
+    await Promise.all(clients.map((c) => c.stop().catch(() => {})));
+  });
+});
