@@ -48,6 +48,7 @@ Params& Params::Bool(bool v) {
 }
 
 Params& Params::Text(std::string_view v) {
+    has_nul_ = has_nul_ || v.find('\0') != std::string_view::npos;
     values_.emplace_back(v);
     null_.push_back(0);
     formats_.push_back(0);
@@ -345,7 +346,19 @@ RawParams Raw(const P& values, const std::vector<char>& nulls) {
 
 }  // namespace
 
+namespace {
+
+core::Error NulError() {
+    return core::Error::Make(ErrorCode::kInvalidRequest,
+                             "postgresql query: text must not contain a NUL byte");
+}
+
+}  // namespace
+
 Result<Rows> Conn::Exec(const std::string& sql, const Params& params) {
+    if (params.has_nul()) {
+        return tl::unexpected(NulError());
+    }
     auto name = StatementName(sql);
     if (!name) {
         return tl::unexpected(std::move(name.error()));
@@ -387,6 +400,9 @@ Result<std::vector<Rows>> Conn::Pipeline(
     std::vector<std::string> names;
     names.reserve(batch.size());
     for (const auto& [sql, params] : batch) {
+        if (params.has_nul()) {
+            return tl::unexpected(NulError());
+        }
         auto name = StatementName(*sql);
         if (!name) {
             return tl::unexpected(std::move(name.error()));

@@ -42,9 +42,12 @@ public:
     Params& Null();
 
     int size() const { return static_cast<int>(values_.size()); }
+    /// True if a Text() value held a NUL byte (PostgreSQL text cannot; libpq would cut it).
+    bool has_nul() const { return has_nul_; }
 
 private:
     friend class Conn;
+    bool has_nul_ = false;
     std::vector<std::string> values_;
     std::vector<char> null_;
     std::vector<int> formats_;

@@ -444,6 +444,26 @@ TEST(PostgresStore, LargeSpendBatchIsPipelinedAllOrNothing) {
               std::vector<std::string>{"1500"});
 }
 
+TEST(PostgresStore, TextWithANulByteIsRefusedNotCut) {
+    REQUIRE_PG();
+    Schema schema;
+    ASSERT_TRUE(schema.ok());
+    auto store = MustOpen(schema.url());
+    ASSERT_TRUE(store);
+    STORE_OK(store->Migrate());
+    STORE_EXPECT_ERROR(store->PutSetting("k", std::string("before\0after", 12)),
+                       core::ErrorCode::kInvalidRequest);
+    EXPECT_FALSE(STORE_OK(store->GetSetting("k")).has_value());
+    auto d = contract::NewDelivery("msg_nul", "task_nul", 1, "pending", contract::kT0);
+    d.payload = std::string("{\0}", 3);
+    STORE_EXPECT_ERROR(store->UpsertWebhookDeliveries({d}), core::ErrorCode::kInvalidRequest);
+    EXPECT_FALSE(STORE_OK(store->GetWebhookDelivery("msg_nul")).has_value());
+    // The store stays usable (sealed secrets, stored as bytea, may hold any byte: see the
+    // contract suite).
+    STORE_OK(store->PutSetting("k", "fine"));
+    EXPECT_EQ(STORE_OK(store->GetSetting("k")), std::optional<std::string>("fine"));
+}
+
 TEST(PostgresStore, PoolSizeFromTheUrl) {
     REQUIRE_PG();
     auto bad = OpenPostgresStore(WithParam(TestUrl(), "pool_max_conns=0"));
