@@ -218,6 +218,7 @@ describe('browser (headless Chromium, cross-origin)', { skip: SKIP }, () => {
     gw = await startGateway([
       '--task-poll-interval-ms', '100', '--task-sweep-interval-ms', '200',
       '--hub-cors-origins', `${site.origin}, http://cors.example.test`,
+      '--log-level', 'trace',  // nothing logged may carry the key (it travels in URLs here)
     ]);
     fx = await seed(gw, mock);
     await seedVideo(gw, fx);
@@ -332,6 +333,8 @@ describe('browser (headless Chromium, cross-origin)', { skip: SKIP }, () => {
         assert.ok(got.events.every((e) => e.args[0] === id));
         assert.ok(got.events.at(-1).args[1].data[0].url.includes('/v1/media/'));
 
+        // The key travelled in URLs (access_token): it must not show up in the gateway's logs.
+        assert.equal(gw.output().includes(fx.keys.main), false, 'the key was logged');
         const stopped = await page.eval('hubStop()');
         assert.equal(stopped.state, 'Disconnected');
         if (transport === 'LongPolling') {

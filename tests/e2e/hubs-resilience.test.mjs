@@ -382,7 +382,9 @@ describe('server restart', () => {
       await seedVideo(g, rfx);
       const port = g.port;
 
-      const c = build(g.base, '/hubs/tasks', rfx.keys.main, { reconnect: [0, 200, 400, 800, 1000, 1000, 1000, 1000, 1000, 1000] });
+      // Retries every 250 ms for up to 30 s (the default policy waits 2 s, then 10 s, then 30 s).
+      const policy = { nextRetryDelayInMilliseconds: (ctx) => (ctx.elapsedMilliseconds < 30000 ? 250 : null) };
+      const c = build(g.base, '/hubs/tasks', rfx.keys.main, { reconnect: policy });
       const seen = [];
       c.onreconnecting((err) => seen.push({ what: 'reconnecting', err }));
       c.onreconnected((id) => seen.push({ what: 'reconnected', id }));
@@ -403,7 +405,7 @@ describe('server restart', () => {
       g = await startGateway([...TASK_FLAGS, '--listen', `127.0.0.1:${port}`], { dataDir, keepData: true });
       assert.equal(g.port, port);
 
-      const reconnected = await waitFor(() => seen.find((s) => s.what === 'reconnected'), 15000, 'onreconnected');
+      const reconnected = await waitFor(() => seen.find((s) => s.what === 'reconnected'), 30000, 'onreconnected');
       assert.deepEqual(seen.map((s) => s.what), ['reconnecting', 'reconnected']);
       assert.ok(reconnected.id && reconnected.id !== firstId, `new id: ${reconnected.id} vs ${firstId}`);
       assert.equal(c.connectionId, reconnected.id);
@@ -878,16 +880,24 @@ describe('limits', () => {
     const target = 'M'.repeat(4000);
     const status = async (c) => (await hubRequest(gw.base, hub, 'POST', { id: c.token, key, body: '' })).status;
     let answers = 0;
-    reader.ws.on('message', (m) => { if (String(m).includes('Unknown hub method')) answers += 1; });
+    let wake = null;
+    reader.ws.on('message', (m) => {
+      if (String(m).includes('Unknown hub method')) answers += 1;
+      wake?.();
+    });
+    // The reader keeps at most 64 answers (256 KB) outstanding, so it never lags by much.
+    const answered = (n) => new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`reader: ${answers} of ${n} answers`)), 10000);
+      wake = () => { if (answers >= n) { clearTimeout(timer); wake = null; resolve(); } };
+      wake();
+    });
     let i = 0;
     for (; i < 8000; i++) {
       const record = `{"type":1,"invocationId":"${i}","target":"${target}","arguments":[]}${RS}`;
       reader.ws.send(record);
       if (slow.ws.readyState === WebSocket.OPEN) slow.ws.send(record);
-      if (i % 500 === 499) {
-        await new Promise((r) => setImmediate(r));
-        if ((await status(slow)) === 404) break;
-      }
+      if (i - answers >= 64) await answered(i - 16);
+      if (i % 500 === 499 && (await status(slow)) === 404) break;
     }
     await waitFor(async () => (await status(slow)) === 404, 10000, 'the slow client to be disconnected');
     assert.ok(i >= 250, `disconnected after ${i} answers (1 MB = 250): sooner than its bound`);
