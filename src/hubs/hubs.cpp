@@ -382,6 +382,9 @@ void Hubs::OnSpend(const domain::RequestLogRow& row, const SpendTotals& totals) 
 void SendSpendUpdate(realtime::HubServer& spend_hub,
                      const domain::RequestLogRow& row,
                      const SpendTotals& totals) {
+    if (!spend_hub.has_backplane() && spend_hub.ConnectionCount() == 0) {
+        return;  // one instance and nobody listening: nothing to serialize or post
+    }
     spend_hub.SendToGroupJson(KeyGroup(row.virtual_key_id), "SpendUpdate",
                               SpendUpdateArgsJson(row, totals));
 }

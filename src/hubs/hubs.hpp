@@ -189,7 +189,8 @@ std::shared_ptr<realtime::HubServer> HubPublisher(bus::Backplane& hub_backplane,
                                                   std::string_view path);
 
 /// `SpendUpdate` of one billed request to `vkey-{row.virtual_key_id}` through `spend_hub`
-/// (what Hubs::OnSpend does). Any thread.
+/// (what Hubs::OnSpend does); nothing at all when the hub is local-only and has no connection.
+/// Any thread.
 void SendSpendUpdate(realtime::HubServer& spend_hub,
                      const domain::RequestLogRow& row,
                      const SpendTotals& totals);

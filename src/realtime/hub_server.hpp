@@ -100,6 +100,8 @@ public:
     /// runs once every shard has done so (on one of the loops). Any thread.
     void CloseAll(bool allow_reconnect, std::function<void()> done);
     bool closing() const { return closing_.load(std::memory_order_acquire); }
+    /// True when sends go through a backplane (other instances may have members).
+    bool has_backplane() const { return backplane_ != nullptr; }
 
     // ConnectionHost
     const Hub& hub() const override { return *hub_; }

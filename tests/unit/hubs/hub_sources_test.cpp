@@ -63,7 +63,7 @@ struct Client {
 
 class HubSourcesTest : public ::testing::Test {
 protected:
-    std::unique_ptr<Hubs> MakeInstance(int rate = 600) {
+    std::unique_ptr<Hubs> MakeInstance(int rate = 600, bool cross_instance = true) {
         HubsOptions o;
         o.method_rate_per_minute = rate;
         net::Router router;  // routes are not exercised: the servers are called directly
@@ -82,7 +82,7 @@ protected:
                         std::function<void(core::Result<domain::AsyncTask>)> done) {
                          done(core::Fail(core::ErrorCode::kNotFound, "no"));
                      },
-                     *backplane, clock, o, backplane.get(),
+                     *backplane, clock, o, cross_instance ? backplane.get() : nullptr,
                      [this](std::function<void(core::Result<NavigationData>)> done) {
                          ++nav_loads;
                          done(nav_data);
@@ -243,6 +243,36 @@ TEST_F(HubSourcesTest, SpendUpdateToTheKeyOnEveryInstance) {
     domain::RequestLogRow failed;
     failed.status_code = 502;
     EXPECT_FALSE(IsBilled(failed));
+}
+
+TEST_F(HubSourcesTest, PublisherOfAnInstanceWithoutTheHubsRole) {
+    auto x = Connect(*a->notifications, "key1");
+    auto s = Connect(*b->spend, "key1");
+    auto notes = HubPublisher(*backplane, kNotificationsHubPath);
+    notes->SendToAll("SystemAnnouncement", bj::array{"from api", "info"});
+    domain::RequestLogRow row;
+    row.virtual_key_id = 1;
+    row.status_code = 200;
+    SendSpendUpdate(*HubPublisher(*backplane, kSpendHubPath), row, SpendTotals{});
+    loop.RunPending();
+    ASSERT_EQ(x.Calls("SystemAnnouncement").size(), 1u);
+    EXPECT_EQ(x.Calls("SystemAnnouncement")[0].at("arguments"), (bj::array{"from api", "info"}));
+    EXPECT_EQ(s.Calls("SpendUpdate").size(), 1u);
+}
+
+TEST_F(HubSourcesTest, LocalSpendHubWithoutBackplane) {
+    auto local = MakeInstance(600, /*cross_instance=*/false);
+    EXPECT_FALSE(local->spend->has_backplane());
+    domain::RequestLogRow row;
+    row.virtual_key_id = 1;
+    row.status_code = 200;
+    local->OnSpend(row, SpendTotals{});  // nobody connected: skipped
+    auto c = Connect(*local->spend, "key1");
+    auto elsewhere = Connect(*a->spend, "key1");  // another instance: not reached without it
+    local->OnSpend(row, SpendTotals{});
+    loop.RunPending();
+    EXPECT_EQ(c.Calls("SpendUpdate").size(), 1u);
+    EXPECT_TRUE(elsewhere.Calls("SpendUpdate").empty());
 }
 
 TEST_F(HubSourcesTest, TaskEventsOncePerClientDespiteTheHubBackplane) {
