@@ -642,8 +642,8 @@ void App::Impl::InitHubSources() {
         auto* cs = config_state.get();
         auto* bk = &book;
         spend->SetObserver([out, cs, bk](const domain::RequestLogRow& row) {
-            if (!hubs::IsBilled(row)) {
-                return;
+            if (!hubs::IsBilled(row) || (!out->has_backplane() && out->ConnectionCount() == 0)) {
+                return;  // not billed, or one instance and nobody on the spend hub
             }
             hubs::SpendTotals totals;
             auto snap = cs->Get();
