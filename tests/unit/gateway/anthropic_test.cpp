@@ -670,5 +670,46 @@ TEST(AnthropicStream, UnreadableEventAndMissingPieces) {
     EXPECT_FALSE(t.usage().present);
 }
 
+TEST(AnthropicRobustness, EveryPrefixOfValidInputIsHandled) {
+    const std::string request =
+        R"({"model":"a","messages":[{"role":"system","content":"s"},{"role":"user","content":[)"
+        R"({"type":"text","text":"q"},{"type":"image_url","image_url":{"url":"https://x/y.png"}}]},)"
+        R"({"role":"assistant","tool_calls":[{"id":"c","type":"function","function":{"name":"f",)"
+        R"("arguments":"{\"a\":1}"}}]},{"role":"tool","tool_call_id":"c","content":"r"}],)"
+        R"("tools":[{"type":"function","function":{"name":"f"}}],"stop":["x"],"max_tokens":9})";
+    ASSERT_TRUE(TranslateChatRequest(request, "m").has_value());
+    for (size_t n = 0; n < request.size(); ++n) {
+        auto r = TranslateChatRequest(std::string_view(request).substr(0, n), "m");
+        ASSERT_FALSE(r.has_value()) << n;
+        EXPECT_EQ(r.error().code, ErrorCode::kInvalidRequest);
+    }
+
+    const std::string response =
+        R"({"id":"m","type":"message","content":[{"type":"text","text":"hi"},{"type":"tool_use",)"
+        R"("id":"t","name":"f","input":{"a":[1,2]}}],"stop_reason":"tool_use",)"
+        R"("usage":{"input_tokens":1,"output_tokens":2}})";
+    ASSERT_TRUE(TranslateChatResponse(response, "a", 1).has_value());
+    for (size_t n = 0; n < response.size(); ++n) {
+        auto r = TranslateChatResponse(std::string_view(response).substr(0, n), "a", 1);
+        ASSERT_FALSE(r.has_value()) << n;
+        EXPECT_EQ(r.error().code, ErrorCode::kUpstreamError);
+        EXPECT_EQ(MapError(500, std::string_view(response).substr(0, n)).status, 502);
+    }
+
+    // A stream cut anywhere: whatever was emitted is well-formed SSE with JSON chunks.
+    const std::string stream = TextStream();
+    for (size_t n = 0; n <= stream.size(); n += 3) {
+        AnthropicStreamTranslator t(StreamOptions(true));
+        std::string out;
+        ASSERT_TRUE(t.Feed(std::string_view(stream).substr(0, n), out));
+        for (const auto& d : DataOf(out)) {
+            if (d != "[DONE]") {
+                Parse(d);
+            }
+        }
+        EXPECT_EQ(t.Finished(), out.ends_with("data: [DONE]\n\n")) << n;
+    }
+}
+
 }  // namespace
 }  // namespace conduit::gateway::anthropic
