@@ -38,6 +38,7 @@ void RegisterAdminRoutes(
     detail::RegisterCostRoutes(router, deps);
     detail::RegisterAnalyticsRoutes(router, deps);
     detail::RegisterNotificationRoutes(router, deps);
+    detail::RegisterRouterRoutes(router, deps);
 }
 
 }  // namespace conduit::admin

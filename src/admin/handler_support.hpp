@@ -45,6 +45,7 @@ void RegisterMappingRoutes(net::Router& router, const DepsPtr& deps);
 void RegisterCostRoutes(net::Router& router, const DepsPtr& deps);
 void RegisterAnalyticsRoutes(net::Router& router, const DepsPtr& deps);
 void RegisterNotificationRoutes(net::Router& router, const DepsPtr& deps);
+void RegisterRouterRoutes(net::Router& router, const DepsPtr& deps);
 
 // --- Responses -------------------------------------------------------------------------------
 

@@ -2,9 +2,11 @@
 
 #include "admin/admin_api.hpp"
 #include "bus/backplane.hpp"
+#include "bus/counters.hpp"
 #include "bus/embedded_queue.hpp"
 #include "bus/rabbitmq/rabbitmq_queue.hpp"
 #include "bus/redis/redis_backplane.hpp"
+#include "bus/redis/redis_counters.hpp"
 #include "bus/work_queue.hpp"
 #include "core/clock.hpp"
 #include "core/crypto.hpp"
@@ -16,6 +18,8 @@
 #include "gateway/errors.hpp"
 #include "gateway/metrics.hpp"
 #include "gateway/proxy.hpp"
+#include "gateway/rate_gate.hpp"
+#include "gateway/routing.hpp"
 #include "gateway/spend_recorder.hpp"
 #include "http_client/client.hpp"
 #include "hubs/hubs.hpp"
@@ -156,6 +160,12 @@ struct App::Impl {
     std::vector<std::unique_ptr<http_client::Client>> clients;
     std::unique_ptr<gateway::GatewayMetrics> gateway_metrics;
     std::unique_ptr<HttpMetrics> http_metrics;
+    // Governance (issue 5): shared counters (Redis when configured), the per-key rate gate in
+    // front of /v1, and the provider deployments' breakers.
+    std::unique_ptr<bus::Counters> counters;
+    bus::RedisCounters* redis_counters = nullptr;  // the counters, when they are Redis
+    std::unique_ptr<gateway::RateGate> rate_gate;
+    std::unique_ptr<gateway::DeploymentHealth> deployment_health;
     std::unique_ptr<gateway::OpenAIProxy> proxy;
     net::Router router;
     obs::HealthRegistry health;
@@ -189,6 +199,8 @@ struct App::Impl {
     core::TimerPtr queue_stats_timer;
 
     core::Result<void> Init();
+    core::Result<void> InitGovernance();
+    void DisableProviderKey(domain::Id provider_key_id, int status);
     core::Result<void> InitTasks(const std::string& host, uint16_t port);
     void InitHubs();
     void InitHubSources();
@@ -303,10 +315,21 @@ core::Result<void> App::Impl::Init() {
     timeouts.first_byte = std::chrono::milliseconds(cfg.upstream.first_byte_timeout_ms);
     timeouts.idle = std::chrono::milliseconds(cfg.upstream.idle_timeout_ms);
     timeouts.total = std::chrono::milliseconds(cfg.upstream.total_timeout_ms);
-    proxy = std::make_unique<gateway::OpenAIProxy>(
-        gateway::ProxyDeps{*config_state, book, *spend,
-                           [this](size_t i) -> http_client::Client& { return *clients[i]; },
-                           timeouts, *gateway_metrics, core::SystemClock::Instance()});
+    if (auto g = InitGovernance(); !g) {
+        return g;
+    }
+    gateway::ProxyDeps proxy_deps{*config_state,
+                                  book,
+                                  *spend,
+                                  [this](size_t i) -> http_client::Client& { return *clients[i]; },
+                                  timeouts,
+                                  *gateway_metrics,
+                                  core::SystemClock::Instance()};
+    proxy_deps.health = deployment_health.get();
+    proxy_deps.on_key_rejected = [this](domain::Id provider_key_id, int status) {
+        DisableProviderKey(provider_key_id, status);
+    };
+    proxy = std::make_unique<gateway::OpenAIProxy>(std::move(proxy_deps));
 
     RegisterRoutes();
     RegisterHealthChecks();
@@ -341,6 +364,15 @@ core::Result<void> App::Impl::Init() {
         InitHubs();
     }
     InitHubSources();
+    // Every /v1 route (the OpenAI ones and the task routes) behind the key's request limits;
+    // media downloads are capability URLs without a key. Before Run(): nothing is dispatched yet.
+    size_t limited = router.WrapRoutes(
+        [](std::string_view, std::string_view pattern) {
+            return pattern.starts_with("/v1/") && !pattern.starts_with("/v1/media/");
+        },
+        [this](net::Handler inner) { return rate_gate->Wrap(std::move(inner)); });
+    spdlog::info("rate limits: {} routes, counters {}, fail policy {}", limited, counters->Engine(),
+                 cfg.governance.rate_limit_fail_policy);
     auto* srv = server.get();
     registry.AddCallbackGauge("conduit_http_connections_open", "Open client connections.",
                               [srv] { return static_cast<double>(srv->ActiveConnections()); });
@@ -361,6 +393,104 @@ core::Result<void> App::Impl::Init() {
     return {};
 }
 
+core::Result<void> App::Impl::InitGovernance() {
+    auto& registry = obs::Registry::Global();
+    if (!cfg.redis.url.empty()) {
+        bus::RedisCountersOptions ro;
+        ro.url = cfg.redis.url;
+        ro.key_prefix = cfg.redis.prefix;
+        auto made = bus::MakeRedisCounters(std::move(ro));
+        if (!made) {
+            return tl::unexpected(made.error());
+        }
+        redis_counters = made->get();
+        counters = std::move(*made);
+        auto* rc = redis_counters;
+        health.Add("counters", {"ready"}, obs::SyncHealthCheck([rc] {
+                       auto st = rc->Stats();
+                       if (!st.connected) {
+                           // Rate limits follow the fail policy meanwhile.
+                           return obs::HealthResult{
+                               obs::HealthStatus::kDegraded,
+                               "redis unreachable (" + std::to_string(st.errors) + " errors)"};
+                       }
+                       return obs::HealthResult{
+                           obs::HealthStatus::kHealthy,
+                           "redis: " + std::to_string(st.round_trips) + " round trips, " +
+                               std::to_string(st.local_decisions) + " local refusals"};
+                   }));
+    } else {
+        counters = bus::MakeInProcessCounters();
+    }
+    auto policy = gateway::ParseFailPolicy(cfg.governance.rate_limit_fail_policy);
+    rate_gate =
+        std::make_unique<gateway::RateGate>(*counters, *config_state, core::SystemClock::Instance(),
+                                            registry, policy.value_or(gateway::FailPolicy::kOpen));
+
+    const auto& g = cfg.governance;
+    domain::BreakerOptions bo;
+    bo.window_ms = g.breaker_window_ms;
+    bo.min_requests = g.breaker_min_requests;
+    bo.failure_ratio = g.breaker_failure_percent / 100.0;
+    bo.open_ms = g.breaker_open_ms;
+    deployment_health = std::make_unique<gateway::DeploymentHealth>(bo, registry);
+    deployment_health->SetOnChange([this](const gateway::DeploymentHealth::Change& c) {
+        const auto to = domain::ToString(c.to);
+        if (c.to == domain::WindowBreaker::State::kOpen) {
+            spdlog::warn("circuit breaker of provider '{}' ({}, mapping {}) opened",
+                         c.provider_name, c.alias, c.mapping_id);
+        } else {
+            spdlog::info("circuit breaker of provider '{}' ({}, mapping {}) is {}", c.provider_name,
+                         c.alias, c.mapping_id, to);
+        }
+        // This instance's view, to this instance's clients (every instance judges the
+        // providers it talks to).
+        if (hubs) {
+            const char* status = c.to == domain::WindowBreaker::State::kClosed ? "Healthy"
+                                 : c.to == domain::WindowBreaker::State::kOpen ? "Unhealthy"
+                                                                               : "Degraded";
+            hubs->OnProviderHealthChanged(
+                c.provider_id, status,
+                "circuit breaker " + std::string(to) + " for model '" + c.alias + "'");
+        }
+    });
+    return {};
+}
+
+void App::Impl::DisableProviderKey(domain::Id provider_key_id, int status) {
+    // Off the loop: the store call and the reload run on the executor. Concurrent reports of
+    // the same key find it already disabled.
+    executor->Submit([this, provider_key_id, status] {
+        auto key = store->GetProviderKey(provider_key_id);
+        if (!key || !*key || !(*key)->is_enabled) {
+            return;
+        }
+        domain::ProviderKey k = **key;
+        k.is_enabled = false;
+        k.updated_at_ms = core::SystemClock::Instance().NowUnixMs();
+        if (auto r = store->UpdateProviderKey(k); !r) {
+            spdlog::error("could not disable provider key #{}: {}", provider_key_id,
+                          r.error().message);
+            return;
+        }
+        if (auto r = config_state->ReloadOnExecutor(); !r) {
+            spdlog::error("configuration reload failed: {}", r.error().message);
+        }
+        spdlog::warn("provider key #{} of provider {} disabled: the provider answered HTTP {}",
+                     provider_key_id, k.provider_id, status);
+        if (admin_deps && admin_deps->on_config_change) {
+            admin_deps->on_config_change(
+                admin::ConfigChange{"ProviderKey", "Updated", provider_key_id, ""});
+        }
+        if (hubs) {
+            hubs->OnProviderHealthChanged(k.provider_id, "Degraded",
+                                          "provider key #" + std::to_string(provider_key_id) +
+                                              " was rejected (HTTP " + std::to_string(status) +
+                                              ") and disabled");
+        }
+    });
+}
+
 core::Result<void> App::Impl::InitTasks(const std::string& host, uint16_t port) {
     auto& registry = obs::Registry::Global();
     const auto& clock = core::SystemClock::Instance();
@@ -374,7 +504,7 @@ core::Result<void> App::Impl::InitTasks(const std::string& host, uint16_t port) 
     if (!cfg.redis.url.empty()) {
         bus::RedisBackplaneOptions ro;
         ro.url = cfg.redis.url;
-        ro.channel_prefix = "conduit:";
+        ro.channel_prefix = cfg.redis.prefix;
         auto made = bus::MakeRedisBackplane(std::move(ro));
         if (!made) {
             return tl::unexpected(made.error());
@@ -824,6 +954,31 @@ void App::Impl::RegisterHealthChecks() {
                    }
                    return obs::HealthResult{obs::HealthStatus::kHealthy,
                                             std::to_string(active) + " upstream calls in flight"};
+               }));
+    // Provider deployments whose circuit breaker is open or probing: Degraded (routing skips
+    // them; requests still succeed elsewhere while any deployment is up).
+    auto* dh = deployment_health.get();
+    health.Add("providers", {"ready"}, obs::SyncHealthCheck([dh] {
+                   const int64_t now = gateway::SteadyNowMs();
+                   std::string down;
+                   size_t n = 0;
+                   for (const auto& st : dh->Statuses(now)) {
+                       if (st.state == domain::WindowBreaker::State::kClosed) {
+                           continue;
+                       }
+                       ++n;
+                       if (n <= 5) {
+                           down += (down.empty() ? "" : ", ") + st.provider_name + " (" + st.alias +
+                                   ", " + std::string(domain::ToString(st.state)) + ")";
+                       }
+                   }
+                   if (n > 0) {
+                       return obs::HealthResult{
+                           obs::HealthStatus::kDegraded,
+                           std::to_string(n) + " deployment(s) with an open breaker: " + down};
+                   }
+                   return obs::HealthResult{obs::HealthStatus::kHealthy,
+                                            "every provider deployment's breaker is closed"};
                }));
 }
 

@@ -164,6 +164,14 @@ core::Result<void> Validate(const Config& c) {
          "must be positive"},
         {"hubs.method_rate_per_minute", c.hubs.method_rate_per_minute, 0, kMaxInt,
          "must be 0 (unlimited) or more"},
+        {"governance.breaker_window_ms", c.governance.breaker_window_ms, 100, kMaxInt,
+         "must be at least 100"},
+        {"governance.breaker_min_requests", c.governance.breaker_min_requests, 1, kMaxInt,
+         "must be positive"},
+        {"governance.breaker_failure_percent", c.governance.breaker_failure_percent, 1, 100,
+         "must be 1..100"},
+        {"governance.breaker_open_ms", c.governance.breaker_open_ms, 1, kMaxInt,
+         "must be positive"},
     };
     for (const auto& check : checks) {
         if (auto r = CheckRange(check.setting, check.value, check.lo, check.hi, check.what); !r) {
@@ -174,6 +182,12 @@ core::Result<void> Validate(const Config& c) {
         c.upstream.client != "curl") {
         return Invalid("upstream.client",
                        "must be auto, native or curl (got '" + c.upstream.client + "')");
+    }
+    if (c.governance.rate_limit_fail_policy != "open" &&
+        c.governance.rate_limit_fail_policy != "closed") {
+        return Invalid(
+            "governance.rate_limit_fail_policy",
+            "must be open or closed (got '" + c.governance.rate_limit_fail_policy + "')");
     }
     if (c.log.format != "text" && c.log.format != "json") {
         return Invalid("log.format", "must be text or json (got '" + c.log.format + "')");

@@ -58,7 +58,8 @@ struct SecurityConfig {
 
 /// Redis backplane and counters; empty url → in-process.
 struct RedisConfig {
-    std::string url;  // may contain a password
+    std::string url;                  // may contain a password
+    std::string prefix = "conduit:";  // of every key and channel: deployments can share a Redis
 };
 
 /// RabbitMQ work queue; empty host → embedded durable queue.
@@ -107,6 +108,16 @@ struct HubsConfig {
     std::string cors_origins;          // comma-separated allowed origins ("*" = any); empty = none
 };
 
+/// Governance and resilience: what rate limits do when their engine (Redis) cannot answer, and
+/// the circuit breaker of every provider deployment.
+struct GovernanceConfig {
+    std::string rate_limit_fail_policy = "open";  // open (admit) | closed (503)
+    int breaker_window_ms = 30000;                // failures are counted over this window
+    int breaker_min_requests = 10;                // fewer requests in the window never open it
+    int breaker_failure_percent = 50;             // open at or above this share of failures
+    int breaker_open_ms = 30000;                  // reject this long, then probe
+};
+
 /// The whole typed configuration tree; each component receives only its own sub-struct.
 struct Config {
     ServerConfig server;
@@ -120,6 +131,7 @@ struct Config {
     TasksConfig tasks;
     WebhooksConfig webhooks;
     HubsConfig hubs;
+    GovernanceConfig governance;
     std::string roles = "api,hubs,worker";  // comma-separated subset of api, hubs, worker
     std::string config_file;                // the YAML file that was loaded, if any
 };
