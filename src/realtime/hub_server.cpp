@@ -57,7 +57,10 @@ HubServer::HubServer(std::shared_ptr<const Hub> hub,
         // The real upgrade of net::Exchange (test doubles without upgrade support return null
         // after answering, like any acceptor).
         net::WebSocketOptions ws;
-        ws.max_message_bytes = options_.max_message_bytes;
+        // Headroom above the hub's limit: the hub itself refuses an oversized message with a
+        // Close message the client understands (error, no reconnect); a WebSocket-level 1009
+        // would look like a network loss and make the client reconnect.
+        ws.max_message_bytes = std::max<size_t>(2 * options_.max_message_bytes, 64 * 1024);
         ws.max_buffered_bytes = options_.max_send_buffer_bytes;
         accept_websocket_ = [ws](const net::ExchangePtr& ex) {
             net::WebSocketPtr socket = ex->AcceptWebSocket(net::Headers{}, ws);
@@ -630,32 +633,48 @@ void HubServer::HandleGet(const net::ExchangePtr& ex) {
             ex->Respond(PlainText(503, "Server is shutting down"));
             return;
         }
-        std::shared_ptr<HubConnection> conn;
-        if (token) {
-            conn = FindByToken(*token);
-            if (!conn) {
-                ex->Respond(PlainText(404, "No Connection with that ID"));
+        if (!token) {
+            net::WebSocketPtr ws = accept_websocket_(ex);
+            if (ws) {
+                AttachWebSocket(ws, "", std::move(*principal));
+            }
+            return;  // else the acceptor answered
+        }
+        std::shared_ptr<HubConnection> conn = FindByToken(*token);
+        if (!conn) {
+            ex->Respond(PlainText(404, "No Connection with that ID"));
+            return;
+        }
+        // The transport check reads the connection's state on its own loop; the upgrade is
+        // then accepted (or refused with 409 / 400) on the exchange's loop. Nothing has been
+        // sent before, so accepting in a later turn is fine. AttachWebSocket re-checks for a
+        // race with another request in between.
+        auto accept = [this, ex, token = *token, principal = std::move(*principal)](
+                          std::optional<net::Response> refusal) mutable {
+            if (refusal) {
+                ex->Respond(std::move(*refusal));
                 return;
             }
-            // Pre-check on the exchange loop (exact on one shard; AttachWebSocket re-checks).
-            if (conn->loop().InLoopThread()) {
-                const auto kind = conn->transport_kind();
-                const bool resumable = conn->stateful() && kind == TransportKind::kWebSockets &&
-                                       (conn->state() == HubConnection::State::kInactive ||
-                                        conn->state() == HubConnection::State::kConnected);
-                if (kind != TransportKind::kNone && !resumable) {
-                    ex->Respond(kind == TransportKind::kWebSockets
-                                    ? PlainText(409, "Conflict")
-                                    : PlainText(400, "Cannot change transports mid-connection"));
-                    return;
-                }
+            net::WebSocketPtr ws = accept_websocket_(ex);
+            if (ws) {
+                AttachWebSocket(ws, token, std::move(principal));
             }
-        }
-        net::WebSocketPtr ws = accept_websocket_(ex);
-        if (!ws) {
-            return;  // the acceptor answered
-        }
-        AttachWebSocket(ws, token.value_or(""), std::move(*principal));
+        };
+        RunOn(conn->loop(), [conn, ex, accept = std::move(accept)]() mutable {
+            std::optional<net::Response> refusal;
+            const auto kind = conn->transport_kind();
+            const bool resumable = conn->stateful() && kind == TransportKind::kWebSockets &&
+                                   (conn->state() == HubConnection::State::kInactive ||
+                                    conn->state() == HubConnection::State::kConnected);
+            if (kind != TransportKind::kNone && !resumable) {
+                refusal = kind == TransportKind::kWebSockets
+                              ? PlainText(409, "Conflict")
+                              : PlainText(400, "Cannot change transports mid-connection");
+            }
+            RunOn(ex->loop(), [accept = std::move(accept), refusal = std::move(refusal)]() mutable {
+                accept(std::move(refusal));
+            });
+        });
         return;
     }
     const bool sse = req.headers.Get("Accept").find("text/event-stream") != std::string_view::npos;

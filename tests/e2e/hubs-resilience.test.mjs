@@ -629,7 +629,7 @@ describe('negative HTTP (spec §2.1)', () => {
   // Known server bug (hub_server.cpp HandleGet): the 409/400 pre-check runs only when the upgrade
   // lands on the connection's own loop; on another loop the upgrade is accepted (101) and the
   // socket then closed with 1008 "Conflict".
-  it('a second WebSocket on an active connection → 409, a WebSocket after SSE → 400 (whichever loop it lands on)', { todo: 'an upgrade on another loop than the connection\'s gets 101 + close 1008 instead of 409/400' }, async () => {
+  it('a second WebSocket on an active connection → 409, a WebSocket after SSE → 400 (whichever loop it lands on)', async () => {
     const { json } = await negotiate(gw.base, hub, key());
     const ws1 = await rawWebSocket(gw.port, hub, { id: json.connectionToken, key: key() });
     assert.equal(ws1.status, 101);
@@ -776,13 +776,7 @@ describe('limits', () => {
   ];
 
   for (const [label, transport] of FORCED) {
-    // Known server bug on WebSockets (hub_server.cpp): the WebSocket layer's own message limit
-    // equals the hub limit, so it closes with 1009 before the hub can send its Close message, and
-    // the client treats that as a transport loss and reconnects.
-    const todo = transport === signalR.HttpTransportType.WebSockets
-      ? 'WebSockets: closed with 1009 by the WebSocket layer (client reconnects) instead of Close{error}'
-      : undefined;
-    it(`${label}: a message over the maximum closes the connection with an error, for good`, { todo }, async () => {
+    it(`${label}: a message over the maximum closes the connection with an error, for good`, async () => {
       const c = build(lim.base, hub, limFx.keys.main,
         { transport, reconnect: [0, 100, 100], keepAliveMs: LIMITS.keepAliveMs });
       const seen = [];
