@@ -2,13 +2,16 @@
 
 #include "core/strings.hpp"
 #include "domain/cost.hpp"
+#include "gateway/anthropic.hpp"
 #include "gateway/errors.hpp"
 #include "json/json_peek.hpp"
 #include "json/sse.hpp"
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstring>
+#include <optional>
 
 namespace conduit::gateway {
 
@@ -104,6 +107,25 @@ struct ProxyCall : std::enable_shared_from_this<ProxyCall> {
     bool force_usage = false;
     DeploymentHealth* health = nullptr;
     core::TimerPtr backoff;
+    // Set for a stream from an Anthropic deployment (translated to OpenAI chunks).
+    std::optional<anthropic::AnthropicStreamTranslator> translator;
+
+    bool IsAnthropic() const {
+        return deployment->provider.type == domain::ProviderType::kAnthropic;
+    }
+    /// The alias the client asked for (answers carry it, whichever deployment served).
+    std::string ClientModel() const { return peek.model.value_or(deployment->mapping.model_alias); }
+    /// The request body for the current deployment (model rewritten, or translated for
+    /// Anthropic; the translation was validated before the first attempt).
+    std::string UpstreamBody() const {
+        if (IsAnthropic()) {
+            auto t = anthropic::TranslateChatRequest(ex->request().body,
+                                                     deployment->mapping.provider_model_id);
+            return t ? std::move(t->body) : std::string();
+        }
+        return json::RewriteForUpstream(ex->request().body, peek,
+                                        deployment->mapping.provider_model_id, force_usage);
+    }
 
     http_client::CallPtr call;
     json::SseScanner scanner;
@@ -132,6 +154,7 @@ struct ProxyCall : std::enable_shared_from_this<ProxyCall> {
     void OnClientGone();
     void HandleEvent(const json::SseScanner::Event& ev, std::string& out);
     void RespondBuffered(const http_client::Outcome& outcome);
+    void RespondAnthropic(const http_client::Outcome& outcome, int status);
     void Record(int status);
     int64_t OverheadUs(int64_t upstream_wait_ns) const;
 };
@@ -159,8 +182,8 @@ bool ProxyCall::Launch() {
     usage = json::Usage{};
     content_events = 0;
     scanner = json::SseScanner{};
-    Start(json::RewriteForUpstream(ex->request().body, peek, deployment->mapping.provider_model_id,
-                                   force_usage));
+    translator.reset();
+    Start(UpstreamBody());
     return true;
 }
 
@@ -180,17 +203,22 @@ void ProxyCall::Start(std::string upstream_body) {
     const std::string& organization = cred != nullptr ? cred->organization : d.organization;
     http_client::Request req;
     req.method = "POST";
-    std::string_view path = UpstreamPath(kind);
+    std::string_view path = IsAnthropic() ? anthropic::kMessagesPath : UpstreamPath(kind);
     req.url.reserve(base_url.size() + path.size());
     req.url.append(base_url).append(path);
-    req.headers.reserve(5);
-    req.headers.Add("Content-Type", "application/json");
-    req.headers.Add("Accept", stream ? "text/event-stream" : "application/json");
-    if (!authorization.empty()) {
-        req.headers.Add("Authorization", authorization);
-    }
-    if (!organization.empty()) {
-        req.headers.Add("OpenAI-Organization", organization);
+    if (IsAnthropic()) {
+        req.headers =
+            anthropic::UpstreamHeaders(cred != nullptr ? cred->api_key : d.api_key, stream);
+    } else {
+        req.headers.reserve(5);
+        req.headers.Add("Content-Type", "application/json");
+        req.headers.Add("Accept", stream ? "text/event-stream" : "application/json");
+        if (!authorization.empty()) {
+            req.headers.Add("Authorization", authorization);
+        }
+        if (!organization.empty()) {
+            req.headers.Add("OpenAI-Organization", organization);
+        }
     }
     if (auto rid = ex->extra_headers().Get("X-Request-Id"); !rid.empty()) {
         req.headers.Add("X-Request-Id", std::string(rid));
@@ -250,8 +278,7 @@ bool ProxyCall::Retry(bool key_rejected, bool timed_out) {
         upstream_headers = net::Headers{};
         body.clear();
         finished = false;
-        Start(json::RewriteForUpstream(ex->request().body, peek,
-                                       deployment->mapping.provider_model_id, force_usage));
+        Start(UpstreamBody());
         return true;
     }
     ReleaseAttempt();
@@ -315,6 +342,10 @@ void ProxyCall::OnHeaders(int status, net::Headers headers) {
                        SteadyNowMs());
     }
     deps.metrics.overhead.Observe(static_cast<double>(overhead_us) / 1e6);
+    if (IsAnthropic()) {
+        translator.emplace(anthropic::AnthropicStreamTranslator::Options{
+            ClientModel(), deps.clock.NowUnixMs() / 1000, client_wants_usage});
+    }
     net::Headers h;
     h.Add("Content-Type", "text/event-stream; charset=utf-8");
     h.Add("Cache-Control", "no-cache");
@@ -346,6 +377,26 @@ bool ProxyCall::OnData(std::string_view data) {
             }
         });
         return false;
+    }
+    if (translator) {
+        std::string out;
+        const bool ok = translator->Feed(data, out);
+        content_events = translator->content_chunks();
+        if (!out.empty()) {
+            ex->Write(std::move(out));
+        }
+        if (!ok) {
+            if (call) {
+                call->Cancel();
+            }
+            core::Error err{ErrorCode::kUpstreamError, "Upstream sent an oversized stream event.",
+                            ""};
+            ex->Write("data: " + ErrorBody(err) + "\n\n");
+            ex->EndStream();
+            finished = true;
+            Record(502);
+        }
+        return true;
     }
     // Fast path: whole events (LF line endings, ending at a blank line) with no usage in them
     // are forwarded as they are, without scanning each event.
@@ -449,6 +500,9 @@ void ProxyCall::OnDone(const http_client::Outcome& outcome) {
         RespondBuffered(outcome);
         return;
     }
+    if (translator) {
+        usage = translator->usage().ToOpenAI();  // what the provider reported, even if cut
+    }
     if (outcome.failure != http_client::Failure::kNone) {
         core::Error err{outcome.failure == http_client::Failure::kTimeout
                             ? ErrorCode::kUpstreamTimeout
@@ -459,11 +513,52 @@ void ProxyCall::OnDone(const http_client::Outcome& outcome) {
         Record(200);
         return;
     }
+    if (translator) {
+        if (!translator->Finished()) {
+            core::Error err{ErrorCode::kUpstreamError,
+                            "The upstream stream ended before its last event.", ""};
+            ex->Write("data: " + ErrorBody(err) + "\n\n");
+        }
+        ex->EndStream();
+        Record(200);
+        return;
+    }
     std::string rest = scanner.TakeRemainder();
     if (!rest.empty()) {
         ex->Write(std::move(rest));
     }
     ex->EndStream();
+    Record(200);
+}
+
+void ProxyCall::RespondAnthropic(const http_client::Outcome& outcome, int status) {
+    if (status < 200 || status >= 300) {
+        auto mapped = anthropic::MapError(status, body);
+        net::Response r = ErrorResponse(mapped.error);
+        if (mapped.status == 429) {
+            if (auto ra = upstream_headers.Get("retry-after"); !ra.empty()) {
+                r.headers.Add("Retry-After", std::string(ra));
+            }
+        }
+        ex->Respond(std::move(r));
+        Record(mapped.status);
+        return;
+    }
+    auto translated =
+        anthropic::TranslateChatResponse(body, ClientModel(), deps.clock.NowUnixMs() / 1000);
+    if (!translated) {
+        ex->Respond(ErrorResponse(translated.error()));
+        Record(502);
+        return;
+    }
+    usage = translated->usage.ToOpenAI();
+    int64_t sent = outcome.sent_ns != 0 ? outcome.sent_ns : outcome.started_ns;
+    int64_t last = outcome.last_read_ns != 0 ? outcome.last_read_ns : outcome.finished_ns;
+    int64_t overhead_us = OverheadUs(last - sent);
+    deps.metrics.overhead.Observe(static_cast<double>(overhead_us) / 1e6);
+    net::Response r = net::Response::Json(200, std::move(translated->body));
+    r.headers.Add("X-Conduit-Overhead-Us", std::to_string(overhead_us));
+    ex->Respond(std::move(r));
     Record(200);
 }
 
@@ -495,6 +590,10 @@ void ProxyCall::RespondBuffered(const http_client::Outcome& outcome) {
         return;
     }
     int status = upstream_status;
+    if (IsAnthropic()) {
+        RespondAnthropic(outcome, status);
+        return;
+    }
     if (status >= 500) {
         // Provider faults become a gateway error; the provider's body may reveal internals.
         ex->Respond(ErrorResponse(
@@ -671,6 +770,29 @@ void OpenAIProxy::Proxy(const net::ExchangePtr& ex, Kind kind) {
              "Every deployment of the model '" + *peek->model +
                  "' is unavailable (circuit open); try again shortly.");
         return;
+    }
+
+    // Anthropic deployments serve chat only; their request must translate (a 400 before any
+    // upstream call otherwise).
+    if (kind != Kind::kChat) {
+        std::erase_if(plan, [](const domain::Deployment* d) {
+            return d->provider.type == domain::ProviderType::kAnthropic;
+        });
+        if (plan.empty()) {
+            Fail(ex, ErrorCode::kInvalidRequest,
+                 "The model '" + *peek->model +
+                     "' is served by Anthropic, which supports chat "
+                     "completions only.",
+                 "model");
+            return;
+        }
+    } else if (std::any_of(plan.begin(), plan.end(), [](const domain::Deployment* d) {
+                   return d->provider.type == domain::ProviderType::kAnthropic;
+               })) {
+        if (auto t = anthropic::TranslateChatRequest(req.body, "-"); !t) {
+            ex->Respond(ErrorResponse(t.error()));
+            return;
+        }
     }
 
     auto pc = std::make_shared<ProxyCall>(deps_, ex);
