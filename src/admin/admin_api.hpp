@@ -45,6 +45,10 @@ struct AdminDeps {
     /// `POST /api/notifications/announcements`: delivers a SystemAnnouncement to every hub
     /// client (any instance). Loop thread; must not block. Unset = the route answers 503.
     std::function<void(const std::string& message, const std::string& severity)> announce;
+    /// Called after an admin credit or adjustment of a group's balance was committed and put in
+    /// the BalanceBook (store executor thread): the app applies it to the shared balance
+    /// counter. Optional.
+    std::function<void(domain::Id group_id, domain::Micros delta)> on_balance_adjusted;
 };
 
 /// Registers every `/api/*` admin route of specs/api.md §7 on `router`:

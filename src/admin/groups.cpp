@@ -213,6 +213,9 @@ void AdjustBalance(const net::ExchangePtr& ex, const DepsPtr& deps) {
                        return tl::unexpected(NotFound(kWhat, id));
                    }
                    d.book.SetPersisted(id, (*txn)->balance_after);
+                   if (d.on_balance_adjusted) {
+                       d.on_balance_adjusted(id, amount);
+                   }
                    ReloadConfig(d, "balance adjustment");
                    spdlog::info("admin: adjusted the balance of group {}", id);
                    auto g = d.store.GetGroup(id);

@@ -14,6 +14,7 @@
 #include "core/secret_box.hpp"
 #include "core/strings.hpp"
 #include "gateway/balance_book.hpp"
+#include "gateway/budget_gate.hpp"
 #include "gateway/config_state.hpp"
 #include "gateway/errors.hpp"
 #include "gateway/metrics.hpp"
@@ -165,6 +166,7 @@ struct App::Impl {
     std::unique_ptr<bus::Counters> counters;
     bus::RedisCounters* redis_counters = nullptr;  // the counters, when they are Redis
     std::unique_ptr<gateway::RateGate> rate_gate;
+    std::unique_ptr<gateway::BudgetGate> budget_gate;
     std::unique_ptr<gateway::DeploymentHealth> deployment_health;
     std::unique_ptr<gateway::OpenAIProxy> proxy;
     net::Router router;
@@ -326,6 +328,7 @@ core::Result<void> App::Impl::Init() {
                                   *gateway_metrics,
                                   core::SystemClock::Instance()};
     proxy_deps.health = deployment_health.get();
+    proxy_deps.budget = budget_gate.get();
     proxy_deps.on_key_rejected = [this](domain::Id provider_key_id, int status) {
         DisableProviderKey(provider_key_id, status);
     };
@@ -426,6 +429,11 @@ core::Result<void> App::Impl::InitGovernance() {
     rate_gate =
         std::make_unique<gateway::RateGate>(*counters, *config_state, core::SystemClock::Instance(),
                                             registry, policy.value_or(gateway::FailPolicy::kOpen));
+
+    gateway::BudgetGate::Options budget;
+    budget.default_max_tokens = cfg.governance.default_max_tokens;
+    budget.on_error = policy.value_or(gateway::FailPolicy::kOpen);
+    budget_gate = std::make_unique<gateway::BudgetGate>(*counters, book, registry, budget);
 
     const auto& g = cfg.governance;
     domain::BreakerOptions bo;
@@ -872,6 +880,9 @@ void App::Impl::RegisterRoutes() {
 
     admin_deps = std::make_shared<admin::AdminDeps>(admin::AdminDeps{
         *store, *executor, *config_state, book, *box, core::SystemClock::Instance(), master_key});
+    admin_deps->on_balance_adjusted = [this](domain::Id group_id, domain::Micros delta) {
+        budget_gate->Credit(group_id, delta);
+    };
     admin::RegisterAdminRoutes(router, admin_deps);  // hooks set in InitHubSources()
 }
 

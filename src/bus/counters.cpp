@@ -42,9 +42,9 @@ core::Result<void> ValidateReservations(const std::vector<Reservation>& reservat
         if (r.key.empty()) {
             return Fail(ErrorCode::kInvalidRequest, "counter key is empty");
         }
-        if (r.amount < 0) {
+        if (r.floor > r.cap) {
             return Fail(ErrorCode::kInvalidRequest,
-                        "reservation amount is negative (" + r.key + ")");
+                        "reservation floor above its cap (" + r.key + ")");
         }
     }
     return {};
@@ -109,7 +109,12 @@ public:
             const int64_t now = NowUs();
             for (size_t i = 0; i < reservations.size(); ++i) {
                 const auto& r = reservations[i];
-                if (ValueLocked(r.key, now) + r.amount > r.cap && d.denied_index < 0) {
+                if (r.init && !PresentLocked(r.key, now)) {
+                    Entry& e = map_[r.key];
+                    e = Entry{*r.init, ttl_ms > 0 ? now + ttl_ms * 1000 : 0};
+                }
+                const int64_t after = ValueLocked(r.key, now) + r.amount;
+                if ((after > r.cap || after < r.floor) && d.denied_index < 0) {
                     d.denied_index = static_cast<int>(i);
                 }
             }
@@ -200,6 +205,11 @@ private:
         }
         MaybeSweepLocked(now);
         return d;
+    }
+
+    bool PresentLocked(const std::string& key, int64_t now) const {
+        auto it = map_.find(key);
+        return it != map_.end() && (it->second.expire_us == 0 || it->second.expire_us > now);
     }
 
     int64_t ValueLocked(const std::string& key, int64_t now) const {

@@ -5,7 +5,9 @@
 
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -42,11 +44,17 @@ struct RateDecision {
     bool local = false;  // decided by the adapter's local pre-check, without the engine
 };
 
-/// Reserve `amount` on counter `key` if its value stays <= `cap`.
+/// Add `amount` to counter `key` if the result stays within [floor, cap]. A positive amount
+/// against a cap reserves from a "used" counter (e.g. a budget); a negative amount against a
+/// floor of 0 takes from an "available" counter (e.g. a prepaid balance).
 struct Reservation {
     std::string key;
-    int64_t amount = 0;  // >= 0
-    int64_t cap = 0;
+    int64_t amount = 0;
+    int64_t cap = std::numeric_limits<int64_t>::max();
+    int64_t floor = std::numeric_limits<int64_t>::min();
+    /// The counter's value when it does not exist yet (it is created with it, in the same
+    /// atomic step); without it a missing counter is 0.
+    std::optional<int64_t> init;
 };
 
 /// The answer to Reserve.
@@ -79,7 +87,8 @@ public:
     /// Takes `cost` tokens from every limit even beyond empty (a debt that delays later
     /// requests): for usage known only afterwards, such as tokens per minute. Always admitted.
     virtual void Charge(std::vector<RateLimit> limits, RateCallback done) = 0;
-    /// All or nothing: adds every `amount` if each counter stays <= its cap, else adds none.
+    /// All or nothing: adds every `amount` if each counter stays within its bounds, else adds
+    /// none. Keys must be distinct within one call.
     /// `ttl_ms` > 0 (re)sets the counters' expiry, bounding what a crashed holder leaks.
     virtual void Reserve(std::vector<Reservation> reservations,
                          int64_t ttl_ms,

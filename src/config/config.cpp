@@ -164,6 +164,8 @@ core::Result<void> Validate(const Config& c) {
          "must be positive"},
         {"hubs.method_rate_per_minute", c.hubs.method_rate_per_minute, 0, kMaxInt,
          "must be 0 (unlimited) or more"},
+        {"governance.default_max_tokens", c.governance.default_max_tokens, 1, kMaxInt,
+         "must be positive"},
         {"governance.breaker_window_ms", c.governance.breaker_window_ms, 100, kMaxInt,
          "must be at least 100"},
         {"governance.breaker_min_requests", c.governance.breaker_min_requests, 1, kMaxInt,

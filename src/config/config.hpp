@@ -112,10 +112,11 @@ struct HubsConfig {
 /// the circuit breaker of every provider deployment.
 struct GovernanceConfig {
     std::string rate_limit_fail_policy = "open";  // open (admit) | closed (503)
-    int breaker_window_ms = 30000;                // failures are counted over this window
-    int breaker_min_requests = 10;                // fewer requests in the window never open it
-    int breaker_failure_percent = 50;             // open at or above this share of failures
-    int breaker_open_ms = 30000;                  // reject this long, then probe
+    int default_max_tokens = 4096;     // completion tokens reserved when a request sets no max
+    int breaker_window_ms = 30000;     // failures are counted over this window
+    int breaker_min_requests = 10;     // fewer requests in the window never open it
+    int breaker_failure_percent = 50;  // open at or above this share of failures
+    int breaker_open_ms = 30000;       // reject this long, then probe
 };
 
 /// The whole typed configuration tree; each component receives only its own sub-struct.

@@ -3,6 +3,7 @@
 #include "core/strings.hpp"
 #include "domain/cost.hpp"
 #include "gateway/anthropic.hpp"
+#include "gateway/budget_gate.hpp"
 #include "gateway/errors.hpp"
 #include "json/json_peek.hpp"
 #include "json/sse.hpp"
@@ -109,6 +110,15 @@ struct ProxyCall : std::enable_shared_from_this<ProxyCall> {
     core::TimerPtr backoff;
     // Set for a stream from an Anthropic deployment (translated to OpenAI chunks).
     std::optional<anthropic::AnthropicStreamTranslator> translator;
+    // The worst-case cost reserved from the group's balance, settled once in Record().
+    std::optional<BudgetGate::Hold> hold;
+
+    void SettleHold(domain::Micros actual) {
+        if (hold && deps.budget != nullptr) {
+            deps.budget->Settle(*hold, actual);
+        }
+        hold.reset();
+    }
 
     bool IsAnthropic() const {
         return deployment->provider.type == domain::ProviderType::kAnthropic;
@@ -684,7 +694,9 @@ void ProxyCall::Record(int status) {
             deps.metrics.spend_micros.Inc(static_cast<uint64_t>(row.cost));
         }
     }
+    const domain::Micros billed = billable ? row.cost : 0;
     deps.spend.Record(std::move(row));
+    SettleHold(billed);  // after the spend is in the BalanceBook
 }
 
 }  // namespace
@@ -810,13 +822,39 @@ void OpenAIProxy::Proxy(const net::ExchangePtr& ex, Kind kind) {
     // if the client did not ask for it.
     pc->force_usage = pc->stream && json::NeedsIncludeUsage(*peek);
     pc->peek = std::move(*peek);
-    if (!pc->Launch()) {
-        // Every breaker closed between planning and now (another request took the probe).
-        ex->extra_headers().Set("Retry-After", "5");
-        Fail(ex, ErrorCode::kUnavailable,
-             "Every deployment of the model '" + pc->deployment->mapping.model_alias +
-                 "' is unavailable (circuit open); try again shortly.");
+    auto start = [pc] {
+        if (!pc->Launch()) {
+            // Every breaker closed between planning and now (another request took the probe).
+            pc->SettleHold(0);
+            pc->ex->extra_headers().Set("Retry-After", "5");
+            Fail(pc->ex, ErrorCode::kUnavailable,
+                 "Every deployment of the model '" + pc->deployment->mapping.model_alias +
+                     "' is unavailable (circuit open); try again shortly.");
+        }
+    };
+    if (deps_.budget == nullptr) {
+        start();
+        return;
     }
+    // The worst case: the prompt estimate plus every completion token the client allows, at the
+    // highest price of the deployments this request may use.
+    domain::UsageAmounts worst_usage;
+    worst_usage.prompt_tokens = static_cast<int64_t>(req.body.size() / 4) + 1;
+    if (kind == Kind::kChat || kind == Kind::kCompletion) {
+        worst_usage.completion_tokens =
+            pc->peek.max_tokens.value_or(deps_.budget->options().default_max_tokens);
+    }
+    worst_usage.images = kind == Kind::kImage ? pc->images_requested : 0;
+    domain::Micros worst = 0;
+    for (const auto* d : pc->plan) {
+        worst = std::max(worst, domain::ComputeCost(d->cost ? &*d->cost : nullptr,
+                                                    ToRequestKind(kind), worst_usage));
+    }
+    deps_.budget->Reserve(ex, pc->key->key.group_id, worst,
+                          [pc, start](std::optional<BudgetGate::Hold> hold) {
+                              pc->hold = hold;
+                              start();
+                          });
 }
 
 void OpenAIProxy::ListModels(const net::ExchangePtr& ex) {

@@ -14,6 +14,8 @@
 
 namespace conduit::gateway {
 
+class BudgetGate;
+
 /// Everything the OpenAI-compatible handlers need, injected by the composition root.
 struct ProxyDeps {
     ConfigState& config;
@@ -30,6 +32,8 @@ struct ProxyDeps {
     size_t stream_high_water_bytes = 256 << 10;
     /// Circuit breakers and latency of the deployments (null: the proxy keeps its own).
     DeploymentHealth* health = nullptr;
+    /// Balance reservations (null: only the local "balance > 0" check).
+    BudgetGate* budget = nullptr;
     /// A provider key was answered with 401/403 (the caller disables and reports it). Runs on
     /// the exchange's loop; must not block.
     std::function<void(domain::Id provider_key_id, int status)> on_key_rejected;

@@ -26,6 +26,7 @@
 #include <atomic>
 #include <chrono>
 #include <future>
+#include <limits>
 #include <string>
 #include <thread>
 #include <utility>
@@ -269,6 +270,52 @@ TYPED_TEST_P(CountersContract, ConcurrentReservationsNeverExceedTheCap) {
     EXPECT_EQ(v->at(0), 300'000'000);
 }
 
+TYPED_TEST_P(CountersContract, AvailableCounterIsCreatedFromInitAndNeverGoesBelowTheFloor) {
+    const std::string key = this->Key("balance");
+    auto take = [&](Counters& c, int64_t amount) {
+        return ReserveNow(c, {{key, -amount, std::numeric_limits<int64_t>::max(), 0, 100}});
+    };
+    auto r1 = take(this->C(), 30);
+    ASSERT_TRUE(r1.has_value()) << r1.error().message;
+    EXPECT_TRUE(r1->admitted);
+    EXPECT_EQ(r1->values, (std::vector<int64_t>{70}));
+    auto r2 = take(this->P(), 80);  // the counter exists now: init is ignored
+    ASSERT_TRUE(r2.has_value());
+    EXPECT_FALSE(r2->admitted);
+    EXPECT_EQ(r2->values, (std::vector<int64_t>{70}));
+    auto r3 = take(this->P(), 70);
+    ASSERT_TRUE(r3.has_value());
+    EXPECT_TRUE(r3->admitted);
+    EXPECT_EQ(r3->values, (std::vector<int64_t>{0}));
+    // A refused reservation of a missing counter still creates it from init.
+    const std::string fresh = this->Key("fresh");
+    auto r4 = ReserveNow(this->C(), {{fresh, -500, std::numeric_limits<int64_t>::max(), 0, 100}});
+    ASSERT_TRUE(r4.has_value());
+    EXPECT_FALSE(r4->admitted);
+    EXPECT_EQ(GetNow(this->C(), {fresh})->at(0), 100);
+}
+
+TYPED_TEST_P(CountersContract, ConcurrentTakesFromAnAvailableCounterAreExact) {
+    const std::string key = this->Key("avail");
+    std::vector<std::future<core::Result<ReserveDecision>>> pending;
+    for (int i = 0; i < 64; ++i) {
+        auto p = std::make_shared<std::promise<core::Result<ReserveDecision>>>();
+        pending.push_back(p->get_future());
+        Counters& c = (i % 2 == 0) ? this->C() : this->P();
+        c.Reserve({{key, -10, std::numeric_limits<int64_t>::max(), 0, 300}}, 0,
+                  [p](core::Result<ReserveDecision> r) { p->set_value(std::move(r)); });
+    }
+    int admitted = 0;
+    for (auto& f : pending) {
+        ASSERT_EQ(f.wait_for(kCountersWait), std::future_status::ready);
+        auto r = f.get();
+        ASSERT_TRUE(r.has_value()) << r.error().message;
+        admitted += r->admitted ? 1 : 0;
+    }
+    EXPECT_EQ(admitted, 30);
+    EXPECT_EQ(GetNow(this->C(), {key})->at(0), 0);
+}
+
 TYPED_TEST_P(CountersContract, CountersWithTtlExpire) {
     const std::string key = this->Key("ttl");
     ASSERT_TRUE(ReserveNow(this->C(), {{key, 7, 100}}, 100)->admitted);
@@ -296,8 +343,8 @@ TYPED_TEST_P(CountersContract, BadArgumentsAreInvalidRequests) {
               core::ErrorCode::kInvalidRequest);
     EXPECT_EQ(code(ChargeNow(this->C(), {{this->Key("x"), 5, 1000, -1}})),
               core::ErrorCode::kInvalidRequest);
-    EXPECT_EQ(code(ReserveNow(this->C(), {{this->Key("x"), -5, 100}})),
-              core::ErrorCode::kInvalidRequest);
+    EXPECT_EQ(code(ReserveNow(this->C(), {{this->Key("x"), 1, 10, 20}})),
+              core::ErrorCode::kInvalidRequest);  // floor above cap
     EXPECT_EQ(code(AddNow(this->C(), {{"", 1}})), core::ErrorCode::kInvalidRequest);
 }
 
@@ -310,6 +357,8 @@ REGISTER_TYPED_TEST_SUITE_P(CountersContract,
                             ChargeTakesBeyondEmptyAndDelaysLaterRequests,
                             ReservationsRespectTheCapAllOrNothing,
                             ConcurrentReservationsNeverExceedTheCap,
+                            AvailableCounterIsCreatedFromInitAndNeverGoesBelowTheFloor,
+                            ConcurrentTakesFromAnAvailableCounterAreExact,
                             CountersWithTtlExpire,
                             BadArgumentsAreInvalidRequests);
 

@@ -290,20 +290,23 @@ describe('bad input and failures', () => {
 
 describe('spend', () => {
   it('requests are billed in exact micro-units and a drained group is refused', async () => {
-    const group = await gw.admin('POST', '/api/VirtualKeyGroups', { groupName: 'tiny', initialBalance: 0.000003 });
+    // 100 µ$: enough for the worst case of one request capped at 10 completion tokens.
+    const group = await gw.admin('POST', '/api/VirtualKeyGroups', { groupName: 'tiny', initialBalance: 0.0001 });
     const key = await gw.admin('POST', '/api/VirtualKeys', { keyName: 'tiny', virtualKeyGroupId: group.id });
     const c = new OpenAI({ apiKey: key.virtualKey, baseURL: `${gw.base}/v1`, maxRetries: 0 });
-    const res = await c.chat.completions.create(chatBody('spend it'));
+    const res = await c.chat.completions.create({ ...chatBody('spend it'), max_tokens: 10 });
     const expected = Math.round(res.usage.prompt_tokens * 1.0) + Math.round(res.usage.completion_tokens * 2.0);
-    // The next request is refused at once (the in-memory book is debited immediately).
-    await assert.rejects(c.chat.completions.create(chatBody('again')), (e) => e.status === 402);
+    // A request whose worst case no longer fits is refused at once, before any upstream call.
+    await assert.rejects(c.chat.completions.create({ ...chatBody('again'), max_tokens: 50 }),
+      (e) => e.status === 402 && e.code === 'insufficient_balance');
     // After the flush the ledger shows the debit, exactly.
     const after = await waitFor(async () => {
       const g = await gw.admin('GET', `/api/VirtualKeyGroups/${group.id}`);
       return g.lifetimeSpent > 0 ? g : null;
     }, 5000, 'spend flush');
     assert.equal(Math.round(after.lifetimeSpent * 1e6), expected);
-    assert.equal(Math.round(after.balance * 1e6), 3 - expected);
+    assert.equal(Math.round(after.balance * 1e6), 100 - expected);
+    assert.ok(after.balance >= 0, 'never below zero');
     const logs = await gw.admin('GET', `/api/Analytics/logs?virtualKeyId=${key.keyInfo.id}`);
     assert.equal(logs.data.length, 1);
     assert.equal(logs.data[0].statusCode, 200);

@@ -145,6 +145,73 @@ describe('request limits on one instance', () => {
   });
 });
 
+describe('prepaid balance: worst-case reservations', () => {
+  let mock;
+  let gw;
+  let fx;
+  before(async () => {
+    mock = await startMock(['--stream-chunks', '4']);
+    gw = await startGateway();
+    fx = await seed(gw, mock, { balance: 1 });
+  });
+  after(async () => {
+    await gw?.stop();
+    mock?.stop();
+  });
+
+  it('64 parallel requests on a balance covering 4 worst cases: exactly 4 run, and the ledger balances to the micro-unit', async () => {
+    // max_tokens 100,000 at $2/M output: each request may cost just over $0.20; the group has $1.
+    const body = {
+      ...CHAT, max_tokens: 100000, stream: true, stream_options: { include_usage: true }, mock_hold: 'budget',
+    };
+    const started = await Promise.all(Array.from({ length: 64 }, () => fetch(`${gw.base}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${fx.keys.main}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify(body),
+    })));
+    const counts = {};
+    for (const r of started) counts[r.status] = (counts[r.status] ?? 0) + 1;
+    assert.deepEqual(counts, { 200: 4, 402: 60 });
+    const refused = started.find((r) => r.status === 402);
+    const err = (await refused.json()).error;
+    assert.equal(err.code, 'insufficient_balance');
+    assert.equal(err.type, 'insufficient_quota');
+    assert.match(err.message, /may cost up to \$0\.200/);
+    // Release the held streams and read them to the end.
+    assert.equal(await mock.release('budget'), 200);
+    const texts = await Promise.all(started.filter((r) => r.status === 200).map((r) => r.text()));
+    for (const t of texts) assert.match(t, /\[DONE\]/);
+    // Once flushed: initial balance − debits = balance, exactly, and never below zero.
+    const micros = (x) => Math.round(Number(x) * 1e6);
+    await waitFor(async () => {
+      const logs = await gw.admin('GET', '/api/Analytics/logs?limit=100');
+      return logs.data.filter((l) => l.virtualKeyGroupId === fx.group.id && l.statusCode === 200).length === 4;
+    }, 10000, 'four billed requests flushed');
+    // Logs and ledger rows are written in one transaction: read both after it.
+    const txns = await gw.admin('GET', `/api/VirtualKeyGroups/${fx.group.id}/transactions`);
+    const group = await gw.admin('GET', `/api/VirtualKeyGroups/${fx.group.id}`);
+    const list = txns.data ?? txns;
+    const debits = list.filter((t) => t.transactionType === 'Debit').reduce((a, t) => a + micros(t.amount), 0);
+    const credits = list.filter((t) => t.transactionType === 'Credit').reduce((a, t) => a + micros(t.amount), 0);
+    assert.equal(credits, 1_000_000);
+    assert.equal(micros(group.balance), credits - debits);
+    assert.equal(micros(group.lifetimeSpent), debits);
+    assert.ok(micros(group.balance) >= 0);
+    // The reservations were settled: the whole rest of the balance is usable again.
+    const again = await chat(gw.base, fx.keys.main, { ...CHAT, max_tokens: 100000 });
+    assert.equal(again.status, 200, again.text_);
+  });
+
+  it('an admin credit is usable at once', async () => {
+    const g = await gw.admin('POST', '/api/VirtualKeyGroups', { groupName: 'tiny', initialBalance: 0.0001 });
+    const k = await gw.admin('POST', '/api/VirtualKeys', { keyName: 'tiny', virtualKeyGroupId: g.id });
+    const body = { ...CHAT, max_tokens: 1000 };  // may cost ~$0.002: more than $0.0001
+    assert.equal((await chat(gw.base, k.virtualKey, body)).status, 402);
+    await gw.admin('POST', `/api/VirtualKeyGroups/${g.id}/adjust-balance`, { amount: 1 });
+    assert.equal((await chat(gw.base, k.virtualKey, body)).status, 200);
+  });
+});
+
 describe('request limits across three instances sharing Redis and PostgreSQL', () => {
   const skip = REDIS && PG ? false : 'needs CONDUIT_TEST_REDIS and CONDUIT_TEST_PG (scripts/engines.sh)';
   const DB = `conduit_gov_${process.pid}_${Date.now()}`;

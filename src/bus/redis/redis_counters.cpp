@@ -72,7 +72,8 @@ end
 return out
 )lua";
 
-/// KEYS: counters. ARGV[1]: ttl_ms (0 = keep). Then per key: amount, cap.
+/// KEYS: counters. ARGV[1]: ttl_ms (0 = keep). Then per key: amount, cap, floor, init ("" =
+/// none: a missing counter is 0; else a missing counter is created with it).
 /// Returns {admitted, denied_index, value per key}.
 constexpr std::string_view kReserveScript = R"lua(
 local n = #KEYS
@@ -80,14 +81,25 @@ local ttl = tonumber(ARGV[1])
 local vals = {}
 local denied = -1
 for i = 1, n do
-  vals[i] = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if denied < 0 and vals[i] + tonumber(ARGV[2 * i]) > tonumber(ARGV[2 * i + 1]) then
+  local b = 4 * i - 2
+  local raw = redis.call('GET', KEYS[i])
+  if not raw and ARGV[b + 3] ~= '' then
+    raw = ARGV[b + 3]
+    if ttl > 0 then
+      redis.call('SET', KEYS[i], raw, 'PX', ttl)
+    else
+      redis.call('SET', KEYS[i], raw)
+    end
+  end
+  vals[i] = tonumber(raw or '0')
+  local after = vals[i] + tonumber(ARGV[b])
+  if denied < 0 and (after > tonumber(ARGV[b + 1]) or after < tonumber(ARGV[b + 2])) then
     denied = i - 1
   end
 end
 if denied < 0 then
   for i = 1, n do
-    vals[i] = redis.call('INCRBY', KEYS[i], ARGV[2 * i])
+    vals[i] = redis.call('INCRBY', KEYS[i], ARGV[4 * i - 2])
     if ttl > 0 then redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
   end
 end
@@ -217,6 +229,8 @@ public:
             keys.push_back(options_.key_prefix + r.key);
             argv.push_back(std::to_string(r.amount));
             argv.push_back(std::to_string(r.cap));
+            argv.push_back(std::to_string(r.floor));
+            argv.push_back(r.init ? std::to_string(*r.init) : std::string());
         }
         const size_t n = reservations.size();
         Eval(reserve_, std::move(keys), std::move(argv),

@@ -82,7 +82,8 @@ TEST(GcraTest, ValidationRejectsNonsense) {
     EXPECT_FALSE(ValidateLimits({{"k", 2'000'000'000, 1000, 1}}).has_value());
     EXPECT_FALSE(ValidateLimits({{"k", 1, 400LL * 86'400'000, 1}}).has_value());
     EXPECT_TRUE(ValidateLimits({{"k", 1, 1000, 0}}).has_value());
-    EXPECT_FALSE(ValidateReservations({{"k", -1, 10}}).has_value());
+    EXPECT_FALSE(ValidateReservations({{"k", 1, 10, 20}}).has_value());  // floor above cap
+    EXPECT_TRUE(ValidateReservations({{"k", -1, 10, 0}}).has_value());
     EXPECT_TRUE(ValidateReservations({{"k", 0, -10}}).has_value());
 }
 

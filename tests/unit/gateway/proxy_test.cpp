@@ -1,8 +1,10 @@
 #include "gateway/proxy.hpp"
 
+#include "bus/counters.hpp"
 #include "domain/keys.hpp"
 #include "fakes/fake_exchange.hpp"
 #include "fakes/fake_http_client.hpp"
+#include "gateway/budget_gate.hpp"
 #include "store/executor.hpp"
 #include "store/sqlite/sqlite_store.hpp"
 
@@ -81,13 +83,15 @@ protected:
         ASSERT_TRUE(config_->ReloadOnExecutor());
     }
     /// Adds a provider (with `keys` API keys, the first primary) and a mapping of `alias` to it.
-    domain::Provider AddDeployment(const std::string& name,
-                                   const std::string& alias,
-                                   int priority,
-                                   int keys = 1) {
+    domain::Provider AddDeployment(
+        const std::string& name,
+        const std::string& alias,
+        int priority,
+        int keys = 1,
+        domain::ProviderType type = domain::ProviderType::kOpenAICompatible) {
         domain::Provider p;
         p.name = name;
-        p.type = domain::ProviderType::kOpenAICompatible;
+        p.type = type;
         p.base_url = "http://" + name + ".test/v1";
         auto prov = *store_->CreateProvider(p);
         for (int i = 0; i < keys; ++i) {
@@ -122,6 +126,28 @@ protected:
         };
         proxy_ = std::make_unique<OpenAIProxy>(std::move(deps));
     }
+    /// Rebuilds the proxy with balance reservations (in-process counters).
+    void UseBudget(int64_t default_max_tokens = 1000) {
+        counters_ = bus::MakeInProcessCounters();
+        BudgetGate::Options o;
+        o.default_max_tokens = default_max_tokens;
+        budget_ = std::make_unique<BudgetGate>(*counters_, book_, registry_, o);
+        ProxyDeps deps{*config_,
+                       book_,
+                       *spend_,
+                       [this](size_t) -> http_client::Client& { return client_; },
+                       http_client::Timeouts{},
+                       metrics_,
+                       core::SystemClock::Instance()};
+        deps.budget = budget_.get();
+        proxy_ = std::make_unique<OpenAIProxy>(std::move(deps));
+    }
+    /// The group's shared available-balance counter.
+    int64_t AvailableCounter(domain::Id group) {
+        int64_t v = -1;
+        counters_->Get({BudgetGate::KeyFor(group)}, [&](auto r) { v = r->at(0); });
+        return v;
+    }
     static void Answer(FakeHttpClient::FakeCall& call, int status, std::string_view body) {
         net::Headers h;
         h.Add("Content-Type", "application/json");
@@ -155,6 +181,8 @@ protected:
     FakeLoop loop_;
     std::unique_ptr<OpenAIProxy> proxy_;
     std::unique_ptr<DeploymentHealth> health_;
+    std::unique_ptr<bus::Counters> counters_;
+    std::unique_ptr<BudgetGate> budget_;
     std::vector<std::pair<domain::Id, int>> rejected_;
     domain::Provider provider_;
     domain::VirtualKeyGroup group_, empty_group_;
@@ -532,6 +560,239 @@ TEST_F(ProxyTest, EveryBreakerOpenIs503) {
     EXPECT_EQ(client_.calls.size(), 1u);
     EXPECT_EQ(ex->status(), 503);
     EXPECT_EQ(ex->extra_headers().Get("Retry-After"), "5");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Anthropic deployments (docs/anthropic.md)
+
+constexpr const char* kAnthropicOk =
+    R"({"id":"msg_1","type":"message","role":"assistant","model":"anth-model","content":[)"
+    R"({"type":"text","text":"Bonjour"}],"stop_reason":"end_turn","stop_sequence":null,)"
+    R"("usage":{"input_tokens":1000,"output_tokens":500}})";
+
+std::string AnthropicEvent(std::string_view name, std::string_view data) {
+    return "event: " + std::string(name) + "\ndata: " + std::string(data) + "\n\n";
+}
+
+TEST_F(ProxyTest, AnthropicDeploymentTranslatesRequestAndResponse) {
+    AddDeployment("anth", "claude", 0, 1, domain::ProviderType::kAnthropic);
+    auto ex = Post(R"({"model":"claude","messages":[{"role":"system","content":"Be brief."},)"
+                   R"({"role":"user","content":"hi"}],"stop":"END"})",
+                   key_);
+    proxy_->ChatCompletions(ex);
+    ASSERT_EQ(client_.calls.size(), 1u);
+    auto& call = *client_.calls[0];
+    EXPECT_EQ(call.request.url, "http://anth.test/v1/messages");
+    EXPECT_EQ(call.request.headers.Get("x-api-key"), "sk-anth-0");
+    EXPECT_EQ(call.request.headers.Get("anthropic-version"), "2023-06-01");
+    EXPECT_FALSE(call.request.headers.Has("authorization"));
+    EXPECT_EQ(call.request.headers.Get("x-request-id"), "req-1");
+    auto sent = boost::json::parse(call.request.body);
+    EXPECT_EQ(sent.at("model").as_string(), "anth-model");
+    EXPECT_EQ(sent.at("system").as_string(), "Be brief.");
+    EXPECT_EQ(sent.at("max_tokens").as_int64(), 4096);
+    EXPECT_EQ(boost::json::serialize(sent.at("stop_sequences")), R"(["END"])");
+
+    Answer(call, 200, kAnthropicOk);
+    EXPECT_EQ(ex->status(), 200);
+    auto out = boost::json::parse(ex->body());
+    EXPECT_EQ(out.at("object").as_string(), "chat.completion");
+    EXPECT_EQ(out.at("model").as_string(), "claude");
+    EXPECT_EQ(out.at("choices").at(0).at("message").at("content").as_string(), "Bonjour");
+    EXPECT_EQ(out.at("usage").at("total_tokens").as_int64(), 1500);
+    EXPECT_FALSE(ex->headers().Get("x-conduit-overhead-us").empty());
+    auto logs = FlushedLogs();
+    ASSERT_EQ(logs.size(), 1u);
+    EXPECT_EQ(logs[0].input_tokens, 1000);
+    EXPECT_EQ(logs[0].output_tokens, 500);
+    EXPECT_FALSE(logs[0].usage_estimated);
+}
+
+TEST_F(ProxyTest, AnthropicStreamIsTranslatedAndBilled) {
+    AddDeployment("anth", "claude", 0, 1, domain::ProviderType::kAnthropic);
+    auto ex = Post(
+        R"({"model":"claude","stream":true,"messages":[{"role":"user","content":"hi"}]})", key_);
+    proxy_->ChatCompletions(ex);
+    auto& call = *client_.calls.at(0);
+    auto sent = boost::json::parse(call.request.body);
+    EXPECT_TRUE(sent.at("stream").as_bool());
+    EXPECT_FALSE(sent.as_object().contains("stream_options"));
+    EXPECT_EQ(call.request.headers.Get("accept"), "text/event-stream");
+    call.Headers(200);
+    std::string events =
+        AnthropicEvent("message_start",
+                       R"({"type":"message_start","message":{"id":"msg_s","usage":)"
+                       R"({"input_tokens":12,"output_tokens":1}}})") +
+        AnthropicEvent("content_block_start",
+                       R"({"type":"content_block_start","index":0,"content_block":)"
+                       R"({"type":"text","text":""}})") +
+        AnthropicEvent("ping", R"({"type":"ping"})") +
+        AnthropicEvent("content_block_delta", R"({"type":"content_block_delta","index":0,"delta":)"
+                                              R"({"type":"text_delta","text":"Hel"}})") +
+        AnthropicEvent("content_block_delta", R"({"type":"content_block_delta","index":0,"delta":)"
+                                              R"({"type":"text_delta","text":"lo"}})") +
+        AnthropicEvent("content_block_stop", R"({"type":"content_block_stop","index":0})") +
+        AnthropicEvent("message_delta",
+                       R"({"type":"message_delta","delta":{"stop_reason":"end_turn"},)"
+                       R"("usage":{"output_tokens":7}})") +
+        AnthropicEvent("message_stop", R"({"type":"message_stop"})");
+    // Split anywhere.
+    call.Data(std::string_view(events).substr(0, 100));
+    call.Data(std::string_view(events).substr(100));
+    call.Done();
+    EXPECT_TRUE(ex->responded());
+    const std::string& body = ex->body();
+    EXPECT_EQ(body.find("event:"), std::string::npos) << "no Anthropic bytes reach the client";
+    EXPECT_NE(body.find(R"("delta":{"content":"Hel"})"), std::string::npos) << body;
+    EXPECT_NE(body.find(R"("finish_reason":"stop")"), std::string::npos);
+    EXPECT_EQ(body.find(R"("usage")"), std::string::npos) << "the client did not ask for usage";
+    EXPECT_TRUE(body.ends_with("data: [DONE]\n\n"));
+    auto logs = FlushedLogs();
+    ASSERT_EQ(logs.size(), 1u);
+    EXPECT_EQ(logs[0].input_tokens, 12);
+    EXPECT_EQ(logs[0].output_tokens, 7);
+}
+
+TEST_F(ProxyTest, AnthropicErrorsAndUntranslatableRequests) {
+    AddDeployment("anth", "claude", 0, 1, domain::ProviderType::kAnthropic);
+    // Refused before any upstream call.
+    auto n2 = Post(R"({"model":"claude","n":2,"messages":[{"role":"user","content":"x"}]})", key_);
+    proxy_->ChatCompletions(n2);
+    EXPECT_EQ(n2->status(), 400);
+    EXPECT_NE(n2->body().find(R"("param":"n")"), std::string::npos);
+    net::Headers h;
+    h.Add("Authorization", "Bearer " + key_);
+    auto emb =
+        FakeExchange::Make(loop_, "POST", "/v1/embeddings", R"({"model":"claude","input":"x"})", h);
+    proxy_->Embeddings(emb);
+    EXPECT_EQ(emb->status(), 400);
+    EXPECT_TRUE(client_.calls.empty());
+
+    // Anthropic's error bodies become OpenAI ones.
+    auto bad = Post(R"({"model":"claude","messages":[{"role":"user","content":"x"}]})", key_);
+    proxy_->ChatCompletions(bad);
+    Answer(
+        *client_.calls.at(0), 400,
+        R"({"type":"error","error":{"type":"invalid_request_error","message":"max_tokens: too big"}})");
+    EXPECT_EQ(bad->status(), 400);
+    auto e = boost::json::parse(bad->body());
+    EXPECT_EQ(e.at("error").at("message").as_string(), "max_tokens: too big");
+    EXPECT_EQ(e.at("error").at("type").as_string(), "invalid_request_error");
+
+    SetRouter(R"({"maxRetries":0})");
+    auto busy = Post(R"({"model":"claude","messages":[{"role":"user","content":"x"}]})", key_);
+    proxy_->ChatCompletions(busy);
+    Answer(*client_.calls.at(1), 529,
+           R"({"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}})");
+    EXPECT_EQ(busy->status(), 503);
+
+    // An error event mid-stream ends the stream with an OpenAI error object.
+    auto st = Post(R"({"model":"claude","stream":true,"messages":[{"role":"user","content":"x"}]})",
+                   key_);
+    proxy_->ChatCompletions(st);
+    auto& call = *client_.calls.at(2);
+    call.Headers(200);
+    call.Data(AnthropicEvent("message_start",
+                             R"({"type":"message_start","message":{"id":"m","usage":{}}})") +
+              AnthropicEvent("error", R"({"type":"error","error":{"type":"overloaded_error",)"
+                                      R"("message":"Overloaded"}})"));
+    call.Done();
+    EXPECT_NE(st->body().find(R"("code":"service_unavailable")"), std::string::npos) << st->body();
+    EXPECT_EQ(st->body().find("[DONE]"), std::string::npos);
+
+    // A stream that stops without message_stop is reported.
+    auto cut = Post(
+        R"({"model":"claude","stream":true,"messages":[{"role":"user","content":"x"}]})", key_);
+    proxy_->ChatCompletions(cut);
+    auto& c2 = *client_.calls.at(3);
+    c2.Headers(200);
+    c2.Data(AnthropicEvent("message_start",
+                           R"({"type":"message_start","message":{"id":"m","usage":{}}})"));
+    c2.Done();
+    EXPECT_NE(cut->body().find(R"(data: {"error":)"), std::string::npos) << cut->body();
+    EXPECT_EQ(cut->body().find("[DONE]"), std::string::npos);
+}
+
+TEST_F(ProxyTest, FallbackFromOpenAIToAnthropicTranslatesPerAttempt) {
+    AddDeployment("anth", "gpt-test", -1, 1, domain::ProviderType::kAnthropic);
+    auto ex = Post(kChat, key_);
+    proxy_->ChatCompletions(ex);
+    ASSERT_EQ(client_.calls.size(), 1u);
+    EXPECT_EQ(client_.calls[0]->request.url, "http://upstream.test/v1/chat/completions");
+    client_.calls[0]->Done(http_client::Failure::kConnect, "refused");
+    ASSERT_EQ(client_.calls.size(), 2u);
+    EXPECT_EQ(client_.calls[1]->request.url, "http://anth.test/v1/messages");
+    EXPECT_EQ(boost::json::parse(client_.calls[1]->request.body).at("model").as_string(),
+              "anth-model");
+    Answer(*client_.calls[1], 200, kAnthropicOk);
+    EXPECT_EQ(ex->status(), 200);
+    EXPECT_EQ(boost::json::parse(ex->body()).at("model").as_string(), "gpt-test");
+}
+
+TEST_F(ProxyTest, WorstCaseReservationsBoundConcurrentRequestsByTheBalance) {
+    UseBudget();
+    SetRouter(R"({"maxRetries":0})");
+    // $10 balance; max_tokens 1M at $2/M output: each request may cost just over $2.
+    const std::string big =
+        R"({"model":"gpt-test","max_tokens":1000000,"messages":[{"role":"user","content":"hi"}]})";
+    std::vector<std::shared_ptr<FakeExchange>> admitted;
+    for (int i = 0; i < 4; ++i) {
+        admitted.push_back(Post(big, key_));
+        proxy_->ChatCompletions(admitted.back());
+    }
+    ASSERT_EQ(client_.calls.size(), 4u);  // all four in flight
+    auto fifth = Post(big, key_);
+    proxy_->ChatCompletions(fifth);
+    EXPECT_EQ(fifth->status(), 402);
+    EXPECT_NE(fifth->body().find("may cost up to $2.00"), std::string::npos) << fifth->body();
+    EXPECT_EQ(client_.calls.size(), 4u);  // refused before any upstream call
+    // One finishes (actual cost 10 × $1/M + 5 × $2/M = 20 µ$): the rest of its reservation
+    // returns and another request fits.
+    Answer(*client_.calls[0], 200, kOk);
+    EXPECT_EQ(admitted[0]->status(), 200);
+    auto sixth = Post(big, key_);
+    proxy_->ChatCompletions(sixth);
+    EXPECT_EQ(client_.calls.size(), 5u);
+    // Failures release everything; after all settle, the counter is the balance minus the spend.
+    for (size_t i = 1; i < 5; ++i) {
+        Answer(*client_.calls[i], 500, "{}");
+    }
+    EXPECT_EQ(AvailableCounter(group_.id), 10'000'000 - 20);
+    auto logs = FlushedLogs();
+    EXPECT_EQ(*book_.Available(group_.id), 10'000'000 - 20);
+}
+
+TEST_F(ProxyTest, DefaultMaxTokensIsReservedWhenTheRequestHasNone) {
+    UseBudget(/*default_max_tokens=*/1000);
+    domain::VirtualKeyGroup g;
+    g.group_name = "small";
+    g.balance = 1'500;  // 1,500 µ$: less than 1,000 completion tokens at $2/M
+    auto small = *store_->CreateGroup(g, "t");
+    std::string key = AddKey(small.id, "");
+    ASSERT_TRUE(config_->ReloadOnExecutor());
+    auto ex = Post(kChat, key);
+    proxy_->ChatCompletions(ex);
+    EXPECT_EQ(ex->status(), 402);
+    EXPECT_TRUE(client_.calls.empty());
+    auto capped =
+        Post(R"({"model":"gpt-test","max_tokens":100,"messages":[{"role":"user","content":"hi"}]})",
+             key);
+    proxy_->ChatCompletions(capped);
+    ASSERT_EQ(client_.calls.size(), 1u);
+    Answer(*client_.calls[0], 200, kOk);
+    EXPECT_EQ(capped->status(), 200);
+}
+
+TEST_F(ProxyTest, ClientLeavingReleasesItsReservation) {
+    UseBudget();
+    const std::string big =
+        R"({"model":"gpt-test","max_tokens":1000000,"messages":[{"role":"user","content":"hi"}]})";
+    auto ex = Post(big, key_);
+    proxy_->ChatCompletions(ex);
+    ASSERT_EQ(client_.calls.size(), 1u);
+    EXPECT_LT(AvailableCounter(group_.id), 8'000'000);
+    ex->Disconnect();
+    EXPECT_EQ(AvailableCounter(group_.id), 10'000'000);  // nothing was streamed: not billed
 }
 
 }  // namespace
