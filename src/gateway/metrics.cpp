@@ -1,5 +1,7 @@
 #include "gateway/metrics.hpp"
 
+#include <atomic>
+
 namespace conduit::gateway {
 
 GatewayMetrics::GatewayMetrics(obs::Registry& r)
@@ -21,6 +23,27 @@ GatewayMetrics::GatewayMetrics(obs::Registry& r)
                                "Proxied requests by model alias and final status.",
                                {"model", "status"})),
       streams_aborted(r.Counter("conduit_streams_client_aborted_total",
-                                "Streams whose client disconnected before the end.")) {}
+                                "Streams whose client disconnected before the end.")),
+      usage_requests(r.Counter("conduit_usage_tracking_requests_total",
+                               "Proxied requests billed (their usage recorded), by request type.",
+                               {"type"})),
+      usage_failures(r.Counter("conduit_usage_tracking_failures_total",
+                               "Proxied requests that failed (not billed), by request type.",
+                               {"type"})),
+      key_requests(r.Counter("conduit_virtualkey_requests_total",
+                             "Proxied requests per virtual key (id).",
+                             {"virtual_key"})),
+      key_spend_micros(r.Counter("conduit_virtualkey_spend_micros_total",
+                                 "Spend per virtual key (id), in micro-units of the currency.",
+                                 {"virtual_key"})),
+      uid([] {
+          static std::atomic<uint64_t> next{1};
+          return next.fetch_add(1, std::memory_order_relaxed);
+      }()) {
+    // The original's dollar-denominated total, derived from the exact micro-unit counter.
+    auto* micros = &spend_micros;
+    r.AddCallbackCounter("conduit_usage_tracking_cost_dollars", "Spend recorded, in dollars.",
+                         [micros] { return static_cast<double>(micros->Value()) / 1e6; });
+}
 
 }  // namespace conduit::gateway

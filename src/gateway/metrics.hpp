@@ -2,6 +2,8 @@
 
 #include "obs/metrics.hpp"
 
+#include <cstdint>
+
 namespace conduit::gateway {
 
 /// The gateway's metric families, registered once in a registry (Prometheus names per
@@ -16,6 +18,13 @@ struct GatewayMetrics {
     obs::Counter& spend_micros;               // conduit_spend_micros_total
     obs::CounterFamily& model_requests;       // conduit_model_requests_total{model,status}
     obs::Counter& streams_aborted;            // conduit_streams_client_aborted_total
+    obs::CounterFamily& usage_requests;       // conduit_usage_tracking_requests_total{type}
+    obs::CounterFamily& usage_failures;       // conduit_usage_tracking_failures_total{type}
+    obs::CounterFamily& key_requests;         // conduit_virtualkey_requests_total{virtual_key}
+    obs::CounterFamily& key_spend_micros;     // conduit_virtualkey_spend_micros_total{virtual_key}
+    /// Process-unique id of this object (per-thread memos of its series key on it: addresses
+    /// repeat).
+    const uint64_t uid;
 };
 
 }  // namespace conduit::gateway

@@ -7,12 +7,14 @@
 #include "gateway/errors.hpp"
 #include "json/json_peek.hpp"
 #include "json/sse.hpp"
+#include "obs/logging.hpp"
 
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cstring>
 #include <optional>
+#include <unordered_map>
 
 namespace conduit::gateway {
 
@@ -166,6 +168,8 @@ struct ProxyCall : std::enable_shared_from_this<ProxyCall> {
     void RespondBuffered(const http_client::Outcome& outcome);
     void RespondAnthropic(const http_client::Outcome& outcome, int status);
     void Record(int status);
+    /// Per-key and usage metrics and the request's log line.
+    void Observe(const domain::RequestLogRow& row, bool billable);
     int64_t OverheadUs(int64_t upstream_wait_ns) const;
 };
 
@@ -651,6 +655,58 @@ void ProxyCall::OnClientGone() {
     Record(499);
 }
 
+void ProxyCall::Observe(const domain::RequestLogRow& row, bool billable) {
+    // Per-key totals (label: the key id); the family lookup takes a lock, so each loop thread
+    // keeps its own memo of the series it has used.
+    thread_local std::unordered_map<domain::Id, std::pair<obs::Counter*, obs::Counter*>> memo;
+    thread_local uint64_t memo_owner = 0;
+    if (memo_owner != deps.metrics.uid) {
+        memo.clear();
+        memo_owner = deps.metrics.uid;
+    }
+    auto it = memo.find(row.virtual_key_id);
+    if (it == memo.end()) {
+        const std::string id = std::to_string(row.virtual_key_id);
+        it = memo.emplace(row.virtual_key_id,
+                          std::make_pair(&deps.metrics.key_requests.With({id}),
+                                         &deps.metrics.key_spend_micros.With({id})))
+                 .first;
+    }
+    it->second.first->Inc();
+    const std::string_view type = KindName(kind);
+    if (billable) {
+        deps.metrics.usage_requests.With({type}).Inc();
+        if (row.cost > 0) {
+            it->second.second->Inc(static_cast<uint64_t>(row.cost));
+        }
+    } else {
+        deps.metrics.usage_failures.With({type}).Inc();
+    }
+    // One structured line per request (JSON logs: top-level fields), never a secret.
+    if (spdlog::should_log(spdlog::level::info)) {
+        const std::string key_id = std::to_string(row.virtual_key_id);
+        const std::string status = std::to_string(row.status_code);
+        const std::string ms = std::to_string(row.response_time_ms);
+        const std::string tokens_in = std::to_string(row.input_tokens);
+        const std::string tokens_out = std::to_string(row.output_tokens);
+        const std::string cost = std::to_string(row.cost);
+        const std::string tries = std::to_string(attempts);
+        obs::LogEvent(spdlog::level::info, "request",
+                      {{"request_id", row.request_id},
+                       {"key_id", key_id},
+                       {"model", row.model_alias},
+                       {"provider", deployment->provider.name},
+                       {"type", type},
+                       {"status", status},
+                       {"stream", stream ? "true" : "false"},
+                       {"duration_ms", ms},
+                       {"input_tokens", tokens_in},
+                       {"output_tokens", tokens_out},
+                       {"cost_micros", cost},
+                       {"attempts", tries}});
+    }
+}
+
 void ProxyCall::Record(int status) {
     deps.metrics.model_requests.With({deployment->mapping.model_alias, std::to_string(status)})
         .Inc();
@@ -695,6 +751,7 @@ void ProxyCall::Record(int status) {
         }
     }
     const domain::Micros billed = billable ? row.cost : 0;
+    Observe(row, billable);
     deps.spend.Record(std::move(row));
     SettleHold(billed);  // after the spend is in the BalanceBook
 }
