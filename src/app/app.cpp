@@ -409,6 +409,14 @@ core::Result<void> App::Impl::InitGovernance() {
         redis_counters = made->get();
         counters = std::move(*made);
         auto* rc = redis_counters;
+        registry.AddCallbackCounter(
+            "conduit_counters_round_trips_total",
+            "Commands sent to the Redis counters (rate limits, balance reservations).",
+            [rc] { return static_cast<double>(rc->Stats().round_trips); });
+        registry.AddCallbackCounter(
+            "conduit_counters_local_decisions_total",
+            "Rate-limit refusals decided without Redis (the local pre-check).",
+            [rc] { return static_cast<double>(rc->Stats().local_decisions); });
         health.Add("counters", {"ready"}, obs::SyncHealthCheck([rc] {
                        auto st = rc->Stats();
                        if (!st.connected) {
