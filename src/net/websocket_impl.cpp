@@ -12,7 +12,6 @@ using boost::system::error_code;
 using Event = ws::FrameReader::Event;
 
 namespace {
-constexpr size_t kReadChunk = 16 * 1024;
 // Payloads up to this size are copied next to their frame header (one buffer); larger ones are
 // moved into the queue as they are.
 constexpr size_t kCopyLimit = 1024;
@@ -37,44 +36,67 @@ void ServerWebSocket::Start(std::string response_head,
                             std::string leftover,
                             std::function<void()> on_finished) {
     on_finished_ = std::move(on_finished);
-    rbuf_.resize(std::max(kReadChunk, leftover.size() + kReadChunk / 2));
-    std::memcpy(rbuf_.data(), leftover.data(), leftover.size());
-    rlen_ = leftover.size();
+    error_code ec;
+    socket_.non_blocking(true, ec);  // reads are done by hand once the socket is readable
     Enqueue(std::move(response_head));
-    loop_.Post([self = Self()] {
+    loop_.Post([self = Self(), leftover = std::move(leftover)] {
         if (!self->finished_) {
-            self->ProcessInput();
+            self->ProcessInput(leftover);
         }
     });
+}
+
+char* ServerWebSocket::ScratchBuffer() {
+    // One read buffer per loop thread, shared by every socket of the loop: an idle socket holds
+    // no read memory. Payloads are copied out by the FrameReader as they are parsed, and at most
+    // an incomplete frame header is kept back per socket (partial_).
+    thread_local std::unique_ptr<char[]> buffer(new char[kScratchBytes]);
+    return buffer.get();
 }
 
 void ServerWebSocket::StartRead() {
     if (finished_ || stop_reading_) {
         return;
     }
-    socket_.async_read_some(asio::buffer(rbuf_.data() + rlen_, rbuf_.size() - rlen_),
-                            [self = Self()](error_code ec, size_t n) {
-                                if (self->finished_) {
-                                    return;
-                                }
-                                self->rlen_ += n;
-                                if (ec || n == 0) {
-                                    // EOF or reset without a closing handshake (or before the
-                                    // client answered ours).
-                                    self->NotifyClose(1006);
-                                    self->Finish();
-                                    return;
-                                }
-                                self->ProcessInput();
-                            });
+    socket_.async_wait(asio::ip::tcp::socket::wait_read, [self = Self()](error_code ec) {
+        if (self->finished_ || self->stop_reading_) {
+            return;
+        }
+        if (ec) {
+            self->NotifyClose(1006);
+            self->Finish();
+            return;
+        }
+        self->ReadAvailable();
+    });
 }
 
-void ServerWebSocket::ProcessInput() {
+void ServerWebSocket::ReadAvailable() {
+    char* buf = ScratchBuffer();
+    size_t keep = partial_.size();  // at most 14 bytes
+    std::memcpy(buf, partial_.data(), keep);
+    error_code ec;
+    size_t n = socket_.read_some(asio::buffer(buf + keep, kScratchBytes - keep), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+        StartRead();  // a spurious wake-up
+        return;
+    }
+    if (ec || n == 0) {
+        // EOF or reset without a closing handshake (or before the client answered ours).
+        NotifyClose(1006);
+        Finish();
+        return;
+    }
+    partial_.clear();
+    ProcessInput(std::string_view(buf, keep + n));
+}
+
+void ServerWebSocket::ProcessInput(std::string_view input) {
     auto self = Self();  // a callback may drop the last outside reference
     size_t pos = 0;
-    while (!finished_ && !stop_reading_ && pos < rlen_) {
+    while (!finished_ && !stop_reading_ && pos < input.size()) {
         Event event;
-        size_t n = reader_.Feed(std::string_view(rbuf_.data() + pos, rlen_ - pos), event);
+        size_t n = reader_.Feed(input.substr(pos), event);
         pos += n;
         if (event.kind == Event::Kind::kNone) {
             if (n == 0) {
@@ -87,13 +109,9 @@ void ServerWebSocket::ProcessInput() {
     if (finished_ || stop_reading_) {
         return;
     }
-    // What is left is part of a frame header (at most 13 bytes).
-    std::memmove(rbuf_.data(), rbuf_.data() + pos, rlen_ - pos);
-    rlen_ -= pos;
-    if (rbuf_.size() > 4 * kReadChunk && rlen_ < kReadChunk) {
-        rbuf_.resize(kReadChunk);  // drop a large pipelined start
-        rbuf_.shrink_to_fit();
-    }
+    // What is left is part of a frame header (at most 14 bytes: fits the string's inline
+    // storage, so nothing is allocated for it).
+    partial_.assign(input.substr(pos));
     StartRead();
 }
 
@@ -305,9 +323,8 @@ void ServerWebSocket::Finish() {
     // inflight_ stays until the aborted write completes (its buffers are in use).
     pending_.clear();
     pending_bytes_ = 0;
-    rbuf_.clear();
-    rbuf_.shrink_to_fit();
-    rlen_ = 0;
+    partial_.clear();
+    partial_.shrink_to_fit();
     if (on_finished_) {
         auto fn = std::move(on_finished_);
         on_finished_ = nullptr;

@@ -29,6 +29,8 @@ class ServerWebSocket final : public WebSocket {
 public:
     /// How long a closing socket waits for its close frame to go out and the client's answer.
     static constexpr std::chrono::seconds kCloseTimeout{5};
+    /// Size of the per-loop-thread read buffer.
+    static constexpr size_t kScratchBytes = 64 * 1024;
 
     ServerWebSocket(AsioLoop& loop,
                     boost::asio::ip::tcp::socket socket,
@@ -61,8 +63,14 @@ private:
     std::shared_ptr<ServerWebSocket> Self() {
         return std::static_pointer_cast<ServerWebSocket>(shared_from_this());
     }
+    /// The loop thread's read buffer (kScratchBytes).
+    static char* ScratchBuffer();
+    /// Waits until the socket is readable (no buffer is held while waiting).
     void StartRead();
-    void ProcessInput();
+    /// Reads what is available into the scratch buffer (after partial_) and parses it.
+    void ReadAvailable();
+    /// Parses `input` (the kept partial header first); keeps an incomplete header in partial_.
+    void ProcessInput(std::string_view input);
     void HandleEvent(ws::FrameReader::Event& event);
     void Enqueue(std::string bytes);
     void QueueControl(ws::Opcode opcode, std::string_view payload);
@@ -81,8 +89,8 @@ private:
     WebSocketOptions options_;
     ws::FrameReader reader_;
 
-    std::vector<char> rbuf_;
-    size_t rlen_ = 0;
+    /// An incomplete frame header carried to the next read (≤ 14 bytes, inline storage).
+    std::string partial_;
 
     std::vector<std::string> pending_;
     std::vector<std::string> inflight_;

@@ -409,6 +409,89 @@ TEST_F(WebSocketTest, PipelinedFirstFrameInTheUpgradeWrite) {
     EXPECT_TRUE(WaitFor([&] { return SawClose(1002); }));
 }
 
+// A masked client frame of any length (the mask is fixed; fine for a test).
+std::string MaskedFrameAnyLength(uint8_t first_byte, const std::string& payload) {
+    std::string f;
+    f.push_back(static_cast<char>(first_byte));
+    size_t n = payload.size();
+    if (n < 126) {
+        f.push_back(static_cast<char>(0x80 | n));
+    } else if (n <= 0xFFFF) {
+        f.push_back(static_cast<char>(0x80 | 126));
+        f.push_back(static_cast<char>(n >> 8));
+        f.push_back(static_cast<char>(n & 0xFF));
+    } else {
+        f.push_back(static_cast<char>(0x80 | 127));
+        for (int shift = 56; shift >= 0; shift -= 8) {
+            f.push_back(static_cast<char>((static_cast<uint64_t>(n) >> shift) & 0xFF));
+        }
+    }
+    const char mask[4] = {0x31, 0x42, 0x53, 0x64};
+    f.append(mask, 4);
+    for (size_t i = 0; i < n; ++i) {
+        f.push_back(static_cast<char>(payload[i] ^ mask[i & 3]));
+    }
+    return f;
+}
+
+// The server keeps no read buffer per socket (one per loop thread; only an incomplete frame
+// header is carried between reads): a message several times that buffer's size, arriving in
+// thousands of small writes that split frame headers and payload anywhere, is reassembled
+// exactly, and the small messages after it are read as usual.
+TEST_F(WebSocketTest, ALargeMessageInManySmallReadsThenSmallOnes) {
+    RawClient c("127.0.0.1", port_);
+    ASSERT_TRUE(c.connected());
+    ASSERT_TRUE(
+        c.Send("GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+               "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"));
+    std::string head = c.ReadUntil("\r\n\r\n", 5000);
+    ASSERT_EQ(head.rfind("HTTP/1.1 101 ", 0), 0u) << head;
+
+    // 200 KB: over three times the per-thread read buffer, under the 256 KB limit of /ws.
+    std::string big(200 * 1024, '\0');
+    for (size_t i = 0; i < big.size(); ++i) {
+        big[i] = static_cast<char>((i * 131 + i / 7) & 0xFF);
+    }
+    // Two fragments (binary, then continuation with FIN), then a ping, then two small texts.
+    std::string first(big.substr(0, 70000));
+    std::string second(big.substr(70000));
+    std::string stream = MaskedFrameAnyLength(0x02, first) + MaskedFrameAnyLength(0x89, "pi") +
+                         MaskedFrameAnyLength(0x80, second) +
+                         MaskedFrameAnyLength(0x81, "small-one") +
+                         MaskedFrameAnyLength(0x81, "small-two");
+    // The first bytes one at a time with a pause (separate reads: the header arrives in pieces),
+    // then pieces of 1..37 bytes.
+    size_t off = 0;
+    for (; off < 12; ++off) {
+        ASSERT_TRUE(c.Send(std::string_view(stream).substr(off, 1)));
+        std::this_thread::sleep_for(2ms);
+    }
+    for (size_t step = 1; off < stream.size(); step = step % 37 + 1) {
+        size_t n = std::min(step, stream.size() - off);
+        ASSERT_TRUE(c.Send(std::string_view(stream).substr(off, n)));
+        off += n;
+    }
+
+    // Expected echo: the pong, the big binary message (8-byte length), then the two texts.
+    std::string expected = std::string("\x8A\x02pi", 4);
+    expected += '\x82';
+    expected += '\x7F';
+    for (int shift = 56; shift >= 0; shift -= 8) {
+        expected += static_cast<char>((static_cast<uint64_t>(big.size()) >> shift) & 0xFF);
+    }
+    expected += big;
+    expected += std::string("\x81\x09") + "small-one";
+    expected += std::string("\x81\x09") + "small-two";
+    std::string got = c.ReadUntil("small-two", 10000);
+    ASSERT_EQ(got.size(), expected.size());
+    EXPECT_TRUE(got == expected);
+
+    // Still served after the large message: a small echo right away.
+    ASSERT_TRUE(c.Send(MaskedFrameAnyLength(0x81, "again")));
+    EXPECT_EQ(c.ReadUntil("again", 5000), std::string("\x81\x05") + "again");
+    EXPECT_EQ(CloseCount(), 0u);
+}
+
 TEST_F(WebSocketTest, NonUpgradeRequestGetsNullptrAndANormalResponse) {
     RawClient c("127.0.0.1", port_);
     ASSERT_TRUE(c.Send("GET /ws HTTP/1.1\r\nHost: x\r\n\r\n"));
