@@ -90,6 +90,14 @@ void WriteKeyInfo(JsonWriter& w, const domain::VirtualKey& k) {
         .OptStringField("metadata", k.metadata)
         .OptIntField("rateLimitRpm", k.rate_limit_rpm)
         .OptIntField("rateLimitRpd", k.rate_limit_rpd)
+        .OptIntField("rateLimitTpm", k.rate_limit_tpm)
+        .Key("maxBudget");
+    if (k.max_budget) {
+        w.Money(*k.max_budget);
+    } else {
+        w.Null();
+    }
+    w.OptStringField("budgetDuration", k.budget_duration)
         .OptStringField("description", k.description)
         .TimestampField("createdAt", k.created_at_ms)
         .TimestampField("updatedAt", k.updated_at_ms)

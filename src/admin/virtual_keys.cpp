@@ -27,6 +27,9 @@ struct KeyPatch {
     Field<std::string> metadata;
     Field<int64_t> rate_limit_rpm;
     Field<int64_t> rate_limit_rpd;
+    Field<int64_t> rate_limit_tpm;
+    Field<core::Micros> max_budget;
+    Field<std::string> budget_duration;
     Field<bool> is_enabled;
     Field<std::string> description;
 
@@ -38,6 +41,14 @@ struct KeyPatch {
         metadata.ApplyTo(k.metadata);
         rate_limit_rpm.ApplyTo(k.rate_limit_rpm);
         rate_limit_rpd.ApplyTo(k.rate_limit_rpd);
+        rate_limit_tpm.ApplyTo(k.rate_limit_tpm);
+        max_budget.ApplyTo(k.max_budget);
+        budget_duration.ApplyTo(k.budget_duration);
+        // A budget without a period is a lifetime budget; a period without a budget is kept
+        // (it applies once a budget is set).
+        if (k.max_budget && k.budget_duration.empty()) {
+            k.budget_duration = "total";
+        }
         is_enabled.ApplyTo(k.is_enabled, true);
         description.ApplyTo(k.description);
     }
@@ -150,6 +161,18 @@ core::Result<KeyPatch> ParseKey(const net::Request& req, bool create, int64_t no
     p.metadata = ReadMetadata(r);
     p.rate_limit_rpm = r.Int("rateLimitRpm", {.min = 1});
     p.rate_limit_rpd = r.Int("rateLimitRpd", {.min = 1});
+    p.rate_limit_tpm = r.Int("rateLimitTpm", {.min = 1});
+    p.max_budget = r.Money("maxBudget", {.nullable = true});
+    p.budget_duration = r.Text("budgetDuration", {.max_chars = 16});
+    if (r.ok() && p.budget_duration.present && p.budget_duration.value) {
+        auto period = domain::ParseBudgetPeriod(*p.budget_duration.value);
+        if (!period) {
+            r.Fail(BadParam("budgetDuration",
+                            "'budgetDuration' must be one of daily, weekly, monthly, total."));
+        } else {
+            p.budget_duration.value = std::string(domain::BudgetPeriodName(*period));
+        }
+    }
     p.is_enabled = r.Bool("isEnabled");
     p.description = r.Text("description", {.max_chars = 500});
     if (!r.ok()) {

@@ -329,6 +329,9 @@ core::Result<void> App::Impl::Init() {
                                   core::SystemClock::Instance()};
     proxy_deps.health = deployment_health.get();
     proxy_deps.budget = budget_gate.get();
+    proxy_deps.on_usage = [rg = rate_gate.get()](const domain::VirtualKey& key, int64_t tokens) {
+        rg->ChargeTokens(key, tokens);
+    };
     proxy_deps.on_key_rejected = [this](domain::Id provider_key_id, int status) {
         DisableProviderKey(provider_key_id, status);
     };
@@ -442,6 +445,18 @@ core::Result<void> App::Impl::InitGovernance() {
     budget.default_max_tokens = cfg.governance.default_max_tokens;
     budget.on_error = policy.value_or(gateway::FailPolicy::kOpen);
     budget_gate = std::make_unique<gateway::BudgetGate>(*counters, book, registry, budget);
+    // Per-key budgets: the period spend read on the store executor (the thread of the flushes).
+    budget_gate->SetSpendLoader(
+        [this](domain::Id key_id, int64_t since_ms,
+               std::function<void(core::Result<domain::Micros>)> done) {
+            executor->Submit([this, key_id, since_ms, done = std::move(done)] {
+                done(store->KeySpendSince(key_id, since_ms));
+            });
+        });
+    spend->SetPendingObserver([bg = budget_gate.get()](const domain::RequestLogRow& row,
+                                                       bool flushed) {
+        flushed ? bg->OnFlushed(row) : bg->OnRecorded(row);
+    });
 
     const auto& g = cfg.governance;
     domain::BreakerOptions bo;
@@ -808,6 +823,16 @@ void App::Impl::InitHubSources() {
                 }
             }
             hubs::SendSpendUpdate(*out, row, totals);
+        });
+        budget_gate->SetAlertSink([out](const gateway::BudgetGate::Alert& a) {
+            hubs::BudgetAlertInfo info;
+            info.key_id = a.key_id;
+            info.percent = a.percent;
+            info.current_spend = a.current_spend;
+            info.budget = a.budget;
+            info.period = std::string(domain::BudgetPeriodName(a.period));
+            info.period_end_ms = a.period_end_ms;
+            hubs::SendBudgetAlert(*out, info);
         });
     }
 }

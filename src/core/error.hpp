@@ -26,6 +26,7 @@ enum class ErrorCode {
     kUnavailable,          // 503 api_error / service_unavailable
     kUpstreamTimeout,      // 504 api_error / upstream_timeout
     kRequestTimeout,       // 408 invalid_request_error / request_timeout
+    kBudgetExceeded,       // 402 insufficient_quota / budget_exceeded (a key's period budget)
 };
 
 /// A failure: a code plus a human-readable message (never containing a secret) and, for

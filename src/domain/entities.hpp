@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace conduit::domain {
@@ -43,6 +44,55 @@ struct GroupTransaction {
     int64_t created_at_ms = 0;
 };
 
+/// The period of a virtual key's budget (calendar-aligned in UTC; kTotal never resets).
+enum class BudgetPeriod { kDaily, kWeekly, kMonthly, kTotal };
+
+/// "daily" | "weekly" | "monthly" | "total" (case-insensitive); nullopt otherwise. Pure.
+inline std::optional<BudgetPeriod> ParseBudgetPeriod(std::string_view text) {
+    auto eq = [text](std::string_view name) {
+        if (text.size() != name.size()) {
+            return false;
+        }
+        for (size_t i = 0; i < name.size(); ++i) {
+            char c = text[i];
+            if (c >= 'A' && c <= 'Z') {
+                c = static_cast<char>(c - 'A' + 'a');
+            }
+            if (c != name[i]) {
+                return false;
+            }
+        }
+        return true;
+    };
+    if (eq("daily")) {
+        return BudgetPeriod::kDaily;
+    }
+    if (eq("weekly")) {
+        return BudgetPeriod::kWeekly;
+    }
+    if (eq("monthly")) {
+        return BudgetPeriod::kMonthly;
+    }
+    if (eq("total")) {
+        return BudgetPeriod::kTotal;
+    }
+    return std::nullopt;
+}
+
+inline std::string_view BudgetPeriodName(BudgetPeriod p) {
+    switch (p) {
+        case BudgetPeriod::kDaily:
+            return "daily";
+        case BudgetPeriod::kWeekly:
+            return "weekly";
+        case BudgetPeriod::kMonthly:
+            return "monthly";
+        case BudgetPeriod::kTotal:
+            return "total";
+    }
+    return "total";
+}
+
 /// A client credential. Only the SHA-256 of the key is stored.
 struct VirtualKey {
     Id id = 0;
@@ -57,6 +107,12 @@ struct VirtualKey {
     std::string description;
     std::optional<int64_t> rate_limit_rpm;
     std::optional<int64_t> rate_limit_rpd;
+    std::optional<int64_t> rate_limit_tpm;  // tokens per minute
+    /// Spending cap per `budget_duration` period (micro-units); none = unlimited.
+    std::optional<Micros> max_budget;
+    /// "daily" | "weekly" | "monthly" | "total" (calendar periods in UTC); empty = none
+    /// ("total" when max_budget is set without a duration).
+    std::string budget_duration;
     int64_t created_at_ms = 0;
     int64_t updated_at_ms = 0;
 };

@@ -8,8 +8,11 @@
 #include "obs/metrics.hpp"
 
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <unordered_map>
 
 namespace conduit::gateway {
 
@@ -27,6 +30,35 @@ namespace conduit::gateway {
 ///   after `ttl` without use, which also heals drift (e.g. an instance that died holding
 ///   reservations). Admin credits and adjustments are applied to it (Credit()).
 ///
+/// Per-key budgets (`max_budget` per `budget_duration`, calendar periods in UTC) ride on the same
+/// Reserve call (all or nothing, one round trip): a key with a budget also adds its request's
+/// worst case to `bud:vk:{id}:{yyyymmdd of the period start}` (`...:total` for a lifetime
+/// budget) with cap = max_budget — refused: 402 `budget_exceeded`, naming the period and its
+/// reset. The hold is settled like the group's. Crossing 80/90/100 % of the budget (the period
+/// counter after a settle, holds in flight included; a budget refusal counts as 100 %, since
+/// exact reservations rarely let the spend land on the budget itself) sends one BudgetAlert per
+/// threshold per period, cluster-wide (a `budalert:` counter reserved with cap 1 decides which
+/// instance sends it).
+///
+/// The key counter's initial value (new period, counters engine restart, in-process counters
+/// after a gateway restart, expiry after `ttl` without use) is what the key already spent in the
+/// period, from a small per-key cache, never from a store call on the request path:
+///   base = KeySpendSince(period start) read on the store executor
+///          + this instance's spend of the period not yet flushed at that read (OnRecorded /
+///            OnFlushed, which run on the recording thread and on the store executor — the
+///            same thread as the read, so a row is counted exactly once)
+///          + this instance's spend recorded since.
+/// The cache is refreshed off the loop (load_spend) at first use and then at most every
+/// `refresh_ms` while the key is used; only the very first request of a budgeted key on an
+/// instance waits for one executor round trip.
+/// Bound on error: exact for one instance. With several instances sharing the engine, the
+/// shared counter is exact while it exists; when it has to be re-created, the base misses the
+/// other instances' spend not yet flushed (≤ one flush interval of their traffic) plus what they
+/// flushed since this instance's last refresh (≤ refresh_ms of their traffic). Counters idle for
+/// `ttl` are re-created only after every instance has flushed, so only an engine restart or the
+/// first minutes of a period see that bound. Task bills (committed with the task) are included
+/// through the store read only.
+///
 /// Every call runs on the exchange's loop; callbacks come back on it.
 class BudgetGate {
 public:
@@ -34,17 +66,60 @@ public:
         int64_t default_max_tokens = 4096;  // completion tokens assumed when max_tokens is absent
         int64_t ttl_ms = 600'000;
         FailPolicy on_error = FailPolicy::kOpen;
+        /// How often a used key's cached period spend is re-read from the store.
+        int64_t refresh_ms = 10'000;
     };
 
     /// A reservation to settle.
     struct Hold {
         domain::Id group_id = 0;
         domain::Micros worst = 0;
+        // Set when the key has a budget: its period counter.
+        domain::Id key_id = 0;
+        std::string key_counter;  // empty = no key budget reserved
+        domain::Micros key_budget = 0;
+        domain::BudgetPeriod period = domain::BudgetPeriod::kTotal;
+        int64_t period_start_ms = 0;
     };
 
-    BudgetGate(bus::Counters& counters, BalanceBook& book, obs::Registry& metrics, Options options);
+    /// Reads what `key_id` spent since `since_ms` (Store::KeySpendSince) and calls `done` ON THE
+    /// STORE EXECUTOR THREAD right after the read (the consistency rule above).
+    using SpendLoader = std::function<void(domain::Id key_id,
+                                           int64_t since_ms,
+                                           std::function<void(core::Result<domain::Micros>)> done)>;
+
+    /// A key's period spend crossed a threshold (80, 90, 100 %). Any thread.
+    struct Alert {
+        domain::Id key_id = 0;
+        int percent = 0;                   // the threshold crossed
+        domain::Micros current_spend = 0;  // the period counter (in-flight holds included)
+        domain::Micros budget = 0;
+        domain::BudgetPeriod period = domain::BudgetPeriod::kTotal;
+        std::optional<int64_t> period_end_ms;  // none for a lifetime budget
+    };
+
+    BudgetGate(bus::Counters& counters,
+               BalanceBook& book,
+               obs::Registry& metrics,
+               Options options,
+               const core::Clock& clock = core::SystemClock::Instance());
 
     const Options& options() const { return options_; }
+
+    /// Start-up wiring (before the first request).
+    void SetSpendLoader(SpendLoader loader) { load_spend_ = std::move(loader); }
+    void SetAlertSink(std::function<void(const Alert&)> sink) { on_alert_ = std::move(sink); }
+
+    /// Reserves `worst` from `key`'s group balance and, when the key has a budget, from its
+    /// period budget, in one atomic step. Same contract as the group-only overload.
+    void Reserve(const net::ExchangePtr& ex,
+                 const domain::VirtualKey& key,
+                 domain::Micros worst,
+                 std::function<void(std::optional<Hold>)> done);
+    /// A row entered the spend recorder (before it can be flushed). Recording thread.
+    void OnRecorded(const domain::RequestLogRow& row);
+    /// A recorded row was committed to the store (or dropped). Store executor thread.
+    void OnFlushed(const domain::RequestLogRow& row);
 
     /// Reserves `worst` from `group_id`'s balance. `done(hold)` runs on ex's loop when the
     /// request may go on (hold is nullopt when nothing was reserved: worst is 0, or the engine
@@ -61,8 +136,35 @@ public:
     void Credit(domain::Id group_id, domain::Micros delta);
 
     static std::string KeyFor(domain::Id group_id);
+    /// `bud:vk:{id}:{yyyymmdd}` of the period starting at `period_start_ms` (`:total`).
+    static std::string KeyBudgetCounter(domain::Id key_id,
+                                        domain::BudgetPeriod period,
+                                        int64_t period_start_ms);
 
 private:
+    /// The cached period spend of one budgeted key (guarded by mu_).
+    struct KeyEntry {
+        domain::BudgetPeriod period = domain::BudgetPeriod::kTotal;
+        int64_t period_start_ms = 0;
+        domain::Micros base = 0;       // the counter's initial value (see above)
+        domain::Micros unflushed = 0;  // this instance's recorded, unflushed spend of the period
+        bool loaded = false;
+        bool loading = false;
+        int64_t loaded_at_ms = 0;
+        std::vector<std::function<void()>> waiting;  // requests waiting for the first load
+    };
+
+    void ReserveBoth(const net::ExchangePtr& ex,
+                     const domain::VirtualKey& key,
+                     domain::Micros worst,
+                     std::optional<domain::Micros> key_base,
+                     int64_t period_start_ms,
+                     std::function<void(std::optional<Hold>)> done);
+    /// Starts a load of `key_id`'s period spend (mu_ held by the caller).
+    void StartLoadLocked(domain::Id key_id, KeyEntry& e);
+    void SettleKey(const Hold& hold, domain::Micros actual);
+    void CheckAlerts(const Hold& hold, domain::Micros value, bool refused = false);
+
     /// Adds `delta` to the group's counter, creating it from the BalanceBook (as if `delta` was
     /// already in it) when absent.
     void Apply(domain::Id group_id, domain::Micros delta);
@@ -70,8 +172,27 @@ private:
     bus::Counters& counters_;
     BalanceBook& book_;
     Options options_;
+    const core::Clock& clock_;
+    SpendLoader load_spend_;
+    std::function<void(const Alert&)> on_alert_;
+    std::mutex mu_;
+    std::unordered_map<domain::Id, KeyEntry> keys_;
+    std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
     obs::Counter& refusals_;       // conduit_budget_refusals_total
     obs::Counter& engine_errors_;  // conduit_budget_engine_errors_total
+    obs::Counter& key_refusals_;   // conduit_key_budget_refusals_total
 };
+
+/// Start of the budget period containing `now_ms` (UTC: day at 00:00, week on Monday 00:00,
+/// month on the 1st; 0 for kTotal). Pure.
+int64_t BudgetPeriodStartMs(domain::BudgetPeriod period, int64_t now_ms);
+/// End (exclusive) of the period starting at `start_ms`; nullopt for kTotal. Pure.
+std::optional<int64_t> BudgetPeriodEndMs(domain::BudgetPeriod period, int64_t start_ms);
+/// The budget period of a key with a budget (kTotal when its duration is empty/unknown). Pure.
+domain::BudgetPeriod KeyBudgetPeriod(const domain::VirtualKey& key);
+/// The thresholds (80, 90, 100) that `after` reaches and `before` did not, of `budget`. Pure.
+std::vector<int> CrossedThresholds(domain::Micros before,
+                                   domain::Micros after,
+                                   domain::Micros budget);
 
 }  // namespace conduit::gateway

@@ -13,6 +13,7 @@ int HttpStatus(ErrorCode code) {
         case ErrorCode::kUnauthorized:
             return 401;
         case ErrorCode::kInsufficientBalance:
+        case ErrorCode::kBudgetExceeded:
             return 402;
         case ErrorCode::kModelNotAllowed:
         case ErrorCode::kForbidden:
@@ -47,6 +48,7 @@ std::string_view ErrorType(ErrorCode code) {
         case ErrorCode::kUnauthorized:
             return "authentication_error";
         case ErrorCode::kInsufficientBalance:
+        case ErrorCode::kBudgetExceeded:
             return "insufficient_quota";
         case ErrorCode::kModelNotAllowed:
         case ErrorCode::kForbidden:
@@ -71,6 +73,8 @@ std::string_view ErrorCodeName(ErrorCode code) {
             return "invalid_api_key";
         case ErrorCode::kInsufficientBalance:
             return "insufficient_balance";
+        case ErrorCode::kBudgetExceeded:
+            return "budget_exceeded";
         case ErrorCode::kModelNotAllowed:
             return "model_not_allowed";
         case ErrorCode::kForbidden:

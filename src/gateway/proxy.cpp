@@ -752,6 +752,9 @@ void ProxyCall::Record(int status) {
     }
     const domain::Micros billed = billable ? row.cost : 0;
     Observe(row, billable);
+    if (billable && deps.on_usage) {
+        deps.on_usage(key->key, row.input_tokens + row.output_tokens);  // e.g. tokens per minute
+    }
     deps.spend.Record(std::move(row));
     SettleHold(billed);  // after the spend is in the BalanceBook
 }
@@ -907,7 +910,7 @@ void OpenAIProxy::Proxy(const net::ExchangePtr& ex, Kind kind) {
         worst = std::max(worst, domain::ComputeCost(d->cost ? &*d->cost : nullptr,
                                                     ToRequestKind(kind), worst_usage));
     }
-    deps_.budget->Reserve(ex, pc->key->key.group_id, worst,
+    deps_.budget->Reserve(ex, pc->key->key, worst,
                           [pc, start](std::optional<BudgetGate::Hold> hold) {
                               pc->hold = hold;
                               start();

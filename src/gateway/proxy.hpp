@@ -37,6 +37,9 @@ struct ProxyDeps {
     /// A provider key was answered with 401/403 (the caller disables and reports it). Runs on
     /// the exchange's loop; must not block.
     std::function<void(domain::Id provider_key_id, int status)> on_key_rejected;
+    /// A billed request's total tokens (usage, or the estimate), right before it is recorded
+    /// (the rate gate's tokens-per-minute charge). Runs on the exchange's loop; must not block.
+    std::function<void(const domain::VirtualKey& key, int64_t tokens)> on_usage;
 };
 
 /// The OpenAI-compatible routes of specs/api.md §3. Handlers translate HTTP into calls on the

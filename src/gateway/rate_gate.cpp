@@ -15,9 +15,14 @@ namespace {
 constexpr int64_t kMinuteMs = 60'000;
 constexpr int64_t kDayMs = 86'400'000;
 
+bool IsTokens(const bus::RateLimit& limit) { return limit.key.ends_with(":tpm"); }
+
 /// Header suffix per limit, in LimitsFor's order.
-std::string_view SuffixFor(int64_t window_ms) {
-    return window_ms == kDayMs ? "requests-day" : "requests";
+std::string_view SuffixFor(const bus::RateLimit& limit) {
+    if (IsTokens(limit)) {
+        return "tokens";
+    }
+    return limit.window_ms == kDayMs ? "requests-day" : "requests";
 }
 
 void SetHeaders(net::Headers& h,
@@ -28,7 +33,7 @@ void SetHeaders(net::Headers& h,
         if (s.remaining < 0) {
             continue;  // unknown (decided without the engine)
         }
-        const std::string suffix(SuffixFor(limits[i].window_ms));
+        const std::string suffix(SuffixFor(limits[i]));
         h.Set("x-ratelimit-limit-" + suffix, std::to_string(s.limit));
         h.Set("x-ratelimit-remaining-" + suffix, std::to_string(s.remaining));
         h.Set("x-ratelimit-reset-" + suffix, FormatResetDuration(s.reset_ms));
@@ -100,7 +105,30 @@ std::vector<bus::RateLimit> RateGate::LimitsFor(const domain::VirtualKey& key) {
     if (key.rate_limit_rpd && *key.rate_limit_rpd > 0) {
         out.push_back({base + "rpd", *key.rate_limit_rpd, kDayMs, 1});
     }
+    if (key.rate_limit_tpm && *key.rate_limit_tpm > 0) {
+        // Cost 0: only refused while a previous request's tokens left the bucket in debt.
+        out.push_back({TokenLimitKey(key.id), *key.rate_limit_tpm, kMinuteMs, 0});
+    }
     return out;
+}
+
+std::string RateGate::TokenLimitKey(domain::Id key_id) {
+    return "rl:vk:" + std::to_string(key_id) + ":tpm";
+}
+
+void RateGate::ChargeTokens(const domain::VirtualKey& key, int64_t tokens) {
+    if (!key.rate_limit_tpm || *key.rate_limit_tpm <= 0 || tokens <= 0) {
+        return;
+    }
+    const domain::Id key_id = key.id;
+    counters_.Charge({{TokenLimitKey(key_id), *key.rate_limit_tpm, kMinuteMs, tokens}},
+                     [this, key_id](core::Result<bus::RateDecision> r) {
+                         if (!r) {
+                             engine_errors_.Inc();
+                             spdlog::warn("tokens of key {} not charged ({})", key_id,
+                                          r.error().message);
+                         }
+                     });
 }
 
 net::Handler RateGate::Wrap(net::Handler inner) {
@@ -156,15 +184,19 @@ void RateGate::Admit(const net::ExchangePtr& ex,
             }
             const auto& refused = (*kept)[static_cast<size_t>(r->denied_index)];
             const bool daily = refused.window_ms == kDayMs;
-            rejections_.With({daily ? "rpd" : "rpm"}).Inc();
+            const bool tokens = IsTokens(refused);
+            rejections_.With({tokens ? "tpm" : daily ? "rpd" : "rpm"}).Inc();
             const int64_t retry_s =
                 r->retry_after_ms < 0 ? refused.window_ms / 1000 : (r->retry_after_ms + 999) / 1000;
             ex->extra_headers().Set("Retry-After", std::to_string(std::max<int64_t>(1, retry_s)));
-            ex->Respond(ErrorResponse(core::Error::Make(
-                core::ErrorCode::kRateLimited,
-                "Rate limit reached for requests per " + std::string(daily ? "day" : "minute") +
-                    " (limit " + std::to_string(refused.limit) + "). Please try again in " +
-                    std::to_string(std::max<int64_t>(1, retry_s)) + "s.")));
+            const std::string what = tokens  ? "tokens per minute"
+                                     : daily ? "requests per day"
+                                             : "requests per minute";
+            ex->Respond(ErrorResponse(
+                core::Error::Make(core::ErrorCode::kRateLimited,
+                                  "Rate limit reached for " + what + " (limit " +
+                                      std::to_string(refused.limit) + "). Please try again in " +
+                                      std::to_string(std::max<int64_t>(1, retry_s)) + "s.")));
         };
         if (loop->InLoopThread()) {
             decide();

@@ -28,9 +28,11 @@ std::optional<FailPolicy> ParseFailPolicy(std::string_view text);
 ///
 /// Headers (OpenAI's names): every response of a limited key carries
 /// `x-ratelimit-limit-requests`, `x-ratelimit-remaining-requests`, `x-ratelimit-reset-requests`
-/// for the per-minute limit, and the same with the suffix `-day` (`x-ratelimit-limit-requests-day`
-/// ...) for the per-day limit; a refusal is `429 rate_limit_exceeded` with `Retry-After`
-/// (seconds, rounded up). A key without limits costs nothing (no counters call).
+/// for the per-minute limit, the same with the suffix `-day` (`x-ratelimit-limit-requests-day`
+/// ...) for the per-day limit, and `x-ratelimit-{limit,remaining,reset}-tokens` for the
+/// tokens-per-minute limit (`rateLimitTpm`, charged after the request with its usage); a refusal is
+/// `429 rate_limit_exceeded` with `Retry-After` (seconds, rounded up). A key without limits costs
+/// nothing (no counters call).
 class RateGate {
 public:
     RateGate(bus::Counters& counters,
@@ -39,8 +41,15 @@ public:
              obs::Registry& metrics,
              FailPolicy on_error);
 
-    /// The limits of `key`, in the order RPM, RPD (empty when it has none). Pure.
+    /// The limits of `key`, in the order RPM, RPD, TPM (empty when it has none). The TPM limit
+    /// has cost 0 (admitted unless earlier requests' tokens put the bucket in debt). Pure.
     static std::vector<bus::RateLimit> LimitsFor(const domain::VirtualKey& key);
+    static std::string TokenLimitKey(domain::Id key_id);
+
+    /// After a request: charges its total tokens to `key`'s TPM bucket (beyond empty: a debt
+    /// that refuses the key's next requests until it is paid back). No-op without a TPM limit.
+    /// Any thread.
+    void ChargeTokens(const domain::VirtualKey& key, int64_t tokens);
 
     /// A handler that admits a request against its key's limits before running `inner`.
     /// Requests without a valid key go straight to `inner` (which answers 401). Loop thread.

@@ -39,6 +39,9 @@ void SpendRecorder::Record(domain::RequestLogRow row) {
     if (observer_) {
         observer_(row);
     }
+    if (pending_observer_) {
+        pending_observer_(row, false);
+    }
     std::lock_guard lock(mu_);
     queue_.push_back(std::move(row));
 }
@@ -120,6 +123,8 @@ void SpendRecorder::FlushOnExecutor(std::function<void(bool)> done) {
         for (auto& row : batch) {
             if (row.cost == 0 || book_.Available(row.group_id).has_value()) {
                 keep.push_back(std::move(row));
+            } else if (pending_observer_) {
+                pending_observer_(row, true);  // dropped
             }
         }
         retry_ = std::move(keep);
@@ -130,6 +135,11 @@ void SpendRecorder::FlushOnExecutor(std::function<void(bool)> done) {
     }
     for (const auto& d : debits) {
         book_.Flushed(d.group_id, d.amount);
+    }
+    if (pending_observer_) {
+        for (const auto& row : batch) {
+            pending_observer_(row, true);
+        }
     }
     flushes_.fetch_add(1);
     if (done) {

@@ -48,6 +48,12 @@ public:
     /// Set before the first Record().
     using Observer = std::function<void(const domain::RequestLogRow&)>;
     void SetObserver(Observer observer) { observer_ = std::move(observer); }
+    /// Sees each Record()ed row right before it is queued (`flushed` false, recording thread) and
+    /// again once the flush that committed or dropped it is over (`flushed` true, store executor
+    /// thread): what is recorded but not yet in the store (a key's budget base, BudgetGate).
+    /// Set before the first Record().
+    using PendingObserver = std::function<void(const domain::RequestLogRow&, bool flushed)>;
+    void SetPendingObserver(PendingObserver observer) { pending_observer_ = std::move(observer); }
     /// Flushes now and waits until the batch is committed (or failed). Not from the executor.
     bool FlushAndWait();
     /// Stops the timer thread and performs a final flush. Idempotent.
@@ -79,6 +85,7 @@ private:
     std::atomic<uint64_t> flushes_{0};
     std::atomic<uint64_t> failures_{0};
     Observer observer_;
+    PendingObserver pending_observer_;
 };
 
 }  // namespace conduit::gateway

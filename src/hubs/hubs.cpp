@@ -389,6 +389,13 @@ void SendSpendUpdate(realtime::HubServer& spend_hub,
                               SpendUpdateArgsJson(row, totals));
 }
 
+void SendBudgetAlert(realtime::HubServer& spend_hub, const BudgetAlertInfo& alert) {
+    if (!spend_hub.has_backplane() && spend_hub.ConnectionCount() == 0) {
+        return;
+    }
+    spend_hub.SendToGroupJson(KeyGroup(alert.key_id), "BudgetAlert", BudgetAlertArgsJson(alert));
+}
+
 bool IsBilled(const domain::RequestLogRow& row) {
     return (row.status_code >= 200 && row.status_code < 300) || row.cost > 0;
 }

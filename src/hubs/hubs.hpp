@@ -194,6 +194,9 @@ std::shared_ptr<realtime::HubServer> HubPublisher(bus::Backplane& hub_backplane,
 void SendSpendUpdate(realtime::HubServer& spend_hub,
                      const domain::RequestLogRow& row,
                      const SpendTotals& totals);
+/// `BudgetAlert` (BudgetAlertArgsJson) to `vkey-{alert.key_id}` through `spend_hub`; nothing
+/// when the hub is local-only and has no connection. Any thread.
+void SendBudgetAlert(realtime::HubServer& spend_hub, const BudgetAlertInfo& alert);
 /// True for rows that were billed (a SpendUpdate is due): 2xx, or a charged partial stream.
 bool IsBilled(const domain::RequestLogRow& row);
 

@@ -168,6 +168,57 @@ std::string SpendUpdateArgsJson(const domain::RequestLogRow& row, const SpendTot
     return out;
 }
 
+std::string BudgetAlertArgsJson(const BudgetAlertInfo& a) {
+    const bool exceeded = a.percent >= 100;
+    const std::string severity = exceeded ? "error" : a.percent >= 90 ? "critical" : "warning";
+    // Percentage of the budget used, two decimals, from exact integers.
+    std::string pct = "100";
+    if (a.budget > 0) {
+        const __int128 hundredths = static_cast<__int128>(a.current_spend) * 10000 / a.budget;
+        const int64_t h = static_cast<int64_t>(hundredths);
+        pct = std::to_string(h / 100);
+        if (h % 100 != 0) {
+            const int64_t f = h % 100;
+            pct += f % 10 == 0 ? "." + std::to_string(f / 10)
+                               : (f < 10 ? ".0" : ".") + std::to_string(f);
+        }
+    }
+    std::string message = "This key has used " + pct + "% of its " + a.period + " budget ($" +
+                          core::FormatMoney(a.current_spend) + " of $" +
+                          core::FormatMoney(a.budget) + ").";
+    if (exceeded) {
+        message += " Further requests are refused until the budget resets or is raised.";
+    }
+    std::string out = "[{\"alertType\":";
+    out += core::JsonQuote(exceeded ? "budget_exceeded" : "budget_threshold");
+    out += ",\"message\":";
+    out += core::JsonQuote(message);
+    out += ",\"currentSpend\":";
+    out += core::FormatMoney(a.current_spend);
+    out += ",\"budgetLimit\":";
+    out += core::FormatMoney(a.budget);
+    out += ",\"percentageUsed\":";
+    out += pct;
+    out += ",\"threshold\":";
+    out += std::to_string(a.percent);
+    out += ",\"severity\":";
+    out += core::JsonQuote(severity);
+    out += ",\"recommendations\":[";
+    if (exceeded) {
+        out += core::JsonQuote("Raise the key's maxBudget or wait for the budget period to reset.");
+    } else {
+        out += core::JsonQuote("Review this key's usage before the budget is exhausted.");
+        out += ",";
+        out += core::JsonQuote("Lower max_tokens or use a cheaper model to stretch the budget.");
+    }
+    out += "],\"budgetPeriod\":";
+    out += core::JsonQuote(a.period);
+    out += ",\"budgetPeriodEnd\":";
+    out += a.period_end_ms ? core::JsonQuote(core::FormatIso8601(*a.period_end_ms)) : "null";
+    out += "}]";
+    return out;
+}
+
 bool KeyRateLimiter::Allow(domain::Id key_id, int64_t now_ms) {
     if (per_minute_ <= 0) {
         return true;

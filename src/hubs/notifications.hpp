@@ -83,6 +83,23 @@ struct SpendTotals {
 /// as exact decimal numbers (core::FormatMoney of micro-units). Pure.
 std::string SpendUpdateArgsJson(const domain::RequestLogRow& row, const SpendTotals& totals);
 
+/// A virtual key's period spend crossed `percent` (80, 90 or 100) of its budget.
+struct BudgetAlertInfo {
+    domain::Id key_id = 0;
+    int percent = 0;
+    core::Micros current_spend = 0;
+    core::Micros budget = 0;
+    std::string period;                    // daily | weekly | monthly | total
+    std::optional<int64_t> period_end_ms;  // none for a lifetime budget
+};
+
+/// The argument list of `BudgetAlert({alertType, message, currentSpend, budgetLimit,
+/// percentageUsed, severity, recommendations[], budgetPeriodEnd})` as JSON text: alertType
+/// "budget_threshold" (80/90 %) or "budget_exceeded" (100 %), severity warning / critical /
+/// error, money as exact decimal numbers, budgetPeriodEnd ISO-8601 (null for a total budget).
+/// Pure.
+std::string BudgetAlertArgsJson(const BudgetAlertInfo& alert);
+
 /// The API route a request-log row's request_type came from ("/v1/chat/completions", ...).
 std::string_view EndpointOf(std::string_view request_type);
 

@@ -189,6 +189,9 @@ public:
                                     int64_t now_ms) = 0;
     virtual Result<std::vector<domain::RequestLogRow>> ListRequestLogs(
         const RequestLogQuery& q) = 0;
+    /// The sum of the request-log costs of virtual key `key_id` with timestamp_ms >= `since_ms`
+    /// (what the key spent in a budget period, as far as it is flushed). 0 when there are none.
+    virtual Result<Micros> KeySpendSince(Id key_id, int64_t since_ms) = 0;
 
     // --- Async tasks ---
     /// Inserts `t` (id chosen by the caller; every field stored as given, `version` included).

@@ -155,6 +155,9 @@ inline VirtualKey NewKey(Id group_id, int n) {
     k.description = "it's a \"test\" key";
     k.rate_limit_rpm = 60;
     k.rate_limit_rpd = 10'000;
+    k.rate_limit_tpm = 90'000;
+    k.max_budget = 12'345'678;  // $12.345678
+    k.budget_duration = "weekly";
     k.created_at_ms = kT0 + 10;
     k.updated_at_ms = kT0 + 11;
     return k;
@@ -282,6 +285,9 @@ inline void ExpectKeyEq(const VirtualKey& e, const VirtualKey& a) {
     EXPECT_EQ(e.description, a.description);
     EXPECT_EQ(e.rate_limit_rpm, a.rate_limit_rpm);
     EXPECT_EQ(e.rate_limit_rpd, a.rate_limit_rpd);
+    EXPECT_EQ(e.rate_limit_tpm, a.rate_limit_tpm);
+    EXPECT_EQ(e.max_budget, a.max_budget);
+    EXPECT_EQ(e.budget_duration, a.budget_duration);
     EXPECT_EQ(e.created_at_ms, a.created_at_ms);
     EXPECT_EQ(e.updated_at_ms, a.updated_at_ms);
 }
@@ -909,6 +915,9 @@ TYPED_TEST_P(StoreContract, KeyRoundTripWithOptionalsUnset) {
     k.expires_at_ms = std::nullopt;
     k.rate_limit_rpm = std::nullopt;
     k.rate_limit_rpd = std::nullopt;
+    k.rate_limit_tpm = std::nullopt;
+    k.max_budget = std::nullopt;
+    k.budget_duration = "";
     k.is_enabled = true;
     k.allowed_models = "";
     k.metadata = "";
@@ -921,6 +930,31 @@ TYPED_TEST_P(StoreContract, KeyRoundTripWithOptionalsUnset) {
     EXPECT_FALSE(got->expires_at_ms.has_value());
     EXPECT_FALSE(got->rate_limit_rpm.has_value());
     EXPECT_FALSE(got->rate_limit_rpd.has_value());
+    EXPECT_FALSE(got->rate_limit_tpm.has_value());
+    EXPECT_FALSE(got->max_budget.has_value());
+    EXPECT_EQ(got->budget_duration, "");
+}
+
+TYPED_TEST_P(StoreContract, KeyBudgetFieldsUpdateAndZeroBudget) {
+    auto g = STORE_OK(this->S().CreateGroup(NewGroup("g"), "admin"));
+    auto created = STORE_OK(this->S().CreateKey(NewKey(g.id, 3)));
+    auto change = created;
+    change.max_budget = 0;  // a zero budget is a budget (nothing may be spent), not "none"
+    change.budget_duration = "monthly";
+    change.rate_limit_tpm = std::nullopt;
+    change.updated_at_ms = kT0 + 99;
+    auto updated = STORE_OK(this->S().UpdateKey(change));
+    ASSERT_TRUE(updated);
+    ExpectKeyEq(change, *updated);
+    auto got = STORE_OK(this->S().GetKey(created.id));
+    ASSERT_TRUE(got);
+    ASSERT_TRUE(got->max_budget.has_value());
+    EXPECT_EQ(*got->max_budget, 0);
+    EXPECT_EQ(got->budget_duration, "monthly");
+    EXPECT_FALSE(got->rate_limit_tpm.has_value());
+    auto config = STORE_OK(this->S().LoadConfig());
+    ASSERT_EQ(config.keys.size(), 1u);
+    ExpectKeyEq(change, config.keys[0]);
 }
 
 TYPED_TEST_P(StoreContract, CreateKeyConflictsOnDuplicateHash) {
@@ -1556,6 +1590,26 @@ TYPED_TEST_P(StoreContract, RequestLogFiltersAndPaging) {
     RequestLogQuery none;
     none.limit = 0;
     EXPECT_TRUE(STORE_OK(this->S().ListRequestLogs(none)).empty());
+}
+
+TYPED_TEST_P(StoreContract, KeySpendSinceSumsOneKeysCostsFromATime) {
+    EXPECT_EQ(STORE_OK(this->S().KeySpendSince(1, 0)), 0);  // no rows at all
+    auto row = [](std::string id, Id key, int64_t ts, Micros cost) {
+        auto r = NewLog(std::move(id), key, 10, ts);
+        r.cost = cost;
+        return r;
+    };
+    STORE_OK(this->S().ApplySpend(
+        {},
+        {row("a", 1, 100, 1'000'001), row("b", 1, 200, 2), row("c", 2, 200, 500),
+         row("d", 1, 300, 0), row("e", 1, 299, 4'000'000'000'000)},
+        kT0));
+    EXPECT_EQ(STORE_OK(this->S().KeySpendSince(1, 0)), 4'000'001'000'003);
+    EXPECT_EQ(STORE_OK(this->S().KeySpendSince(1, 200)), 4'000'000'000'002);  // inclusive
+    EXPECT_EQ(STORE_OK(this->S().KeySpendSince(1, 201)), 4'000'000'000'000);
+    EXPECT_EQ(STORE_OK(this->S().KeySpendSince(1, 301)), 0);
+    EXPECT_EQ(STORE_OK(this->S().KeySpendSince(2, 0)), 500);
+    EXPECT_EQ(STORE_OK(this->S().KeySpendSince(3, 0)), 0);  // unknown key
 }
 
 TYPED_TEST_P(StoreContract, RequestLogDefaultLimitIsOneHundred) {
@@ -2295,6 +2349,7 @@ REGISTER_TYPED_TEST_SUITE_P(StoreContract,
                             ListTransactionsNewestFirstWithPaging,
                             KeyRoundTripWithAllOptionalsSet,
                             KeyRoundTripWithOptionalsUnset,
+                            KeyBudgetFieldsUpdateAndZeroBudget,
                             CreateKeyConflictsOnDuplicateHash,
                             CreateKeyRejectsUnknownGroup,
                             UpdateKeyReplacesMutableFieldsOnly,
@@ -2316,6 +2371,7 @@ REGISTER_TYPED_TEST_SUITE_P(StoreContract,
                             ApplySpendIsAllOrNothing,
                             ApplySpendWithOnlyLogsOrNothing,
                             RequestLogFiltersAndPaging,
+                            KeySpendSinceSumsOneKeysCostsFromATime,
                             RequestLogDefaultLimitIsOneHundred,
                             SettingsGetPutOverwrite,
                             NegativePagingIsRejected,

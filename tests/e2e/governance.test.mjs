@@ -5,12 +5,16 @@ import { it, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import OpenAI from 'openai';
 import {
   startMock, startGateway, seed, waitFor, freePort, metricValue, UPSTREAM_KEY, MASTER_KEY,
 } from './harness.mjs';
+
+const require = createRequire(import.meta.url);
+const signalR = require('@microsoft/signalr');
 
 const REDIS = process.env.CONDUIT_TEST_REDIS;
 const PG = process.env.CONDUIT_TEST_PG;
@@ -209,6 +213,193 @@ describe('prepaid balance: worst-case reservations', () => {
     assert.equal((await chat(gw.base, k.virtualKey, body)).status, 402);
     await gw.admin('POST', `/api/VirtualKeyGroups/${g.id}/adjust-balance`, { amount: 1 });
     assert.equal((await chat(gw.base, k.virtualKey, body)).status, 200);
+  });
+});
+
+describe('per-key budgets, BudgetAlert and tokens per minute', () => {
+  // Prices of the seeded chat model: $1/M input, $2/M output, i.e. 1 and 2 micro-units per
+  // token, so a request's worst case is (body bytes / 4 + 1) + 2 × max_tokens micro-units.
+  let mock;
+  let gw;
+  let fx;
+  let dataDir;
+  const micros = (x) => Math.round(Number(x) * 1e6);
+  const worstOf = (body) => Math.floor(JSON.stringify(body).length / 4) + 1 + 2 * body.max_tokens;
+  /** A chat body whose worst case is exactly `target` micro-units (target >= ~20). */
+  function bodyWithWorst(target) {
+    const base = { ...CHAT, max_tokens: 0 };
+    const p0 = worstOf(base);
+    const maxTokens = Math.floor((target - p0) / 2);
+    let body = { ...CHAT, max_tokens: maxTokens };
+    if (worstOf(body) < target) {
+      // One prompt token more: pad the message to the next multiple of 4 bytes.
+      const len = JSON.stringify(body).length;
+      const pad = 4 - (len % 4);
+      body = { ...body, messages: [{ role: 'user', content: 'hi' + 'x'.repeat(pad) }] };
+    }
+    assert.equal(worstOf(body), target);
+    return body;
+  }
+  async function budgetKey(extra) {
+    const k = await gw.admin('POST', '/api/VirtualKeys', {
+      keyName: `budget-${Date.now()}-${Math.random()}`, virtualKeyGroupId: fx.group.id, ...extra,
+    });
+    return { id: k.keyInfo.id, virtualKey: k.virtualKey };
+  }
+  /** The key's billed spend in the request log (once flushed). */
+  async function loggedSpend(keyId) {
+    const logs = await gw.admin('GET', `/api/Analytics/logs?limit=1000&virtualKeyId=${keyId}`);
+    return logs.data.filter((l) => l.virtualKeyId === keyId).reduce((a, l) => a + micros(l.cost), 0);
+  }
+  function tomorrowUtc() {
+    const d = new Date();
+    return new Date(Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate() + 1)).toISOString();
+  }
+
+  before(async () => {
+    mock = await startMock(['--stream-chunks', '4']);
+    dataDir = mkdtempSync(path.join(tmpdir(), 'conduit-e2e-budget-'));
+    gw = await startGateway([], { dataDir, keepData: true });
+    fx = await seed(gw, mock, { balance: 1000 });
+  });
+  after(async () => {
+    await gw?.stop();
+    mock?.stop();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('the admin API round-trips maxBudget, budgetDuration and rateLimitTpm and validates them', async () => {
+    const k = await budgetKey({ maxBudget: 12.345678, budgetDuration: 'Weekly', rateLimitTpm: 9000 });
+    const got = await gw.admin('GET', `/api/VirtualKeys/${k.id}`);
+    assert.equal(got.maxBudget, 12.345678);
+    assert.equal(got.budgetDuration, 'weekly');
+    assert.equal(got.rateLimitTpm, 9000);
+    const total = await budgetKey({ maxBudget: 0 });
+    assert.equal((await gw.admin('GET', `/api/VirtualKeys/${total.id}`)).budgetDuration, 'total');
+    for (const bad of [{ maxBudget: -1 }, { budgetDuration: 'yearly' }, { rateLimitTpm: 0 }]) {
+      const res = await fetch(`${gw.base}/api/VirtualKeys/${k.id}`, {
+        method: 'PUT',
+        headers: { 'X-API-Key': MASTER_KEY, 'Content-Type': 'application/json' },
+        body: JSON.stringify(bad),
+      });
+      assert.equal(res.status, 400, JSON.stringify(bad));
+    }
+    await gw.admin('PUT', `/api/VirtualKeys/${k.id}`, { maxBudget: null });
+    assert.equal((await gw.admin('GET', `/api/VirtualKeys/${k.id}`)).maxBudget, null);
+  });
+
+  it('64 parallel requests on a daily budget covering 4 worst cases: exactly 4 run, the rest get budget_exceeded', async () => {
+    const body = {
+      ...CHAT, max_tokens: 100000, stream: true, stream_options: { include_usage: true }, mock_hold: 'kb',
+    };
+    const w = worstOf(body);
+    const k = await budgetKey({ maxBudget: (4 * w + w - 1) / 1e6, budgetDuration: 'daily' });
+    const started = await Promise.all(Array.from({ length: 64 }, () => fetch(`${gw.base}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${k.virtualKey}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify(body),
+    })));
+    const counts = {};
+    for (const r of started) counts[r.status] = (counts[r.status] ?? 0) + 1;
+    assert.deepEqual(counts, { 200: 4, 402: 60 });
+    const err = (await started.find((r) => r.status === 402).json()).error;
+    assert.equal(err.code, 'budget_exceeded');
+    assert.equal(err.type, 'insufficient_quota');
+    assert.match(err.message, /daily budget/);
+    assert.ok(err.message.includes(tomorrowUtc().slice(0, 19)), err.message);
+    assert.equal(await mock.release('kb'), 200);
+    for (const t of await Promise.all(started.filter((r) => r.status === 200).map((r) => r.text()))) {
+      assert.match(t, /\[DONE\]/);
+    }
+  });
+
+  it('a spent daily budget refuses to the micro-unit, also after a gateway restart on the same data', async () => {
+    const budget = 2000;  // $0.002
+    const k = await budgetKey({ maxBudget: budget / 1e6, budgetDuration: 'daily' });
+    let refused = null;
+    for (let i = 0; i < 100 && !refused; i++) {
+      const r = await chat(gw.base, k.virtualKey, { ...CHAT, max_tokens: 60 });
+      if (r.status === 402) refused = r;
+      else assert.equal(r.status, 200, r.text_);
+    }
+    assert.ok(refused, 'the budget ran out');
+    assert.equal(JSON.parse(refused.text_).error.code, 'budget_exceeded');
+    // Restart: the in-process counters are gone; the key's counter starts again from the
+    // store's spend (flushed at shutdown), not from 0.
+    await gw.stop({ keepData: true });
+    gw = await startGateway([], { dataDir, keepData: true });
+    const spent = await loggedSpend(k.id);
+    const left = budget - spent;
+    assert.ok(spent > 0 && left >= 0 && left < worstOf({ ...CHAT, max_tokens: 60 }), `spent ${spent}`);
+    assert.ok(left >= 25, `left ${left}: too little for an exact check`);
+    {
+      const over = await chat(gw.base, k.virtualKey, bodyWithWorst(left + 1));
+      assert.equal(over.status, 402, over.text_);
+      assert.equal(JSON.parse(over.text_).error.code, 'budget_exceeded');
+      const exact = await chat(gw.base, k.virtualKey, bodyWithWorst(left));
+      assert.equal(exact.status, 200, exact.text_);
+    }
+  });
+
+  it('BudgetAlert reaches the official SignalR client on /hubs/spend at 80, 90 and 100 %, once each', async () => {
+    const budget = 1500;
+    const k = await budgetKey({ maxBudget: budget / 1e6, budgetDuration: 'monthly' });
+    const conn = new signalR.HubConnectionBuilder()
+      .withUrl(`${gw.base}/hubs/spend`, { accessTokenFactory: () => k.virtualKey })
+      .configureLogging(signalR.LogLevel.None)
+      .build();
+    const alerts = [];
+    conn.on('BudgetAlert', (a) => alerts.push(a));
+    await conn.start();
+    try {
+      let refusals = 0;
+      for (let i = 0; i < 100 && refusals < 2; i++) {
+        const r = await chat(gw.base, k.virtualKey, { ...CHAT, max_tokens: 40 });
+        if (r.status === 402) refusals++;
+        else assert.equal(r.status, 200, r.text_);
+      }
+      assert.equal(refusals, 2);
+      await waitFor(() => alerts.length >= 3, 10000, 'three BudgetAlerts');
+      assert.deepEqual(alerts.map((a) => a.threshold), [80, 90, 100]);
+      const d = new Date();
+      const monthEnd = new Date(Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1)).toISOString();
+      for (const a of alerts) {
+        assert.equal(a.budgetLimit, budget / 1e6);
+        if (a.threshold < 100) {
+          assert.ok(a.percentageUsed >= a.threshold, JSON.stringify(a));
+          assert.ok(micros(a.currentSpend) * 100 >= budget * a.threshold, JSON.stringify(a));
+        } else {
+          // Sent with the first refusal: what is left is less than that request's worst case.
+          assert.ok(budget - micros(a.currentSpend) < worstOf({ ...CHAT, max_tokens: 40 }), JSON.stringify(a));
+        }
+        assert.ok(Array.isArray(a.recommendations) && a.recommendations.length > 0);
+        assert.equal(a.budgetPeriodEnd.slice(0, 19), monthEnd.slice(0, 19));
+        assert.equal(typeof a.message, 'string');
+      }
+      assert.deepEqual(alerts.map((a) => a.severity), ['warning', 'critical', 'error']);
+      assert.deepEqual(alerts.map((a) => a.alertType), ['budget_threshold', 'budget_threshold', 'budget_exceeded']);
+    } finally {
+      await conn.stop();
+    }
+  });
+
+  it('tokens per minute: a large request puts the bucket in debt and the next one is refused', async () => {
+    const k = await budgetKey({ rateLimitTpm: 50 });
+    const client = new OpenAI({ apiKey: k.virtualKey, baseURL: `${gw.base}/v1`, maxRetries: 0 });
+    const { data, response } = await client.chat.completions
+      .create({ ...CHAT, max_tokens: 200 })
+      .withResponse();
+    assert.ok(data.usage.total_tokens > 50, `usage ${data.usage.total_tokens}`);
+    assert.equal(response.headers.get('x-ratelimit-limit-tokens'), '50');
+    assert.equal(response.headers.get('x-ratelimit-remaining-tokens'), '50');
+    const refused = await chat(gw.base, k.virtualKey);
+    assert.equal(refused.status, 429, refused.text_);
+    const err = JSON.parse(refused.text_).error;
+    assert.equal(err.code, 'rate_limit_exceeded');
+    assert.match(err.message, /tokens per minute \(limit 50\)/);
+    assert.equal(refused.headers.get('x-ratelimit-limit-tokens'), '50');
+    assert.equal(refused.headers.get('x-ratelimit-remaining-tokens'), '0');
+    assert.ok(Number(refused.headers.get('retry-after')) >= 1);
   });
 });
 

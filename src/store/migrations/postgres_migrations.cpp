@@ -228,9 +228,18 @@ CREATE INDEX webhook_deliveries_by_task ON webhook_deliveries(task_id, created_a
 CREATE INDEX webhook_deliveries_by_time ON webhook_deliveries(created_at_ms, id);
 )sql";
 
+// Per-key budgets (a spending cap per calendar period) and tokens-per-minute limits.
+constexpr std::string_view k0003KeyBudgets = R"sql(
+ALTER TABLE virtual_keys ADD COLUMN max_budget BIGINT CHECK (max_budget IS NULL OR max_budget >= 0);
+ALTER TABLE virtual_keys ADD COLUMN budget_duration TEXT NOT NULL DEFAULT ''
+    CHECK (budget_duration IN ('', 'daily', 'weekly', 'monthly', 'total'));
+ALTER TABLE virtual_keys ADD COLUMN rate_limit_tpm BIGINT;
+)sql";
+
 constexpr std::array kPostgresMigrations = {
     Migration{1, "0001_init", k0001Init},
     Migration{2, "0002_tasks_webhooks", k0002TasksWebhooks},
+    Migration{3, "0003_key_budgets", k0003KeyBudgets},
 };
 
 }  // namespace

@@ -100,7 +100,8 @@ GroupTransaction ReadTxn(const Rows& r, int i) {
 
 const std::string kKeyCols =
     "id, key_name, key_hash, key_prefix, group_id, allowed_models, is_enabled, expires_at_ms, "
-    "metadata, description, rate_limit_rpm, rate_limit_rpd, created_at_ms, updated_at_ms";
+    "metadata, description, rate_limit_rpm, rate_limit_rpd, created_at_ms, updated_at_ms, "
+    "rate_limit_tpm, max_budget, budget_duration";
 
 VirtualKey ReadKey(const Rows& r, int i) {
     VirtualKey k;
@@ -118,6 +119,9 @@ VirtualKey ReadKey(const Rows& r, int i) {
     k.rate_limit_rpd = r.OptInt(i, 11);
     k.created_at_ms = r.Int(i, 12);
     k.updated_at_ms = r.Int(i, 13);
+    k.rate_limit_tpm = r.OptInt(i, 14);
+    k.max_budget = r.OptInt(i, 15);
+    k.budget_duration = r.Text(i, 16);
     return k;
 }
 
@@ -828,8 +832,10 @@ public:
                 c,
                 "INSERT INTO virtual_keys (key_name, key_hash, key_prefix, group_id, "
                 "allowed_models, is_enabled, expires_at_ms, metadata, description, "
-                "rate_limit_rpm, rate_limit_rpd, created_at_ms, updated_at_ms) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+                "rate_limit_rpm, rate_limit_rpd, created_at_ms, updated_at_ms, rate_limit_tpm, "
+                "max_budget, budget_duration) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) "
+                "RETURNING id",
                 Params()
                     .Text(k.key_name)
                     .Text(k.key_hash)
@@ -843,7 +849,10 @@ public:
                     .OptInt(k.rate_limit_rpm)
                     .OptInt(k.rate_limit_rpd)
                     .Int(k.created_at_ms)
-                    .Int(k.updated_at_ms),
+                    .Int(k.updated_at_ms)
+                    .OptInt(k.rate_limit_tpm)
+                    .OptInt(k.max_budget)
+                    .Text(k.budget_duration),
                 ReadInt0);
             if (!id) {
                 if (c.last_sqlstate() == "23503") {
@@ -868,7 +877,9 @@ public:
                 c,
                 "UPDATE virtual_keys SET key_name = $1, group_id = $2, allowed_models = $3, "
                 "is_enabled = $4, expires_at_ms = $5, metadata = $6, description = $7, "
-                "rate_limit_rpm = $8, rate_limit_rpd = $9, updated_at_ms = $10 WHERE id = $11 "
+                "rate_limit_rpm = $8, rate_limit_rpd = $9, updated_at_ms = $10, rate_limit_tpm = "
+                "$12, "
+                "max_budget = $13, budget_duration = $14 WHERE id = $11 "
                 "RETURNING " +
                     kKeyCols,
                 Params()
@@ -882,7 +893,10 @@ public:
                     .OptInt(k.rate_limit_rpm)
                     .OptInt(k.rate_limit_rpd)
                     .Int(k.updated_at_ms)
-                    .Int(k.id),
+                    .Int(k.id)
+                    .OptInt(k.rate_limit_tpm)
+                    .OptInt(k.max_budget)
+                    .Text(k.budget_duration),
                 ReadKey);
             return OnForeignKey(std::move(updated), c, ErrorCode::kInvalidRequest,
                                 fmt::format("virtual key group {} does not exist", k.group_id));
@@ -1387,6 +1401,19 @@ public:
             fmt::format(" ORDER BY timestamp_ms DESC, id DESC LIMIT ${} OFFSET ${}", n + 1, n + 2);
         p.Int(q.limit).Int(q.offset);
         return Run([&](Conn& c) { return QueryMany<RequestLogRow>(c, sql, p, ReadLog); });
+    }
+
+    Result<Micros> KeySpendSince(Id key_id, int64_t since_ms) override {
+        return Run([&](Conn& c) -> Result<Micros> {
+            auto sum = QueryOne<int64_t>(c,
+                                         "SELECT COALESCE(SUM(cost), 0)::BIGINT FROM request_logs "
+                                         "WHERE virtual_key_id = $1 AND timestamp_ms >= $2",
+                                         Params().Int(key_id).Int(since_ms), ReadInt0);
+            if (!sum) {
+                return Err(sum);
+            }
+            return sum->value_or(0);
+        });
     }
 
     // --- Async tasks ---

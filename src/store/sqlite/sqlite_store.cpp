@@ -84,7 +84,8 @@ GroupTransaction ReadTxn(const Statement& s) {
 
 const std::string kKeyCols =
     "id, key_name, key_hash, key_prefix, group_id, allowed_models, is_enabled, expires_at_ms, "
-    "metadata, description, rate_limit_rpm, rate_limit_rpd, created_at_ms, updated_at_ms";
+    "metadata, description, rate_limit_rpm, rate_limit_rpd, created_at_ms, updated_at_ms, "
+    "rate_limit_tpm, max_budget, budget_duration";
 
 VirtualKey ReadKey(const Statement& s) {
     VirtualKey k;
@@ -102,6 +103,9 @@ VirtualKey ReadKey(const Statement& s) {
     k.rate_limit_rpd = s.OptInt(11);
     k.created_at_ms = s.Int(12);
     k.updated_at_ms = s.Int(13);
+    k.rate_limit_tpm = s.OptInt(14);
+    k.max_budget = s.OptInt(15);
+    k.budget_duration = s.Text(16);
     return k;
 }
 
@@ -636,8 +640,8 @@ public:
         auto ins = db_->Prepare(
             "INSERT INTO virtual_keys (key_name, key_hash, key_prefix, group_id, allowed_models, "
             "is_enabled, expires_at_ms, metadata, description, rate_limit_rpm, rate_limit_rpd, "
-            "created_at_ms, updated_at_ms) "
-            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)");
+            "created_at_ms, updated_at_ms, rate_limit_tpm, max_budget, budget_duration) "
+            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)");
         if (!ins) {
             return Err(ins);
         }
@@ -654,7 +658,10 @@ public:
             .BindOptInt(10, k.rate_limit_rpm)
             .BindOptInt(11, k.rate_limit_rpd)
             .BindInt(12, k.created_at_ms)
-            .BindInt(13, k.updated_at_ms);
+            .BindInt(13, k.updated_at_ms)
+            .BindOptInt(14, k.rate_limit_tpm)
+            .BindOptInt(15, k.max_budget)
+            .BindText(16, k.budget_duration);
         if (auto r = (*ins)->Run(); !r) {
             if (r.error().code == ErrorCode::kConflict) {
                 return Fail(ErrorCode::kConflict, "a virtual key with this hash already exists");
@@ -688,7 +695,8 @@ public:
         auto updated = QueryOne<VirtualKey>(
             "UPDATE virtual_keys SET key_name = ?1, group_id = ?2, allowed_models = ?3, "
             "is_enabled = ?4, expires_at_ms = ?5, metadata = ?6, description = ?7, "
-            "rate_limit_rpm = ?8, rate_limit_rpd = ?9, updated_at_ms = ?10 WHERE id = ?11 "
+            "rate_limit_rpm = ?8, rate_limit_rpd = ?9, updated_at_ms = ?10, rate_limit_tpm = ?12, "
+            "max_budget = ?13, budget_duration = ?14 WHERE id = ?11 "
             "RETURNING " +
                 kKeyCols,
             ReadKey, [&](Statement& s) {
@@ -702,7 +710,10 @@ public:
                     .BindOptInt(8, k.rate_limit_rpm)
                     .BindOptInt(9, k.rate_limit_rpd)
                     .BindInt(10, k.updated_at_ms)
-                    .BindInt(11, k.id);
+                    .BindInt(11, k.id)
+                    .BindOptInt(12, k.rate_limit_tpm)
+                    .BindOptInt(13, k.max_budget)
+                    .BindText(14, k.budget_duration);
             });
         if (!updated) {
             return Err(updated);
@@ -1311,6 +1322,19 @@ public:
             }
             s.BindInt(4, q.limit).BindInt(5, q.offset);
         });
+    }
+
+    Result<Micros> KeySpendSince(Id key_id, int64_t since_ms) override {
+        std::lock_guard lock(mu_);
+        auto sum = QueryOne<Micros>(
+            "SELECT COALESCE(SUM(cost), 0) FROM request_logs "
+            "WHERE virtual_key_id = ?1 AND timestamp_ms >= ?2",
+            [](const Statement& s) { return s.Int(0); },
+            [&](Statement& s) { s.BindInt(1, key_id).BindInt(2, since_ms); });
+        if (!sum) {
+            return Err(sum);
+        }
+        return sum->value_or(0);
     }
 
     // --- Async tasks ---

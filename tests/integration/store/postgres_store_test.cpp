@@ -193,7 +193,7 @@ TEST(PostgresStore, RecordsEachMigrationOnceAndUsesExactIntegerTypes) {
     STORE_OK(store->Migrate());
     EXPECT_EQ(STORE_OK(store->SchemaVersion()), LatestVersion());
     EXPECT_EQ(schema.Column("SELECT name FROM schema_migrations ORDER BY version"),
-              (std::vector<std::string>{"0001_init", "0002_tasks_webhooks"}));
+              (std::vector<std::string>{"0001_init", "0002_tasks_webhooks", "0003_key_budgets"}));
     auto applied_at = schema.Column("SELECT applied_at_ms FROM schema_migrations ORDER BY version");
     STORE_OK(store->Migrate());
     EXPECT_EQ(schema.Column("SELECT applied_at_ms FROM schema_migrations ORDER BY version"),
@@ -241,7 +241,7 @@ TEST(PostgresStore, ConcurrentMigrateAppliesEachStepOnce) {
         EXPECT_EQ(STORE_OK(stores[i]->SchemaVersion()), LatestVersion());
     }
     EXPECT_EQ(schema.Column("SELECT version::text FROM schema_migrations ORDER BY version"),
-              (std::vector<std::string>{"1", "2"}));
+              (std::vector<std::string>{"1", "2", "3"}));
     EXPECT_EQ(schema.Column("SELECT COUNT(*)::text FROM pg_tables WHERE schemaname = '" +
                             schema.name() + "' AND tablename = 'async_tasks'"),
               std::vector<std::string>{"1"});

@@ -312,7 +312,10 @@ TEST(SqliteStore, UpgradeFromVersionOneAddsTaskTablesAndKeepsData) {
         RawDb raw(path);
         ASSERT_EQ(
             raw.Exec("DROP TABLE webhook_deliveries; DROP TABLE webhook_secrets; "
-                     "DROP TABLE async_tasks; DELETE FROM schema_migrations WHERE version = 2"),
+                     "DROP TABLE async_tasks; ALTER TABLE virtual_keys DROP COLUMN rate_limit_tpm; "
+                     "ALTER TABLE virtual_keys DROP COLUMN max_budget; "
+                     "ALTER TABLE virtual_keys DROP COLUMN budget_duration; "
+                     "DELETE FROM schema_migrations WHERE version >= 2"),
             SQLITE_OK);
     }
     auto store = MustOpen(path);
