@@ -42,6 +42,9 @@ async function burst(bases, key, n) {
   return { counts, responses: all };
 }
 
+/** A chat request's worst case in micro-units at the seeded prices ($1/M in, $2/M out). */
+const worstOf = (body) => Math.floor(JSON.stringify(body).length / 4) + 1 + 2 * body.max_tokens;
+
 /** A key with request limits in the group of `fx`. */
 async function limitedKey(gw, fx, limits) {
   const k = await gw.admin('POST', '/api/VirtualKeys', {
@@ -224,7 +227,6 @@ describe('per-key budgets, BudgetAlert and tokens per minute', () => {
   let fx;
   let dataDir;
   const micros = (x) => Math.round(Number(x) * 1e6);
-  const worstOf = (body) => Math.floor(JSON.stringify(body).length / 4) + 1 + 2 * body.max_tokens;
   /** A chat body whose worst case is exactly `target` micro-units (target >= ~20). */
   function bodyWithWorst(target) {
     const base = { ...CHAT, max_tokens: 0 };
@@ -403,6 +405,10 @@ describe('per-key budgets, BudgetAlert and tokens per minute', () => {
   });
 });
 
+const HELD = {
+  ...CHAT, max_tokens: 100000, stream: true, stream_options: { include_usage: true }, mock_hold: 'cluster',
+};
+
 describe('request limits across three instances sharing Redis and PostgreSQL', () => {
   const skip = REDIS && PG ? false : 'needs CONDUIT_TEST_REDIS and CONDUIT_TEST_PG (scripts/engines.sh)';
   const DB = `conduit_gov_${process.pid}_${Date.now()}`;
@@ -423,6 +429,9 @@ describe('request limits across three instances sharing Redis and PostgreSQL', (
     gws.push(await startGateway(common, { env }));
     fx = await seed(gws[0], mock);
     fx.limited = await limitedKey(gws[0], fx, { rateLimitRpm: 30 });
+    fx.budgeted = await limitedKey(gws[0], fx, {
+      maxBudget: (4 * worstOf(HELD) + worstOf(HELD) - 1) / 1e6, budgetDuration: 'daily',
+    });
     // The others start after the seeding: their first snapshot already has the key.
     gws.push(await startGateway(common, { env }));
     gws.push(await startGateway(common, { env }));
@@ -436,6 +445,22 @@ describe('request limits across three instances sharing Redis and PostgreSQL', (
   it('RPM = 30 admits exactly 30 of 120 requests spread over three instances', { skip }, async () => {
     const { counts } = await burst(gws.map((g) => g.base), fx.limited, 120);
     assert.deepEqual(counts, { 200: 30, 429: 90 });
+  });
+
+  it('a daily key budget covering 4 worst cases admits exactly 4 of 48 held requests over three instances', { skip }, async () => {
+    const started = await Promise.all(Array.from({ length: 48 }, (_, i) => fetch(`${gws[i % 3].base}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${fx.budgeted}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify(HELD),
+    })));
+    const counts = {};
+    for (const r of started) counts[r.status] = (counts[r.status] ?? 0) + 1;
+    assert.deepEqual(counts, { 200: 4, 402: 44 });
+    assert.equal((await started.find((r) => r.status === 402).json()).error.code, 'budget_exceeded');
+    assert.equal(await mock.release('cluster'), 200);
+    for (const t of await Promise.all(started.filter((r) => r.status === 200).map((r) => r.text()))) {
+      assert.match(t, /\[DONE\]/);
+    }
   });
 });
 
