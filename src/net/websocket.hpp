@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 namespace conduit::net {
 
@@ -21,6 +22,24 @@ struct WebSocketOptions {
     size_t max_buffered_bytes = 1024 * 1024;
     /// Permessage-deflate is not offered (per-connection compressor state costs ~100 KB).
 };
+
+/// One message framed once for many sockets (a broadcast): the complete server → client frame
+/// (header + payload), immutable and shared by the write queue of every socket it is sent to,
+/// so a fan-out to N sockets costs one frame build instead of N copies. Made by MakeSharedFrame.
+struct SharedFrame {
+    std::shared_ptr<const std::string> bytes;
+    /// Size of the frame header at the start of `bytes`.
+    size_t header = 0;
+    bool binary = false;
+
+    /// The message (payload) carried by the frame.
+    std::string_view message() const {
+        return bytes ? std::string_view(*bytes).substr(header) : std::string_view();
+    }
+};
+
+/// Frames `message` (one final text or binary frame, unmasked) for SendShared. Pure.
+SharedFrame MakeSharedFrame(std::string_view message, bool binary = false);
 
 /// A server-side WebSocket (RFC 6455) accepted from an HTTP/1.1 upgrade request. No Asio in this
 /// header: the implementation lives in net.
@@ -41,6 +60,11 @@ public:
     virtual core::Loop& loop() = 0;
     /// Queues one message (text or binary). Ignored once closed.
     virtual void Send(std::string message, bool binary = false) = 0;
+    /// Queues one message framed beforehand (see SharedFrame); the bytes are shared, not copied.
+    /// Same rules as Send. The default sends a copy of the message (test doubles).
+    virtual void SendShared(const SharedFrame& frame) {
+        Send(std::string(frame.message()), frame.binary);
+    }
     /// Starts the closing handshake with `code` and `reason` (queued messages are sent first;
     /// a reason is cut to 123 bytes). A code not allowed on the wire (e.g. 1005, 1006) sends a
     /// close frame without a code, and is still the one reported to OnClose.

@@ -41,6 +41,18 @@ bool AnyHeaderHasToken(const Headers& headers, std::string_view name, std::strin
 
 }  // namespace
 
+SharedFrame MakeSharedFrame(std::string_view message, bool binary) {
+    auto bytes = std::make_shared<std::string>();
+    bytes->reserve(message.size() + 10);
+    ws::AppendFrameHeader(*bytes, binary ? ws::Opcode::kBinary : ws::Opcode::kText, message.size());
+    SharedFrame frame;
+    frame.header = bytes->size();
+    frame.binary = binary;
+    bytes->append(message);
+    frame.bytes = std::move(bytes);
+    return frame;
+}
+
 bool IsWebSocketUpgrade(const Request& request) {
     if (request.method != "GET") {
         return false;

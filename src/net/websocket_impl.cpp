@@ -175,9 +175,21 @@ void ServerWebSocket::Send(std::string message, bool binary) {
         Enqueue(std::move(head));
     } else {
         pending_bytes_ += head.size();
-        pending_.push_back(std::move(head));
+        pending_.push_back(Chunk{std::move(head), nullptr});
         Enqueue(std::move(message));
     }
+    CheckBuffered();
+}
+
+void ServerWebSocket::SendShared(const SharedFrame& frame) {
+    if (closed_ || finished_ || !frame.bytes) {
+        return;
+    }
+    EnqueueShared(frame.bytes);
+    CheckBuffered();
+}
+
+void ServerWebSocket::CheckBuffered() {
     if (BufferedBytes() > options_.max_buffered_bytes) {
         // A client that does not read: drop what has not gone out yet (the write in flight
         // cannot be cut without corrupting the stream) and close with 1008.
@@ -212,7 +224,18 @@ void ServerWebSocket::Enqueue(std::string bytes) {
         return;
     }
     pending_bytes_ += bytes.size();
-    pending_.push_back(std::move(bytes));
+    pending_.push_back(Chunk{std::move(bytes), nullptr});
+    if (!writing_) {
+        StartWrite();
+    }
+}
+
+void ServerWebSocket::EnqueueShared(std::shared_ptr<const std::string> bytes) {
+    if (finished_ || bytes->empty()) {
+        return;
+    }
+    pending_bytes_ += bytes->size();
+    pending_.push_back(Chunk{std::string(), std::move(bytes)});
     if (!writing_) {
         StartWrite();
     }
@@ -230,9 +253,11 @@ void ServerWebSocket::QueueClose(std::string payload) {
     if (close_queued_ || finished_) {
         return;
     }
-    QueueControl(ws::Opcode::kClose, payload);
+    // Marked first: the close frame may be written at once (StartWrite), and the completion
+    // must see that it was the last one.
     close_queued_ = true;
     closed_ = true;
+    QueueControl(ws::Opcode::kClose, payload);
     std::weak_ptr<ServerWebSocket> weak = Self();
     close_timer_ = loop_.StartTimer(kCloseTimeout, [weak] {
         if (auto self = weak.lock()) {
@@ -251,11 +276,47 @@ void ServerWebSocket::StartWrite() {
     inflight_bytes_ = pending_bytes_;
     pending_bytes_ = 0;
     write_buffers_.clear();
-    for (const auto& s : inflight_) {
-        write_buffers_.emplace_back(s.data(), s.size());
+    for (const auto& chunk : inflight_) {
+        std::string_view b = chunk.bytes();
+        write_buffers_.emplace_back(b.data(), b.size());
+    }
+    // Write at once (the socket is non-blocking): usually everything goes out here, without a
+    // reactor registration or a posted completion per socket (what makes a broadcast to
+    // thousands of sockets cheap). Only what the kernel did not take is left to async_write.
+    error_code ec;
+    size_t written = socket_.write_some(write_buffers_, ec);
+    if (ec) {
+        written = 0;  // would block, or an error async_write reports through OnWritten
+    }
+    if (written == inflight_bytes_) {
+        if (close_queued_ || on_drain_) {
+            // The completion does more than bookkeeping (finish the TCP connection, call
+            // OnDrain): run it as a completion, never inside the caller's Send or Close.
+            loop_.Post([self = Self()] {
+                if (self->writing_) {
+                    self->OnWritten(true);
+                }
+            });
+            return;
+        }
+        writing_ = false;
+        inflight_.clear();
+        inflight_bytes_ = 0;
+        return;
+    }
+    // Skip what went out.
+    size_t skip = written;
+    size_t first = 0;
+    while (first < write_buffers_.size() && skip >= write_buffers_[first].size()) {
+        skip -= write_buffers_[first].size();
+        ++first;
+    }
+    write_buffers_.erase(write_buffers_.begin(), write_buffers_.begin() + first);
+    if (!write_buffers_.empty()) {
+        write_buffers_.front() += skip;
     }
     asio::async_write(socket_, write_buffers_,
-                      [self = Self()](error_code ec, size_t /*n*/) { self->OnWritten(!ec); });
+                      [self = Self()](error_code e, size_t /*n*/) { self->OnWritten(!e); });
 }
 
 void ServerWebSocket::OnWritten(bool ok) {

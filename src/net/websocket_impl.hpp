@@ -48,6 +48,7 @@ public:
 
     core::Loop& loop() override { return loop_; }
     void Send(std::string message, bool binary) override;
+    void SendShared(const SharedFrame& frame) override;
     void Close(uint16_t code, std::string reason) override;
     void Abort() override;
     void SetOnMessage(std::function<void(std::string, bool)> fn) override {
@@ -73,6 +74,9 @@ private:
     void ProcessInput(std::string_view input);
     void HandleEvent(ws::FrameReader::Event& event);
     void Enqueue(std::string bytes);
+    void EnqueueShared(std::shared_ptr<const std::string> bytes);
+    /// Closes with 1008 once more than max_buffered_bytes are queued (after a Send).
+    void CheckBuffered();
     void QueueControl(ws::Opcode opcode, std::string_view payload);
     /// Queues our close frame (last frame ever) and arms the close timeout.
     void QueueClose(std::string payload);
@@ -92,8 +96,16 @@ private:
     /// An incomplete frame header carried to the next read (≤ 14 bytes, inline storage).
     std::string partial_;
 
-    std::vector<std::string> pending_;
-    std::vector<std::string> inflight_;
+    /// Queued bytes: owned (a frame built for this socket) or shared (a broadcast's frame).
+    struct Chunk {
+        std::string owned;
+        std::shared_ptr<const std::string> shared;
+        std::string_view bytes() const {
+            return shared ? std::string_view(*shared) : std::string_view(owned);
+        }
+    };
+    std::vector<Chunk> pending_;
+    std::vector<Chunk> inflight_;
     std::vector<boost::asio::const_buffer> write_buffers_;
     size_t pending_bytes_ = 0;
     size_t inflight_bytes_ = 0;

@@ -100,6 +100,24 @@ TEST(WebSocketCodecTest, FrameHeaderLengthForms) {
     EXPECT_EQ(h, std::string("\x82\x7F\x00\x00\x00\x00\x00\x01\x11\x70", 10));
 }
 
+TEST(WebSocketCodecTest, SharedFrameIsHeaderThenMessage) {
+    SharedFrame f = MakeSharedFrame("hello");
+    ASSERT_TRUE(f.bytes);
+    EXPECT_EQ(*f.bytes, std::string("\x81\x05") + "hello");
+    EXPECT_EQ(f.header, 2u);
+    EXPECT_EQ(f.message(), "hello");
+    EXPECT_FALSE(f.binary);
+
+    std::string big(70000, 'q');
+    SharedFrame b = MakeSharedFrame(big, true);
+    EXPECT_EQ(b.bytes->substr(0, 10), std::string("\x82\x7F\x00\x00\x00\x00\x00\x01\x11\x70", 10));
+    EXPECT_EQ(b.header, 10u);
+    EXPECT_TRUE(b.message() == big);
+    EXPECT_TRUE(b.binary);
+
+    EXPECT_EQ(SharedFrame{}.message(), "");
+}
+
 TEST(WebSocketCodecTest, Utf8Validation) {
     EXPECT_TRUE(ws::IsValidUtf8("plain ascii text, long enough for the fast path"));
     EXPECT_TRUE(ws::IsValidUtf8("h\xC3\xA9llo \xE2\x82\xAC \xF0\x9F\x98\x80"));
