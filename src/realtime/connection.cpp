@@ -450,22 +450,31 @@ void HubConnection::SendCompletion(std::string_view id,
 
 void HubConnection::StreamEnded(const std::string& id) { streams_.erase(id); }
 
-void HubConnection::SendRecord(std::string_view record, bool trackable) {
+bool HubConnection::Track(std::string_view record, bool trackable) {
     if (state_ != State::kConnected && state_ != State::kInactive) {
-        return;
+        return false;
     }
     if (stateful_ && trackable) {
         unacked_.push_back(Buffered{next_send_seq_++, std::string(record)});
         unacked_bytes_ += record.size();
         if (unacked_bytes_ > host_.options().stateful_reconnect_buffer_bytes) {
             Dispose(std::string("The stateful reconnect buffer is full."), false);
-            return;
+            return false;
         }
     }
-    if (state_ == State::kInactive) {
-        return;  // replayed on resume
+    return state_ != State::kInactive;  // inactive: replayed on resume
+}
+
+void HubConnection::SendRecord(std::string_view record, bool trackable) {
+    if (Track(record, trackable)) {
+        Write(std::string(record));
     }
-    Write(std::string(record));
+}
+
+void HubConnection::SendShared(SharedRecord& record) {
+    if (Track(record.record(), true)) {
+        WriteShared(record);
+    }
 }
 
 void HubConnection::SendInvocation(std::string_view target, const boost::json::array& args) {
@@ -494,6 +503,19 @@ void HubConnection::Write(std::string records) {
     }
     last_sent_ms_ = host_.NowMs(loop_);
     transport_->Send(std::move(records));
+    CheckBacklog();
+}
+
+void HubConnection::WriteShared(SharedRecord& record) {
+    if (!transport_) {
+        return;
+    }
+    last_sent_ms_ = host_.NowMs(loop_);
+    transport_->SendShared(record);
+    CheckBacklog();
+}
+
+void HubConnection::CheckBacklog() {
     if (transport_ && transport_->BufferedBytes() > host_.options().max_send_buffer_bytes) {
         Dispose(std::string("The client does not read fast enough."), false);
     }

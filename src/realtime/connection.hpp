@@ -1,6 +1,7 @@
 #pragma once
 
 #include "core/loop.hpp"
+#include "net/websocket.hpp"
 #include "realtime/hub.hpp"
 #include "realtime/hub_protocol.hpp"
 
@@ -17,6 +18,57 @@
 
 namespace conduit::realtime {
 
+/// A FIFO that allocates nothing until the first push_back (an empty std::deque already holds a
+/// 512-byte node and its map in libstdc++, ~1.1 KB for the two queues of every connection, most
+/// of which never queue anything). clear() gives the memory back.
+template <typename T>
+class LazyDeque {
+public:
+    bool empty() const { return !items_ || items_->empty(); }
+    size_t size() const { return items_ ? items_->size() : 0; }
+    T& front() { return items_->front(); }
+    const T& front() const { return items_->front(); }
+    void push_back(T value) {
+        if (!items_) {
+            items_ = std::make_unique<std::deque<T>>();
+        }
+        items_->push_back(std::move(value));
+    }
+    void pop_front() { items_->pop_front(); }
+    void clear() { items_.reset(); }
+    /// True once storage has been allocated (for tests).
+    bool allocated() const { return items_ != nullptr; }
+
+    auto begin() const {
+        return items_ ? items_->cbegin() : typename std::deque<T>::const_iterator();
+    }
+    auto end() const { return items_ ? items_->cend() : typename std::deque<T>::const_iterator(); }
+
+private:
+    std::unique_ptr<std::deque<T>> items_;
+};
+
+/// One record delivered to many connections (a broadcast to a group or to all). Each transport
+/// wraps it its own way; the WebSocket frame is built once, by the first WebSocket that sends it,
+/// and shared by every socket's write queue. Lives for one delivery pass on one loop (it refers
+/// to the record, which must outlive it); the frame itself may travel to other loops.
+class SharedRecord {
+public:
+    explicit SharedRecord(const std::string& record) : record_(record) {}
+    const std::string& record() const { return record_; }
+    /// The record as one WebSocket text frame (built on the first call).
+    const net::SharedFrame& WebSocketFrame() {
+        if (!frame_.bytes) {
+            frame_ = net::MakeSharedFrame(record_);
+        }
+        return frame_;
+    }
+
+private:
+    const std::string& record_;
+    net::SharedFrame frame_;
+};
+
 /// The three transports of spec §2.
 enum class TransportKind { kNone, kWebSockets, kServerSentEvents, kLongPolling };
 
@@ -26,6 +78,8 @@ public:
     virtual ~Transport() = default;
     /// Sends one or more complete records as one transport message.
     virtual void Send(std::string records) = 0;
+    /// Sends a record shared with other connections (a broadcast). The default sends a copy.
+    virtual void SendShared(SharedRecord& record) { Send(std::string(record.record())); }
     /// Ends the transport: gracefully (WebSocket 1000, SSE end, long poll 204) or abruptly.
     virtual void Close(bool graceful) = 0;
     /// Bytes queued towards the client.
@@ -95,6 +149,9 @@ public:
     // --- server side ---
     /// Sends one pre-serialized record (or several of the same trackability).
     void SendRecord(std::string_view record, bool trackable);
+    /// SendRecord(record, true) for a record sent to many connections: the transport may share
+    /// its bytes instead of copying them (WebSockets).
+    void SendShared(SharedRecord& record);
     /// Sends a server event (Invocation without id).
     void SendInvocation(std::string_view target, const boost::json::array& args);
     /// Sends Close (with `error`, `allowReconnect`) then ends the transport.
@@ -126,7 +183,12 @@ private:
                         std::optional<std::string_view> result_json,
                         std::optional<std::string_view> error);
     void StreamEnded(const std::string& id);
+    /// Buffers a record for stateful reconnect; false when it is not to be written now.
+    bool Track(std::string_view record, bool trackable);
     void Write(std::string records);
+    void WriteShared(SharedRecord& record);
+    /// After a write: closes a connection whose client does not read.
+    void CheckBacklog();
     void Dispose(std::optional<std::string> error, bool graceful);
     void Fail(std::string error);
 
@@ -151,7 +213,7 @@ private:
 
     // One invocation at a time.
     bool busy_ = false;
-    std::deque<HubMessage> queue_;
+    LazyDeque<HubMessage> queue_;
     std::unordered_map<std::string, std::shared_ptr<UploadStream>> uploads_;
     std::unordered_map<std::string, std::shared_ptr<StreamWriter>> streams_;
     std::unordered_map<std::string, std::function<void(HubResult)>> client_calls_;
@@ -162,7 +224,7 @@ private:
         int64_t seq;
         std::string bytes;
     };
-    std::deque<Buffered> unacked_;
+    LazyDeque<Buffered> unacked_;
     size_t unacked_bytes_ = 0;
     int64_t next_send_seq_ = 1;
     int64_t recv_counter_ = 0;  // number of the last trackable message received

@@ -309,8 +309,9 @@ void HubServer::DeliverAll(Shard& shard, const std::string& record) {
     for (const auto& [token, c] : shard.connections) {
         conns.push_back(c);
     }
+    SharedRecord shared(record);  // one WebSocket frame for the whole shard
     for (const auto& c : conns) {
-        c->SendRecord(record, true);
+        c->SendShared(shared);
     }
 }
 
@@ -332,8 +333,9 @@ void HubServer::DeliverLocal(Shard& shard, const std::string& group, const std::
         return;
     }
     auto members = it->second.members;  // a send may close a member (slow client)
+    SharedRecord shared(record);        // one WebSocket frame for the whole shard
     for (const auto& c : members) {
-        c->SendRecord(record, true);
+        c->SendShared(shared);
     }
 }
 

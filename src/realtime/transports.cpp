@@ -59,9 +59,22 @@ void WebSocketTransport::Bind(const std::shared_ptr<HubConnection>& conn) {
 }
 
 void WebSocketTransport::Send(std::string records) {
+    if (ws_->loop().InLoopThread()) {
+        ws_->Send(std::move(records));
+        return;
+    }
     auto ws = ws_;
-    RunOn(ws->loop(),
-          [ws, records = std::move(records)]() mutable { ws->Send(std::move(records)); });
+    ws->loop().Post([ws, records = std::move(records)]() mutable { ws->Send(std::move(records)); });
+}
+
+void WebSocketTransport::SendShared(SharedRecord& record) {
+    const net::SharedFrame& frame = record.WebSocketFrame();
+    if (ws_->loop().InLoopThread()) {
+        ws_->SendShared(frame);
+        return;
+    }
+    auto ws = ws_;
+    ws->loop().Post([ws, frame] { ws->SendShared(frame); });
 }
 
 void WebSocketTransport::Close(bool graceful) {

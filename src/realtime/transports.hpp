@@ -29,6 +29,8 @@ public:
     /// Wires the socket's callbacks to `conn` (call after HubConnection::Attach succeeded).
     void Bind(const std::shared_ptr<HubConnection>& conn);
     void Send(std::string records) override;
+    /// Queues the broadcast's shared frame (built once for every socket).
+    void SendShared(SharedRecord& record) override;
     void Close(bool graceful) override;
     size_t BufferedBytes() const override { return ws_->BufferedBytes(); }
     TransportKind kind() const override { return TransportKind::kWebSockets; }

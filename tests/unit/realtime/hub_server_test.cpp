@@ -29,6 +29,12 @@ public:
             sent.push_back(std::move(message));
         }
     }
+    void SendShared(const net::SharedFrame& frame) override {
+        if (!closed_) {
+            shared_frames.push_back(frame.bytes);
+            sent.emplace_back(frame.message());
+        }
+    }
     void Close(uint16_t code, std::string /*reason*/) override { Gone(code); }
     void Abort() override { Gone(1006); }
     void SetOnMessage(std::function<void(std::string, bool)> fn) override {
@@ -39,6 +45,8 @@ public:
     size_t BufferedBytes() const override { return 0; }
     bool closed() const override { return closed_; }
     const std::string& remote() const override { return remote_; }
+    /// Frames received through SendShared (broadcasts).
+    std::vector<std::shared_ptr<const std::string>> shared_frames;
 
     void ClientSend(std::string m) {
         if (!closed_ && on_message_) {
@@ -606,6 +614,68 @@ TEST_F(RealtimeServerTest, GroupsAndAllWithBackplane) {
     a->ClientSend(R("{\"type\":7}"));
     EXPECT_EQ(a->close_code, 1000);
     server.reset();
+}
+
+TEST_F(RealtimeServerTest, BroadcastsShareOneWebSocketFrame) {
+    Make({});
+    auto a = Connect();
+    auto b = Connect();
+    auto c = Connect();
+    for (auto* s : {a.get(), b.get(), c.get()}) {
+        s->ClientSend(R(
+            "{\"target\":\"JoinGroup\",\"arguments\":[\"g\"],\"invocationId\":\"0\",\"type\":1}"));
+    }
+    loop.RunPending();
+    a->ClientSend(R("{\"target\":\"SendToGroup\",\"arguments\":[\"g\",\"hi\"],\"type\":1}"));
+    loop.RunPending();
+    const std::string group_record =
+        R("{\"type\":1,\"target\":\"ReceiveMessage\",\"arguments\":[\"hi\"]}");
+    for (auto* s : {a.get(), b.get(), c.get()}) {
+        EXPECT_EQ(s->Last(), group_record);
+        ASSERT_EQ(s->shared_frames.size(), 1u);
+        // The frame: a text frame header, then the record.
+        EXPECT_EQ(*s->shared_frames[0],
+                  std::string("\x81") + static_cast<char>(group_record.size()) + group_record);
+    }
+    // Built once, shared by every socket.
+    EXPECT_EQ(a->shared_frames[0].get(), b->shared_frames[0].get());
+    EXPECT_EQ(a->shared_frames[0].get(), c->shared_frames[0].get());
+
+    a->ClientSend(R("{\"target\":\"Broadcast\",\"arguments\":[\"all\"],\"type\":1}"));
+    loop.RunPending();
+    for (auto* s : {a.get(), b.get(), c.get()}) {
+        EXPECT_EQ(
+            s->Last(),
+            R("{\"type\":1,\"target\":\"ReceiveMessage\",\"arguments\":[\"server\",\"all\"]}"));
+        ASSERT_EQ(s->shared_frames.size(), 2u);
+    }
+    EXPECT_EQ(a->shared_frames[1].get(), b->shared_frames[1].get());
+    EXPECT_EQ(a->shared_frames[1].get(), c->shared_frames[1].get());
+    EXPECT_NE(a->shared_frames[0].get(), a->shared_frames[1].get());
+    server.reset();
+}
+
+TEST(RealtimeLazyDeque, AllocatesOnFirstPushAndFreesOnClear) {
+    LazyDeque<std::string> q;
+    EXPECT_FALSE(q.allocated());
+    EXPECT_TRUE(q.empty());
+    EXPECT_EQ(q.size(), 0u);
+    EXPECT_EQ(q.begin(), q.end());
+    q.push_back("one");
+    q.push_back("two");
+    EXPECT_TRUE(q.allocated());
+    EXPECT_EQ(q.size(), 2u);
+    std::string joined;
+    for (const auto& s : q) {
+        joined += s;
+    }
+    EXPECT_EQ(joined, "onetwo");
+    EXPECT_EQ(q.front(), "one");
+    q.pop_front();
+    EXPECT_EQ(q.front(), "two");
+    q.clear();
+    EXPECT_FALSE(q.allocated());
+    EXPECT_TRUE(q.empty());
 }
 
 TEST_F(RealtimeServerTest, SkipNegotiationAndCors) {
