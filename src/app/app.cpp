@@ -446,17 +446,16 @@ core::Result<void> App::Impl::InitGovernance() {
     budget.on_error = policy.value_or(gateway::FailPolicy::kOpen);
     budget_gate = std::make_unique<gateway::BudgetGate>(*counters, book, registry, budget);
     // Per-key budgets: the period spend read on the store executor (the thread of the flushes).
-    budget_gate->SetSpendLoader(
-        [this](domain::Id key_id, int64_t since_ms,
-               std::function<void(core::Result<domain::Micros>)> done) {
-            executor->Submit([this, key_id, since_ms, done = std::move(done)] {
-                done(store->KeySpendSince(key_id, since_ms));
-            });
+    budget_gate->SetSpendLoader([this](domain::Id key_id, int64_t since_ms,
+                                       std::function<void(core::Result<domain::Micros>)> done) {
+        executor->Submit([this, key_id, since_ms, done = std::move(done)] {
+            done(store->KeySpendSince(key_id, since_ms));
         });
-    spend->SetPendingObserver([bg = budget_gate.get()](const domain::RequestLogRow& row,
-                                                       bool flushed) {
-        flushed ? bg->OnFlushed(row) : bg->OnRecorded(row);
     });
+    spend->SetPendingObserver(
+        [bg = budget_gate.get()](const domain::RequestLogRow& row, bool flushed) {
+            flushed ? bg->OnFlushed(row) : bg->OnRecorded(row);
+        });
 
     const auto& g = cfg.governance;
     domain::BreakerOptions bo;
@@ -723,6 +722,18 @@ void App::Impl::InitHubs() {
     o.hub.client_timeout = std::chrono::milliseconds(hc.client_timeout_ms);
     o.hub.handshake_timeout = std::chrono::milliseconds(hc.handshake_timeout_ms);
     o.hub.max_message_bytes = static_cast<size_t>(hc.max_message_bytes);
+    o.hub.long_poll_timeout = std::chrono::milliseconds(hc.long_poll_timeout_ms);
+    o.hub.disconnect_timeout = std::chrono::milliseconds(hc.disconnect_timeout_ms);
+    {
+        const auto offered = core::SplitTrimmed(hc.transports, ',');
+        auto has = [&offered](std::string_view name) {
+            return std::any_of(offered.begin(), offered.end(),
+                               [name](const std::string& t) { return core::IEquals(t, name); });
+        };
+        o.hub.websockets = has("WebSockets");
+        o.hub.server_sent_events = has("ServerSentEvents");
+        o.hub.long_polling = has("LongPolling");
+    }
     o.hub.cors_origins = core::SplitTrimmed(hc.cors_origins, ',');
     o.hub.cors_extra_headers = {"x-api-key"};
     o.max_connections_per_key = hc.max_connections_per_key;

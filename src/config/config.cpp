@@ -164,6 +164,10 @@ core::Result<void> Validate(const Config& c) {
          "must be positive"},
         {"hubs.method_rate_per_minute", c.hubs.method_rate_per_minute, 0, kMaxInt,
          "must be 0 (unlimited) or more"},
+        {"hubs.long_poll_timeout_ms", c.hubs.long_poll_timeout_ms, 100, kMaxInt,
+         "must be at least 100"},
+        {"hubs.disconnect_timeout_ms", c.hubs.disconnect_timeout_ms, 100, kMaxInt,
+         "must be at least 100"},
         {"governance.default_max_tokens", c.governance.default_max_tokens, 1, kMaxInt,
          "must be positive"},
         {"governance.breaker_window_ms", c.governance.breaker_window_ms, 100, kMaxInt,
@@ -207,6 +211,19 @@ core::Result<void> Validate(const Config& c) {
         if (!OneOf(r, kRoles)) {
             return Invalid("roles",
                            "contains unknown role '" + r + "' (allowed: api, hubs, worker)");
+        }
+    }
+    auto transports = core::SplitTrimmed(c.hubs.transports, ',');
+    if (transports.empty()) {
+        return Invalid("hubs.transports",
+                       "must list at least one of WebSockets, ServerSentEvents, LongPolling");
+    }
+    for (const auto& t : transports) {
+        if (!core::IEquals(t, "WebSockets") && !core::IEquals(t, "ServerSentEvents") &&
+            !core::IEquals(t, "LongPolling")) {
+            return Invalid("hubs.transports", "contains unknown transport '" + t +
+                                                  "' (allowed: WebSockets, ServerSentEvents, "
+                                                  "LongPolling)");
         }
     }
     if (c.store.data_dir.empty()) {

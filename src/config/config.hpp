@@ -105,7 +105,10 @@ struct HubsConfig {
     int max_message_bytes = 32 * 1024;  // largest client message
     int max_connections_per_key = 100;  // concurrent hub connections of one virtual key
     int method_rate_per_minute = 600;  // hub method invocations per virtual key and minute; 0 = off
-    std::string cors_origins;          // comma-separated allowed origins ("*" = any); empty = none
+    int long_poll_timeout_ms = 90000;  // a long poll is answered empty after this
+    int disconnect_timeout_ms = 15000;  // an unused or dropped connection is forgotten after this
+    std::string transports = "WebSockets,ServerSentEvents,LongPolling";  // offered, in order
+    std::string cors_origins;  // comma-separated allowed origins ("*" = any); empty = none
 };
 
 /// Governance and resilience: what rate limits do when their engine (Redis) cannot answer, and
