@@ -210,24 +210,24 @@ void BudgetGate::StartLoadLocked(domain::Id key_id, KeyEntry& e) {
             if (it == keys_.end()) {
                 return;
             }
-            auto& e = it->second;
-            e.loading = false;
-            if (e.period_start_ms != since) {
+            auto& entry = it->second;
+            entry.loading = false;
+            if (entry.period_start_ms != since) {
                 return;  // the period moved on meanwhile; the next request reloads
             }
             if (!spent) {
                 spdlog::warn("spend of key {} not read ({}); its budget counts from the cache",
                              key_id, spent.error().message);
-                e.loaded_at_ms = clock_.NowUnixMs();  // retry after refresh_ms
-                if (!e.loaded) {
-                    e.base = e.unflushed;
+                entry.loaded_at_ms = clock_.NowUnixMs();  // retry after refresh_ms
+                if (!entry.loaded) {
+                    entry.base = entry.unflushed;
                 }
             } else {
-                e.base = *spent + e.unflushed;
-                e.loaded_at_ms = clock_.NowUnixMs();
+                entry.base = *spent + entry.unflushed;
+                entry.loaded_at_ms = clock_.NowUnixMs();
             }
-            e.loaded = true;
-            waiting.swap(e.waiting);
+            entry.loaded = true;
+            waiting.swap(entry.waiting);
         }
         for (auto& w : waiting) {
             w();
@@ -291,8 +291,7 @@ void BudgetGate::ReserveBoth(const net::ExchangePtr& ex,
          done = std::move(done)](core::Result<bus::ReserveDecision> result) mutable {
             auto decide = [this, ex, hold, result = std::move(result),
                            done = std::move(done)]() mutable {
-                const domain::Id group_id = hold.group_id;
-                const domain::Micros worst = hold.worst;
+                const domain::Micros hold_worst = hold.worst;
                 if (ex->closed()) {
                     if (result && result->admitted) {
                         Settle(hold, 0);
@@ -303,7 +302,7 @@ void BudgetGate::ReserveBoth(const net::ExchangePtr& ex,
                     engine_errors_.Inc();
                     if (options_.on_error == FailPolicy::kOpen) {
                         spdlog::warn("balance of group {} not reserved ({}); admitted (fail-open)",
-                                     group_id, result.error().message);
+                                     hold.group_id, result.error().message);
                         done(std::nullopt);
                         return;
                     }
@@ -321,7 +320,7 @@ void BudgetGate::ReserveBoth(const net::ExchangePtr& ex,
                         "Budget exceeded: this key's " + PeriodWord(hold.period) + " budget of $" +
                         core::FormatMoney(hold.key_budget) + " has $" + core::FormatMoney(left) +
                         " left (requests in flight included) and this request may cost up to $" +
-                        core::FormatMoney(worst) + ". ";
+                        core::FormatMoney(hold_worst) + ". ";
                     message += end ? "The budget resets at " + core::FormatIso8601(*end) + "."
                                    : std::string("A total budget does not reset.");
                     ex->Respond(ErrorResponse(
@@ -335,7 +334,7 @@ void BudgetGate::ReserveBoth(const net::ExchangePtr& ex,
                     ex->Respond(ErrorResponse(core::Error::Make(
                         core::ErrorCode::kInsufficientBalance,
                         "Insufficient balance: this request may cost up to $" +
-                            core::FormatMoney(worst) + " and the key's group has $" +
+                            core::FormatMoney(hold_worst) + " and the key's group has $" +
                             core::FormatMoney(std::max<domain::Micros>(0, left)) +
                             " available (requests in flight included). Lower max_tokens or add "
                             "credit.")));

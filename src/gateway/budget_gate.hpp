@@ -57,7 +57,9 @@ namespace conduit::gateway {
 /// flushed since this instance's last refresh (≤ refresh_ms of their traffic). Counters idle for
 /// `ttl` are re-created only after every instance has flushed, so only an engine restart or the
 /// first minutes of a period see that bound. Task bills (committed with the task) are included
-/// through the store read only.
+/// through the store read only. Like the group counter, a key counter re-created while requests
+/// are in flight may end up to their unsettled worst cases low when they settle (bounded by the
+/// requests in flight; healed at the next re-creation).
 ///
 /// Every call runs on the exchange's loop; callbacks come back on it.
 class BudgetGate {

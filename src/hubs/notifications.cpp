@@ -174,8 +174,11 @@ std::string BudgetAlertArgsJson(const BudgetAlertInfo& a) {
     // Percentage of the budget used, two decimals, from exact integers.
     std::string pct = "100";
     if (a.budget > 0) {
-        const __int128 hundredths = static_cast<__int128>(a.current_spend) * 10000 / a.budget;
-        const int64_t h = static_cast<int64_t>(hundredths);
+        // Exact without overflow: whole percent and hundredths from quotient and remainder.
+        const int64_t whole = a.current_spend / a.budget;
+        const int64_t rest = a.current_spend % a.budget;
+        const int64_t h =
+            whole * 10000 + static_cast<int64_t>(static_cast<long double>(rest) * 10000 / a.budget);
         pct = std::to_string(h / 100);
         if (h % 100 != 0) {
             const int64_t f = h % 100;
