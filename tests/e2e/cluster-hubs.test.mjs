@@ -59,7 +59,8 @@ before(async () => {
     console.log(`# rabbitmqctl unavailable (${String(e.message).split('\n')[0]}): using the default vhost`);
   }
   const common = [
-    '--redis-url', REDIS,
+    // Own prefix: the shared Redis may carry other deployments' traffic (benchmarks, other runs).
+    '--redis-url', REDIS, '--redis-prefix', `cluster-hubs-${process.pid}-${Date.now()}:`,
     '--rabbitmq-host', amqp.hostname, '--rabbitmq-port', amqp.port || '5672',
     '--rabbitmq-username', user, '--rabbitmq-password', decodeURIComponent(amqp.password || 'guest'),
     '--task-poll-interval-ms', '100',
