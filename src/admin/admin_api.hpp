@@ -49,6 +49,9 @@ struct AdminDeps {
     /// the BalanceBook (store executor thread): the app applies it to the shared balance
     /// counter. Optional.
     std::function<void(domain::Id group_id, domain::Micros delta)> on_balance_adjusted;
+    /// Called after every committed admin write and its reload (store executor thread): the app
+    /// tells the other instances to reload their snapshot. Optional.
+    std::function<void()> on_reloaded;
 };
 
 /// Registers every `/api/*` admin route of specs/api.md §7 on `router`:

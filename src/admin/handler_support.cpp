@@ -400,6 +400,9 @@ void ReloadConfig(AdminDeps& deps, std::string_view what, const ConfigChange& ch
         spdlog::error("admin: {} was saved but the configuration reload failed: {}", what,
                       r.error().message);
     }
+    if (deps.on_reloaded) {
+        deps.on_reloaded();
+    }
     if (!change.entity.empty() && deps.on_config_change) {
         deps.on_config_change(change);
     }

@@ -199,6 +199,16 @@ struct App::Impl {
     // Queue depths, refreshed off the loops (Stats may block on the engine).
     obs::GaugeFamily* queue_gauge = nullptr;
     core::TimerPtr queue_stats_timer;
+    // Configuration across instances: an admin write bumps the store's config version and
+    // publishes an invalidation; every other instance reloads its snapshot at once, and checks
+    // the version every few seconds as a safety net (a lost pub/sub message, Redis down).
+    std::string instance_id = core::HexEncode(core::RandomBytes(8));
+    std::string config_version_seen;  // store executor thread only
+    core::TimerPtr config_check_timer;
+    uint64_t config_subscription = 0;
+    void ConfigCommitted();        // store executor thread
+    void ReloadConfigFromPeers();  // any thread
+    void ScheduleConfigCheck();    // loop 0
 
     core::Result<void> Init();
     core::Result<void> InitGovernance();
@@ -508,6 +518,7 @@ void App::Impl::DisableProviderKey(domain::Id provider_key_id, int status) {
         }
         spdlog::warn("provider key #{} of provider {} disabled: the provider answered HTTP {}",
                      provider_key_id, k.provider_id, status);
+        ConfigCommitted();
         if (admin_deps && admin_deps->on_config_change) {
             admin_deps->on_config_change(
                 admin::ConfigChange{"ProviderKey", "Updated", provider_key_id, ""});
@@ -782,7 +793,57 @@ void App::Impl::InitHubs() {
                  hubs::kNavigationHubPath);
 }
 
+namespace {
+constexpr std::string_view kConfigVersionSetting = "config.version";
+constexpr std::string_view kConfigInvalidateChannel = "conduit.config.invalidate";
+}  // namespace
+
+void App::Impl::ConfigCommitted() {
+    std::string version = core::HexEncode(core::RandomBytes(8));
+    if (auto r = store->PutSetting(kConfigVersionSetting, version); !r) {
+        spdlog::warn("configuration version not recorded: {}", r.error().message);
+    } else {
+        config_version_seen = version;
+    }
+    backplane->Publish(std::string(kConfigInvalidateChannel), instance_id);
+}
+
+void App::Impl::ReloadConfigFromPeers() {
+    executor->Submit([this] {
+        auto v = store->GetSetting(kConfigVersionSetting);
+        if (v && *v) {
+            config_version_seen = **v;
+        }
+        if (auto r = config_state->ReloadOnExecutor(); !r) {
+            spdlog::error("configuration reload (change on another instance) failed: {}",
+                          r.error().message);
+        }
+    });
+}
+
+void App::Impl::ScheduleConfigCheck() {
+    executor->Submit([this] {
+        auto v = store->GetSetting(kConfigVersionSetting);
+        if (!v || !*v || **v == config_version_seen) {
+            return;
+        }
+        config_version_seen = **v;
+        spdlog::info("configuration changed on another instance: reloading");
+        if (auto r = config_state->ReloadOnExecutor(); !r) {
+            spdlog::error("configuration reload failed: {}", r.error().message);
+        }
+    });
+    config_check_timer = runtime->loop(0).StartTimer(3s, [this] { ScheduleConfigCheck(); });
+}
+
 void App::Impl::InitHubSources() {
+    admin_deps->on_reloaded = [this] { ConfigCommitted(); };
+    config_subscription = backplane->Subscribe(std::string(kConfigInvalidateChannel),
+                                               [this](std::string_view, std::string_view origin) {
+                                                   if (origin != instance_id) {
+                                                       ReloadConfigFromPeers();
+                                                   }
+                                               });
     // Admin configuration changes go to every instance (their hubs send ModelMappingChanged and
     // NavigationStateUpdated to their own clients).
     auto* bp = backplane.get();
@@ -1070,6 +1131,12 @@ int App::Run() {
     d.runtime->OnSignal([this](int) { impl_->BeginShutdown(); });
     d.spend->Start();
     d.runtime->loop(0).Post([&d] { d.ScheduleQueueStats(); });
+    d.executor->Submit([&d] {
+        if (auto v = d.store->GetSetting(kConfigVersionSetting); v && *v) {
+            d.config_version_seen = **v;
+        }
+    });
+    d.runtime->loop(0).Post([&d] { d.ScheduleConfigCheck(); });
     d.runtime->Run();
     // Loops have stopped: stop the task worker and the queue (unsettled work is redelivered on
     // the next start), write pending delivery records, release the clients (they own loop
