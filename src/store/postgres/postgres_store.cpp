@@ -424,6 +424,55 @@ const std::string kUpsertDelivery =
     "last_status_code = excluded.last_status_code, last_error = excluded.last_error, "
     "updated_at_ms = excluded.updated_at_ms, delivered_at_ms = excluded.delivered_at_ms";
 
+/// A list query: `SELECT ... FROM ...`, then optional filters numbered as their parameters are
+/// added, then order and paging. Each distinct set of present filters is one SQL text (prepared
+/// once per connection).
+class FilteredQuery {
+public:
+    explicit FilteredQuery(std::string select_from) : sql_(std::move(select_from)) {
+        sql_ += " WHERE TRUE";
+    }
+    /// `AND <column> <op> $n` with `v` as the parameter, when `v` is set.
+    FilteredQuery& Int(std::string_view column, std::string_view op, std::optional<int64_t> v) {
+        if (v) {
+            Condition(column, op);
+            params_.Int(*v);
+        }
+        return *this;
+    }
+    FilteredQuery& Text(std::string_view column, std::optional<std::string_view> v) {
+        if (v) {
+            Condition(column, "=");
+            params_.Text(*v);
+        }
+        return *this;
+    }
+    /// A literal condition without a parameter.
+    FilteredQuery& Literal(bool when, std::string_view condition) {
+        if (when) {
+            sql_ += " AND ";
+            sql_ += condition;
+        }
+        return *this;
+    }
+    /// Appends `ORDER BY <order> LIMIT $n OFFSET $n+1` (paging checked by the caller).
+    FilteredQuery& Page(std::string_view order, int limit, int offset) {
+        sql_ += fmt::format(" ORDER BY {} LIMIT ${} OFFSET ${}", order, n_ + 1, n_ + 2);
+        params_.Int(limit).Int(offset);
+        return *this;
+    }
+    const std::string& sql() const { return sql_; }
+    const Params& params() const { return params_; }
+
+private:
+    void Condition(std::string_view column, std::string_view op) {
+        sql_ += fmt::format(" AND {} {} ${}", column, op, ++n_);
+    }
+    std::string sql_;
+    Params params_;
+    int n_ = 0;
+};
+
 Result<void> CheckPaging(int limit, int offset) {
     if (limit < 0 || offset < 0) {
         return Fail(ErrorCode::kInvalidRequest, "limit and offset must not be negative");
@@ -1382,25 +1431,13 @@ public:
             return Err(r);
         }
         // At most eight distinct texts, each prepared once per connection.
-        std::string sql = "SELECT " + kLogCols + " FROM request_logs WHERE TRUE";
-        Params p;
-        int n = 0;
-        if (q.virtual_key_id) {
-            sql += fmt::format(" AND virtual_key_id = ${}", ++n);
-            p.Int(*q.virtual_key_id);
-        }
-        if (q.group_id) {
-            sql += fmt::format(" AND group_id = ${}", ++n);
-            p.Int(*q.group_id);
-        }
-        if (q.since_ms) {
-            sql += fmt::format(" AND timestamp_ms >= ${}", ++n);
-            p.Int(*q.since_ms);
-        }
-        sql +=
-            fmt::format(" ORDER BY timestamp_ms DESC, id DESC LIMIT ${} OFFSET ${}", n + 1, n + 2);
-        p.Int(q.limit).Int(q.offset);
-        return Run([&](Conn& c) { return QueryMany<RequestLogRow>(c, sql, p, ReadLog); });
+        FilteredQuery f("SELECT " + kLogCols + " FROM request_logs");
+        f.Int("virtual_key_id", "=", q.virtual_key_id)
+            .Int("group_id", "=", q.group_id)
+            .Int("timestamp_ms", ">=", q.since_ms)
+            .Page("timestamp_ms DESC, id DESC", q.limit, q.offset);
+        return Run(
+            [&](Conn& c) { return QueryMany<RequestLogRow>(c, f.sql(), f.params(), ReadLog); });
     }
 
     Result<Micros> KeySpendSince(Id key_id, int64_t since_ms) override {
@@ -1476,28 +1513,18 @@ public:
         if (auto r = CheckPaging(q.limit, q.offset); !r) {
             return Err(r);
         }
-        std::string sql = "SELECT " + kTaskCols + " FROM async_tasks WHERE TRUE";
-        Params p;
-        int n = 0;
-        if (q.virtual_key_id) {
-            sql += fmt::format(" AND virtual_key_id = ${}", ++n);
-            p.Int(*q.virtual_key_id);
-        }
+        std::optional<std::string_view> state;
         if (q.state) {
-            sql += fmt::format(" AND state = ${}", ++n);
-            p.Text(domain::ToString(*q.state));
+            state = domain::ToString(*q.state);
         }
-        if (q.non_terminal_only) {
+        FilteredQuery f("SELECT " + kTaskCols + " FROM async_tasks");
+        f.Int("virtual_key_id", "=", q.virtual_key_id)
+            .Text("state", state)
             // Word for word the WHERE clause of the partial index async_tasks_open.
-            sql += " AND state IN ('pending', 'running')";
-        }
-        if (q.created_before_ms) {
-            sql += fmt::format(" AND created_at_ms < ${}", ++n);
-            p.Int(*q.created_before_ms);
-        }
-        sql += fmt::format(" ORDER BY created_at_ms, id LIMIT ${} OFFSET ${}", n + 1, n + 2);
-        p.Int(q.limit).Int(q.offset);
-        return Run([&](Conn& c) { return QueryMany<AsyncTask>(c, sql, p, ReadTask); });
+            .Literal(q.non_terminal_only, "state IN ('pending', 'running')")
+            .Int("created_at_ms", "<", q.created_before_ms)
+            .Page("created_at_ms, id", q.limit, q.offset);
+        return Run([&](Conn& c) { return QueryMany<AsyncTask>(c, f.sql(), f.params(), ReadTask); });
     }
 
     // --- Webhooks ---
@@ -1586,25 +1613,14 @@ public:
         if (auto r = CheckPaging(q.limit, q.offset); !r) {
             return Err(r);
         }
-        std::string sql = "SELECT " + kDeliveryCols + " FROM webhook_deliveries WHERE TRUE";
-        Params p;
-        int n = 0;
-        if (q.status) {
-            sql += fmt::format(" AND status = ${}", ++n);
-            p.Text(*q.status);
-        }
-        if (q.virtual_key_id) {
-            sql += fmt::format(" AND virtual_key_id = ${}", ++n);
-            p.Int(*q.virtual_key_id);
-        }
-        if (q.task_id) {
-            sql += fmt::format(" AND task_id = ${}", ++n);
-            p.Text(*q.task_id);
-        }
-        sql +=
-            fmt::format(" ORDER BY created_at_ms DESC, id DESC LIMIT ${} OFFSET ${}", n + 1, n + 2);
-        p.Int(q.limit).Int(q.offset);
-        return Run([&](Conn& c) { return QueryMany<WebhookDelivery>(c, sql, p, ReadDelivery); });
+        FilteredQuery f("SELECT " + kDeliveryCols + " FROM webhook_deliveries");
+        f.Text("status", q.status)
+            .Int("virtual_key_id", "=", q.virtual_key_id)
+            .Text("task_id", q.task_id)
+            .Page("created_at_ms DESC, id DESC", q.limit, q.offset);
+        return Run([&](Conn& c) {
+            return QueryMany<WebhookDelivery>(c, f.sql(), f.params(), ReadDelivery);
+        });
     }
 
     // --- Settings ---
