@@ -31,10 +31,8 @@ UPSTREAM_KEY="sk-bench-upstream"
 BODY='{"model":"MODEL","max_tokens":64,"messages":[{"role":"user","content":"Say something about governance."}]}'
 
 log() { printf '[governance %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 for b in conduit conduit-mock-provider conduit-loadgen; do
     [[ -x "$BUILD/$b" ]] || die "$BUILD/$b missing (build it first)"
 done
@@ -62,34 +60,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { # URL TIMEOUT_S
-    local i
-    for ((i = 0; i < $2 * 10; i++)); do
-        curl -fsS -o /dev/null "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
-busy_ticks() { awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
 CLK_TCK="$(getconf CLK_TCK)"
+DISK="$(df --output=source "${TMPDIR:-/tmp}" 2>/dev/null | tail -1)"
+DISK="${DISK#/dev/}"
+QUIET_PCT=25
+QUIET_DISK_PCT=10
 QUIET_WAITED=0
 BUSY_RUNS=0
-wait_quiet() { # < 25 % of a core busy over 1 s, at most QUIET_WAIT s
-    local deadline=$((SECONDS + QUIET_WAIT)) b0 b1 pct
-    while :; do
-        b0="$(busy_ticks)"
-        sleep 1
-        b1="$(busy_ticks)"
-        pct=$((100 * (b1 - b0) / CLK_TCK))
-        ((pct < 25)) && return 0
-        if ((SECONDS >= deadline)); then
-            BUSY_RUNS=$((BUSY_RUNS + 1))
-            return 0
-        fi
-        QUIET_WAITED=$((QUIET_WAITED + 1))
-    done
-}
+LAST_QUIET_PCT=0
 metric() { # BASE NAME → value (0 when absent)
     curl -fsS "$1/metrics" | awk -v n="$2" '$1 == n {print $2; found = 1} END {if (!found) print 0}'
 }
@@ -217,7 +195,7 @@ mkdir -p "$OUT_DIR"
     echo "- Load: \`POST /v1/chat/completions\` (max_tokens 64) to the mock provider (instant answers); closed loop with $CONNECTIONS connections for ${DURATION} s (+${WARMUP} s warm-up), then open loop at $RATE requests/s for latency."
     echo "- **OFF**: a key without limits and a model without a price — no counters call at all. **ON**: a key with RPM 100,000,000 and RPD 1,000,000,000 (never reached) and a priced model — rate check, worst-case balance reservation and settlement for every request."
     echo "- Modes: embedded (in-process counters) and redis (a private \`redis-server\` on CPU 0, \`--redis-url\`)."
-    echo "- $REPS repetitions, OFF and ON alternating within each; **medians**. Quiet-wait before each measurement (< 25 % of a core busy, at most ${QUIET_WAIT} s): ${QUIET_WAITED} s waited, ${BUSY_RUNS} measurement(s) started on a busy machine."
+    echo "- $REPS repetitions, OFF and ON alternating within each; **medians**. Quiet-wait before each measurement (< 25 % of a core and the disk < 10 % busy, at most ${QUIET_WAIT} s): ${QUIET_WAITED} s waited, ${BUSY_RUNS} measurement(s) started on a busy machine."
     echo
     echo "## Summary"
     echo

@@ -64,10 +64,8 @@ LOADGEN_BIN="$BUILD/conduit-loadgen"
 REF_BIN="$BUILD/conduit-ws-ref-server"
 
 log() { printf '[hubs %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 for tool in jq curl sqlite3; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool is required (apt-get install jq curl sqlite3)"
@@ -117,15 +115,6 @@ COMMANDS="$TMP/commands.txt"
 RESULTS="$TMP/results.jsonl"
 : >"$RESULTS"
 
-stop_pid() { # PID
-    kill -TERM "$1" 2>/dev/null || true
-    for _ in $(seq 1 100); do
-        kill -0 "$1" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-}
 
 cleanup() {
     local pid
@@ -141,17 +130,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-quote_cmd() {
-    local out="" a
-    for a in "$@"; do
-        if [[ "$a" =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]]; then
-            out+="$a "
-        else
-            out+="'${a//\'/\'\\\'\'}' "
-        fi
-    done
-    printf '%s' "${out% }"
-}
 NOTED=" "
 note_cmd() { # LABEL COMMAND... (once per label)
     local label="$1"
@@ -161,92 +139,20 @@ note_cmd() { # LABEL COMMAND... (once per label)
     printf '# %s\n%s\n' "$label" "$(quote_cmd "$@")" >>"$COMMANDS"
 }
 
-start_bg() { # NAME CMD... → LAST_PID
-    local name="$1"
-    shift
-    "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
-    LAST_PID=$!
-    PIDS+=("$LAST_PID")
-}
-forget_pid() { # PID
-    local keep=() p
-    for p in "${PIDS[@]}"; do
-        [[ "$p" == "$1" ]] || keep+=("$p")
-    done
-    PIDS=("${keep[@]}")
-}
 
-listening_url() { # NAME → URL from "listening on http://..." in $TMP/NAME.out
-    local url=""
-    for _ in $(seq 1 100); do
-        url="$(sed -n 's#.*listening on \(http://[^ ]*\).*#\1#p' "$TMP/$1.out" 2>/dev/null | head -1)"
-        [[ -n "$url" ]] && break
-        sleep 0.05
-    done
-    [[ -n "$url" ]] || die "$1 did not start: $(cat "$TMP/$1.err")"
-    printf '%s' "$url"
-}
 
-free_port() {
-    local p
-    for _ in $(seq 1 200); do
-        p=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-            echo "$p"
-            return
-        fi
-    done
-    die "no free port found"
-}
 
-wait_http() { # URL TIMEOUT_S
-    local deadline=$((SECONDS + $2))
-    while ((SECONDS < deadline)); do
-        curl -s -o /dev/null -m 1 "$1" && return 0
-        sleep 0.1
-    done
-    return 1
-}
 
-cpu_ticks() { # PID → utime + stime (all threads)
-    if [[ -z "$1" || ! -r "/proc/$1/stat" ]]; then
-        echo 0
-        return
-    fi
-    awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$1/stat" 2>/dev/null || echo 0
-}
-machine_busy_ticks() { awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
 rss_kb() { awk '$1 == "VmRSS:" {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 DISK="$(df --output=source "${TMPDIR:-/tmp}" 2>/dev/null | tail -1)"
 DISK="${DISK##*/}"
-disk_io_ms() { awk -v d="$DISK" '$3 == d {print $13; found = 1} END {if (!found) print 0}' /proc/diskstats; }
 
 # The machine is shared: before a measurement, wait (bounded) until other work quiets down:
 # CPU busy < QUIET_PCT % of a core and the data disk busy < QUIET_DISK_PCT % over a second.
 QUIET_WAITED=0
 BUSY_RUNS=0
 LAST_QUIET_PCT=0
-wait_quiet() {
-    local deadline=$((SECONDS + QUIET_WAIT)) b0 b1 d0 d1 pct disk
-    while :; do
-        b0="$(machine_busy_ticks)"
-        d0="$(disk_io_ms)"
-        sleep 1
-        b1="$(machine_busy_ticks)"
-        d1="$(disk_io_ms)"
-        pct=$((100 * (b1 - b0) / CLK_TCK))
-        disk=$(((d1 - d0) / 10))
-        LAST_QUIET_PCT=$pct
-        ((pct < QUIET_PCT && disk < QUIET_DISK_PCT)) && return 0
-        if ((SECONDS >= deadline)); then
-            log "machine still busy ($pct % of a core, disk $disk % busy); measuring anyway"
-            BUSY_RUNS=$((BUSY_RUNS + 1))
-            return 0
-        fi
-        QUIET_WAITED=$((QUIET_WAITED + 1))
-    done
-}
 
 # ---------------------------------------------------------------------------------------------
 # Servers: Conduit instances (fresh data dir per repetition; a second instance shares it) and the
@@ -570,10 +476,6 @@ fmt1() { awk -v v="$1" 'BEGIN { if (v == "nan" || v == "") print "–"; else pri
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "nan" || b == "nan" || b == 0) print "–"; else printf "%.2f", a / b }'; }
 at_most() { # VALUE LIMIT
     awk -v v="$1" -v t="$2" 'BEGIN { if (v == "nan" || v == "") print "n/a"; else if (v + 0 <= t + 0) print "**PASS**"; else print "**FAIL**" }'
-}
-row() {
-    local IFS='|'
-    printf '| %s |\n' "$*" | sed 's/|/ | /g; s/^ | /| /; s/  *|$/ |/'
 }
 fanout_verdict() { # SCENARIO P99 LIMIT: within the limit and every broadcast reached every session
     if [[ "$(total "$1" delivered)" != "$(total "$1" expected)" ]]; then
