@@ -40,6 +40,10 @@ GatewayMetrics::GatewayMetrics(obs::Registry& r)
           static std::atomic<uint64_t> next{1};
           return next.fetch_add(1, std::memory_order_relaxed);
       }()) {
+    for (size_t i = 0; i < kRequestTypes.size(); ++i) {
+        usage_requests_by_type[i] = &usage_requests.With({kRequestTypes[i]});
+        usage_failures_by_type[i] = &usage_failures.With({kRequestTypes[i]});
+    }
     // The original's dollar-denominated total, derived from the exact micro-unit counter.
     auto* micros = &spend_micros;
     r.AddCallbackCounter("conduit_usage_tracking_cost_dollars", "Spend recorded, in dollars.",

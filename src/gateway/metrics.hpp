@@ -2,7 +2,9 @@
 
 #include "obs/metrics.hpp"
 
+#include <array>
 #include <cstdint>
+#include <string_view>
 
 namespace conduit::gateway {
 
@@ -22,6 +24,12 @@ struct GatewayMetrics {
     obs::CounterFamily& usage_failures;       // conduit_usage_tracking_failures_total{type}
     obs::CounterFamily& key_requests;         // conduit_virtualkey_requests_total{virtual_key}
     obs::CounterFamily& key_spend_micros;     // conduit_virtualkey_spend_micros_total{virtual_key}
+    /// The request types of the proxy, in OpenAIProxy::Kind order, and their usage series
+    /// resolved once (a family lookup takes a lock).
+    static constexpr std::array<std::string_view, 4> kRequestTypes = {"chat", "completion",
+                                                                      "embedding", "image"};
+    std::array<obs::Counter*, 4> usage_requests_by_type{};
+    std::array<obs::Counter*, 4> usage_failures_by_type{};
     /// Process-unique id of this object (per-thread memos of its series key on it: addresses
     /// repeat).
     const uint64_t uid;

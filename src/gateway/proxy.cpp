@@ -41,6 +41,12 @@ std::string_view UpstreamPath(Kind kind) {
     return "/";
 }
 
+static_assert(GatewayMetrics::kRequestTypes[static_cast<size_t>(Kind::kChat)] == "chat" &&
+              GatewayMetrics::kRequestTypes[static_cast<size_t>(Kind::kCompletion)] ==
+                  "completion" &&
+              GatewayMetrics::kRequestTypes[static_cast<size_t>(Kind::kEmbedding)] == "embedding" &&
+              GatewayMetrics::kRequestTypes[static_cast<size_t>(Kind::kImage)] == "image");
+
 std::string_view KindName(Kind kind) {
     switch (kind) {
         case Kind::kChat:
@@ -674,13 +680,14 @@ void ProxyCall::Observe(const domain::RequestLogRow& row, bool billable) {
     }
     it->second.first->Inc();
     const std::string_view type = KindName(kind);
+    const auto k = static_cast<size_t>(kind);  // GatewayMetrics::kRequestTypes order
     if (billable) {
-        deps.metrics.usage_requests.With({type}).Inc();
+        deps.metrics.usage_requests_by_type[k]->Inc();
         if (row.cost > 0) {
             it->second.second->Inc(static_cast<uint64_t>(row.cost));
         }
     } else {
-        deps.metrics.usage_failures.With({type}).Inc();
+        deps.metrics.usage_failures_by_type[k]->Inc();
     }
     // One structured line per request (JSON logs: top-level fields), never a secret.
     if (spdlog::should_log(spdlog::level::info)) {
