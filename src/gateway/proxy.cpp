@@ -160,6 +160,9 @@ struct ProxyCall : std::enable_shared_from_this<ProxyCall> {
     /// Starts the next attempt: the first deployment of the plan (from plan_pos) whose breaker
     /// admits it. False when none is left.
     bool Launch();
+    /// Starts an attempt on `deployment` (its breaker already admitted it) with fresh
+    /// per-attempt state.
+    void StartAttempt();
     void Start(std::string upstream_body);
     /// After a failed attempt that may be retried: starts the next one (now, or after a
     /// backoff when the same deployment is tried again) and returns true; false when the
@@ -189,6 +192,11 @@ bool ProxyCall::Launch() {
         return false;
     }
     deployment = plan[plan_pos];
+    StartAttempt();
+    return true;
+}
+
+void ProxyCall::StartAttempt() {
     acquired = true;
     ++attempts;
     if (attempts > 1) {
@@ -204,7 +212,6 @@ bool ProxyCall::Launch() {
     scanner = json::SseScanner{};
     translator.reset();
     Start(UpstreamBody());
-    return true;
 }
 
 void ProxyCall::ReleaseAttempt() {
@@ -291,14 +298,7 @@ bool ProxyCall::Retry(bool key_rejected, bool timed_out) {
         if (!health->TryAcquire(*deployment, SteadyNowMs())) {
             return false;
         }
-        acquired = true;
-        ++attempts;
-        ex->extra_headers().Set("X-Conduit-Attempts", std::to_string(attempts));
-        upstream_status = 0;
-        upstream_headers = net::Headers{};
-        body.clear();
-        finished = false;
-        Start(UpstreamBody());
+        StartAttempt();
         return true;
     }
     ReleaseAttempt();
