@@ -761,19 +761,26 @@ public:
         });
     }
 
-    Result<bool> DeleteGroup(Id id) override {
+    /// Deletes row `id` of `table`; false when there was none. `restricted` (non-empty) is the
+    /// kConflict message when a foreign key forbids the delete (SQLSTATE 23503).
+    Result<bool> DeleteRow(std::string_view table, Id id, std::string restricted = {}) {
         return Run([&](Conn& c) -> Result<bool> {
-            // virtual_keys.group_id is ON DELETE RESTRICT: a group with keys is a 23503.
-            auto n = Changes(c, "DELETE FROM virtual_key_groups WHERE id = $1", Params().Int(id));
+            auto n =
+                Changes(c, fmt::format("DELETE FROM {} WHERE id = $1", table), Params().Int(id));
             if (!n) {
-                if (c.last_sqlstate() == "23503") {
-                    return Fail(ErrorCode::kConflict,
-                                fmt::format("virtual key group {} still has virtual keys", id));
+                if (!restricted.empty() && c.last_sqlstate() == "23503") {
+                    return Fail(ErrorCode::kConflict, restricted);
                 }
                 return Err(n);
             }
             return *n > 0;
         });
+    }
+
+    Result<bool> DeleteGroup(Id id) override {
+        // virtual_keys.group_id is ON DELETE RESTRICT: a group with keys is a 23503.
+        return DeleteRow("virtual_key_groups", id,
+                         fmt::format("virtual key group {} still has virtual keys", id));
     }
 
     Result<std::optional<GroupTransaction>> AdjustBalance(Id group_id,
@@ -952,15 +959,7 @@ public:
         });
     }
 
-    Result<bool> DeleteKey(Id id) override {
-        return Run([&](Conn& c) -> Result<bool> {
-            auto n = Changes(c, "DELETE FROM virtual_keys WHERE id = $1", Params().Int(id));
-            if (!n) {
-                return Err(n);
-            }
-            return *n > 0;
-        });
-    }
+    Result<bool> DeleteKey(Id id) override { return DeleteRow("virtual_keys", id); }
 
     // --- Providers ---
 
@@ -1018,18 +1017,9 @@ public:
     }
 
     Result<bool> DeleteProvider(Id id) override {
-        return Run([&](Conn& c) -> Result<bool> {
-            // provider_keys go with it (CASCADE); model_mappings RESTRICT it (a 23503).
-            auto n = Changes(c, "DELETE FROM providers WHERE id = $1", Params().Int(id));
-            if (!n) {
-                if (c.last_sqlstate() == "23503") {
-                    return Fail(ErrorCode::kConflict,
-                                fmt::format("provider {} is still used by model mappings", id));
-                }
-                return Err(n);
-            }
-            return *n > 0;
-        });
+        // provider_keys go with it (CASCADE); model_mappings RESTRICT it (a 23503).
+        return DeleteRow("providers", id,
+                         fmt::format("provider {} is still used by model mappings", id));
     }
 
     // --- Provider keys ---
@@ -1141,15 +1131,7 @@ public:
         });
     }
 
-    Result<bool> DeleteProviderKey(Id id) override {
-        return Run([&](Conn& c) -> Result<bool> {
-            auto n = Changes(c, "DELETE FROM provider_keys WHERE id = $1", Params().Int(id));
-            if (!n) {
-                return Err(n);
-            }
-            return *n > 0;
-        });
-    }
+    Result<bool> DeleteProviderKey(Id id) override { return DeleteRow("provider_keys", id); }
 
     // --- Model mappings ---
 
@@ -1210,14 +1192,8 @@ public:
     }
 
     Result<bool> DeleteMapping(Id id) override {
-        return Run([&](Conn& c) -> Result<bool> {
-            // Cost links go with it (ON DELETE CASCADE).
-            auto n = Changes(c, "DELETE FROM model_mappings WHERE id = $1", Params().Int(id));
-            if (!n) {
-                return Err(n);
-            }
-            return *n > 0;
-        });
+        // Cost links go with it (ON DELETE CASCADE).
+        return DeleteRow("model_mappings", id);
     }
 
     // --- Model costs ---
@@ -1309,15 +1285,7 @@ public:
         });
     }
 
-    Result<bool> DeleteCost(Id id) override {
-        return Run([&](Conn& c) -> Result<bool> {
-            auto n = Changes(c, "DELETE FROM model_costs WHERE id = $1", Params().Int(id));
-            if (!n) {
-                return Err(n);
-            }
-            return *n > 0;
-        });
-    }
+    Result<bool> DeleteCost(Id id) override { return DeleteRow("model_costs", id); }
 
     // --- Snapshot load ---
 
