@@ -14,14 +14,19 @@
 # `eval "$(scripts/engines.sh start all | grep ^export)"` to load them into a shell.
 #
 # Environment: CONDUIT_ENGINES_DIR (state, default /tmp/conduit-engines), CONDUIT_AMQP_PORT
-# (5699), CONDUIT_REDIS_PORT (6390), CONDUIT_PG_PORT (5499).
+# (5699), CONDUIT_REDIS_PORT (6390), CONDUIT_PG_PORT (5499). A second, private RabbitMQ beside the
+# default one needs its own node name and ports: CONDUIT_RMQ_NODE (conduit@localhost),
+# CONDUIT_RMQ_DIST_PORT (Erlang distribution port, default AMQP port + 20000) and optionally
+# CONDUIT_EPMD_PORT (a private epmd for the node and its CLI tools; default: the shared one, 4369).
 set -euo pipefail
 
 STATE="${CONDUIT_ENGINES_DIR:-/tmp/conduit-engines}"
 AMQP_PORT="${CONDUIT_AMQP_PORT:-5699}"
 REDIS_PORT="${CONDUIT_REDIS_PORT:-6390}"
 PG_PORT="${CONDUIT_PG_PORT:-5499}"
-RMQ_NODE="conduit@localhost"
+RMQ_NODE="${CONDUIT_RMQ_NODE:-conduit@localhost}"
+RMQ_DIST_PORT="${CONDUIT_RMQ_DIST_PORT:-$((AMQP_PORT + 20000))}"
+EPMD_PORT="${CONDUIT_EPMD_PORT:-}"
 
 log() { printf 'engines: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -92,7 +97,7 @@ rmq_env() {
     RABBITMQ_NODENAME="$RMQ_NODE"
     RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
     RABBITMQ_NODE_PORT="$AMQP_PORT"
-    RABBITMQ_DIST_PORT=$((AMQP_PORT + 20000))
+    RABBITMQ_DIST_PORT="$RMQ_DIST_PORT"
     ERL_EPMD_ADDRESS=127.0.0.1
     RABBITMQ_MNESIA_BASE="$dir/mnesia"
     RABBITMQ_LOG_BASE="$dir/log"
@@ -103,6 +108,7 @@ rmq_env() {
     # Erlang distribution (used by the CLI tools) on loopback only.
     RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
   )
+  [ -z "$EPMD_PORT" ] || RMQ_ENV+=(ERL_EPMD_PORT="$EPMD_PORT")
 }
 
 rmq_ctl() {
@@ -247,7 +253,7 @@ env_postgres() { echo "export CONDUIT_TEST_PG=postgresql://postgres@127.0.0.1:$P
 # ---------------------------------------------------------------- main
 
 usage() {
-  sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
