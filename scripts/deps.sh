@@ -10,6 +10,7 @@ PKGS=(
   libhiredis-dev libpq-dev librabbitmq-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-format nodejs chromium
+  nginx  # the load balancer of the e2e cluster (tests/e2e/cluster.mjs)
 )
 missing=()
 for p in "${PKGS[@]}"; do

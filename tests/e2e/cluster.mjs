@@ -1,0 +1,275 @@
+// A Conduit cluster for the e2e suites: N gateway instances sharing PostgreSQL (a fresh database
+// per cluster), Redis (own key prefix) and RabbitMQ (own vhost when rabbitmqctl is usable), behind
+// nginx rendered from deploy/nginx/conduit.conf (deploy/nginx/render.sh) and run unprivileged in
+// a temporary prefix directory. Engines come from scripts/engines.sh: CONDUIT_TEST_PG,
+// CONDUIT_TEST_REDIS and CONDUIT_TEST_AMQP.
+import { spawn, execFileSync } from 'node:child_process';
+import {
+  chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync,
+} from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startGateway, freePort, waitFor, MASTER_KEY } from './harness.mjs';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+export const RENDER = path.resolve(HERE, '../../deploy/nginx/render.sh');
+export const NGINX_BIN = process.env.NGINX_BIN ?? '/usr/sbin/nginx';
+
+/** Why a cluster cannot start here (missing engine or nginx), or false. */
+export function clusterSkipReason() {
+  const missing = ['CONDUIT_TEST_PG', 'CONDUIT_TEST_REDIS', 'CONDUIT_TEST_AMQP'].filter((v) => !process.env[v]);
+  if (missing.length) return `needs ${missing.join(', ')} (scripts/engines.sh start all)`;
+  if (!existsSync(NGINX_BIN)) return `needs nginx (${NGINX_BIN}; apt-get install nginx)`;
+  return false;
+}
+
+function psql(url, sql) {
+  return execFileSync('psql', ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-d', url, '-c', sql], {
+    encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'],
+  }).trim();
+}
+
+function rabbitmqctl(args) {
+  const prefix = process.env.CONDUIT_RABBITMQCTL
+    ? process.env.CONDUIT_RABBITMQCTL.split(' ').filter(Boolean)
+    : ['runuser', '-u', 'rabbitmq', '--', 'env', 'HOME=/var/lib/rabbitmq',
+      'ERL_EPMD_ADDRESS=127.0.0.1', '/usr/lib/rabbitmq/bin/rabbitmqctl', '-q',
+      '-n', process.env.CONDUIT_RABBITMQ_NODE ?? 'conduit@localhost'];
+  return execFileSync(prefix[0], [...prefix.slice(1), ...args], {
+    encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 60000,
+  });
+}
+
+/**
+ * Renders deploy/nginx/conduit.conf for `nodes` ("host:port" each) and starts nginx on
+ * 127.0.0.1:`port` as a foreground process with its own prefix directory (config, pid, temp
+ * files, logs). Resolves once nginx accepts connections. `template`: another template to render.
+ */
+export async function startNginx(nodes, { port, maxBody = '32m', template } = {}) {
+  const listenPort = port ?? await freePort();
+  const prefix = mkdtempSync(path.join(tmpdir(), 'conduit-nginx-'));
+  // nginx started as root runs its workers as nobody: they must reach the temp directories.
+  chmodSync(prefix, 0o755);
+  const accessLog = path.join(prefix, 'access.log');
+  const errorLog = path.join(prefix, 'error.log');
+  const conduitConf = execFileSync('sh', [RENDER, '--listen', `127.0.0.1:${listenPort}`,
+    '--max-body', maxBody, '--access-log', accessLog, ...(template ? ['--template', template] : []), ...nodes],
+  { encoding: 'utf8' });
+  writeFileSync(path.join(prefix, 'conduit.conf'), conduitConf);
+  writeFileSync(path.join(prefix, 'nginx.conf'), [
+    'worker_processes 1;',
+    `pid ${path.join(prefix, 'nginx.pid')};`,
+    `error_log ${errorLog} warn;`,
+    'events { worker_connections 4096; }',
+    'http {',
+    `    client_body_temp_path ${path.join(prefix, 'client_body')};`,
+    `    proxy_temp_path ${path.join(prefix, 'proxy')};`,
+    `    fastcgi_temp_path ${path.join(prefix, 'fastcgi')};`,
+    `    uwsgi_temp_path ${path.join(prefix, 'uwsgi')};`,
+    `    scgi_temp_path ${path.join(prefix, 'scgi')};`,
+    `    include ${path.join(prefix, 'conduit.conf')};`,
+    '}',
+    '',
+  ].join('\n'));
+  const proc = spawn(NGINX_BIN, ['-p', prefix, '-e', errorLog, '-c', path.join(prefix, 'nginx.conf'),
+    '-g', 'daemon off;'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  proc.stdout.on('data', (d) => { out += d; });
+  proc.stderr.on('data', (d) => { out += d; });
+  const exited = new Promise((r) => proc.once('exit', (code, signal) => r({ code, signal })));
+  const base = `http://127.0.0.1:${listenPort}`;
+  const readLog = (file) => (existsSync(file) ? readFileSync(file, 'utf8') : '');
+  try {
+    await waitFor(async () => {
+      if (proc.exitCode !== null) throw new Error(`nginx exited ${proc.exitCode}: ${out}${readLog(errorLog)}`);
+      try {
+        await (await fetch(`${base}/health/live`)).text();
+        return true;
+      } catch {
+        return false;
+      }
+    }, 10000, 'nginx listening');
+  } catch (e) {
+    proc.kill('SIGKILL');
+    rmSync(prefix, { recursive: true, force: true });
+    throw e;
+  }
+  return {
+    proc,
+    port: listenPort,
+    base,
+    prefix,
+    config: conduitConf,
+    /** Parsed access-log lines: {method, uri, status, upstream (last address tried)}. */
+    accessLog() {
+      return readLog(accessLog).split('\n').filter(Boolean).map((line) => {
+        const m = line.match(/"(\S+) (\S+) [^"]*" (\d+) \d+ \S+ upstream=(\S*(?:, \S+)*) /);
+        if (!m) return { line };
+        const ups = m[4].split(', ');
+        return { method: m[1], uri: m[2], status: Number(m[3]), upstream: ups.at(-1), line };
+      });
+    },
+    errorLog: () => readLog(errorLog),
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
+      await exited;
+      rmSync(prefix, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * Starts `n` gateway instances on shared engines, then nginx in front of them. `args` are added
+ * to every instance's command line. Resolves with
+ *   {base (nginx), nginx, instances: [gateway as harness.startGateway returns], admin(...) (via
+ *    instance 0), database, redisPrefix, vhost, mediaDir, stop()}.
+ */
+export async function startCluster({ n = 3, args = [], env = {}, name = 'cluster' } = {}) {
+  const reason = clusterSkipReason();
+  if (reason) throw new Error(reason);
+  const tag = `${name}_${process.pid}_${Date.now()}`.replace(/[^A-Za-z0-9_]/g, '_').toLowerCase();
+  const cluster = { instances: [], nginx: null, vhost: null, database: null };
+  const cleanup = async () => {
+    await cluster.nginx?.stop().catch(() => {});
+    await Promise.all(cluster.instances.map((g) => g.stop().catch(() => {})));
+    if (cluster.mediaDir) rmSync(cluster.mediaDir, { recursive: true, force: true });
+    if (cluster.database) {
+      try { psql(process.env.CONDUIT_TEST_PG, `DROP DATABASE IF EXISTS ${cluster.database} WITH (FORCE)`); } catch { /* best effort */ }
+    }
+    if (cluster.vhost) {
+      try { rabbitmqctl(['delete_vhost', cluster.vhost]); } catch { /* best effort */ }
+    }
+  };
+  try {
+    psql(process.env.CONDUIT_TEST_PG, `CREATE DATABASE ${tag}`);
+    cluster.database = tag;
+    const dbUrl = new URL(process.env.CONDUIT_TEST_PG);
+    dbUrl.pathname = `/${tag}`;
+    const amqp = new URL(process.env.CONDUIT_TEST_AMQP);
+    const user = decodeURIComponent(amqp.username || 'guest');
+    try {
+      rabbitmqctl(['add_vhost', tag]);
+      rabbitmqctl(['set_permissions', '-p', tag, user, '.*', '.*', '.*']);
+      cluster.vhost = tag;
+    } catch (e) {
+      console.log(`# rabbitmqctl unavailable (${String(e.message).split('\n')[0]}): using the default vhost`);
+    }
+    cluster.redisPrefix = `${tag}:`;
+    cluster.mediaDir = mkdtempSync(path.join(tmpdir(), 'conduit-cluster-media-'));
+    const nginxPort = await freePort();
+    const common = [
+      '--database-url', dbUrl.toString(),
+      '--redis-url', process.env.CONDUIT_TEST_REDIS, '--redis-prefix', cluster.redisPrefix,
+      '--rabbitmq-host', amqp.hostname, '--rabbitmq-port', amqp.port || '5672',
+      '--rabbitmq-username', user, '--rabbitmq-password', decodeURIComponent(amqp.password || 'guest'),
+      ...(cluster.vhost ? ['--rabbitmq-vhost', cluster.vhost] : []),
+      // Media written by one instance's worker is served by any instance.
+      '--media-dir', cluster.mediaDir,
+      '--public-base-url', `http://127.0.0.1:${nginxPort}`,
+      ...args,
+    ];
+    const instanceEnv = {
+      CONDUIT_MASTER_KEY: MASTER_KEY,
+      // Every instance must decrypt the provider credentials another one stored.
+      CONDUIT_ENCRYPTION_KEY: `e2e-${tag}-encryption-key`,
+      ...env,
+    };
+    // Instance 0 first (it applies the migrations), then the others together: the advisory lock
+    // makes concurrent start-ups safe too, but a failure is easier to read this way.
+    cluster.instances.push(await startGateway(common, { env: instanceEnv }));
+    const rest = await Promise.allSettled(
+      Array.from({ length: n - 1 }, () => startGateway(common, { env: instanceEnv })));
+    for (const r of rest) if (r.status === 'fulfilled') cluster.instances.push(r.value);
+    const failed = rest.find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    cluster.nginx = await startNginx(cluster.instances.map((g) => `127.0.0.1:${g.port}`), { port: nginxPort });
+  } catch (e) {
+    await cleanup();
+    throw e;
+  }
+  const { instances, nginx } = cluster;
+  return {
+    ...cluster,
+    base: nginx.base,
+    port: nginx.port,
+    admin: (...a) => instances[0].admin(...a),
+    /** Index of the instance listening on "host:port" (as nginx logs it), or -1. */
+    indexOf: (addr) => instances.findIndex((g) => addr === `127.0.0.1:${g.port}`),
+    /** Waits until `probe(instance)` holds on every instance (config propagation). */
+    async onAll(probe, ms = 5000, what = 'condition on every instance') {
+      await waitFor(async () => (await Promise.all(instances.map(probe))).every(Boolean), ms, what);
+    },
+    output: () => instances.map((g, i) => `--- instance ${i}\n${g.output()}`).join('\n'),
+    stop: cleanup,
+  };
+}
+
+/**
+ * The pid, among `pids`, of the process holding the client end of the loopback TCP connection
+ * from `clientPort` to `serverPort` (from /proc/net/tcp* and /proc/<pid>/fd), or null.
+ */
+export function ownerOfConnection(clientPort, serverPort, pids) {
+  const hex = (p) => p.toString(16).toUpperCase().padStart(4, '0');
+  let inode = null;
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    if (!existsSync(table)) continue;
+    for (const line of readFileSync(table, 'utf8').split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length < 10) continue;
+      if (f[1].endsWith(`:${hex(clientPort)}`) && f[2].endsWith(`:${hex(serverPort)}`)) inode = f[9];
+    }
+  }
+  if (!inode) return null;
+  const link = `socket:[${inode}]`;
+  for (const pid of pids) {
+    let fds = [];
+    try { fds = readdirSync(`/proc/${pid}/fd`); } catch { continue; }
+    for (const fd of fds) {
+      try {
+        if (readlinkSync(`/proc/${pid}/fd/${fd}`) === link) return pid;
+      } catch { /* closed meanwhile */ }
+    }
+  }
+  return null;
+}
+
+/**
+ * A loopback TCP relay to 127.0.0.1:`targetPort` that records which process opened each
+ * connection (`pids()` lists the candidates) and how many HTTP requests with a request line
+ * matching `count` it carried: `requests` maps pid (or null) → count.
+ */
+export async function startTap(targetPort, pids, count = /^(GET|POST|PUT|DELETE) /gm) {
+  const requests = new Map();
+  const sockets = new Set();
+  const server = net.createServer((client) => {
+    sockets.add(client);
+    client.on('close', () => sockets.delete(client));
+    const owner = ownerOfConnection(client.remotePort, server.address().port, pids());
+    const upstream = net.connect(targetPort, '127.0.0.1');
+    client.on('data', (d) => {
+      const n = (d.toString('latin1').match(count) ?? []).length;
+      if (n) requests.set(owner, (requests.get(owner) ?? 0) + n);
+    });
+    sockets.add(upstream);
+    upstream.on('close', () => sockets.delete(upstream));
+    client.pipe(upstream);
+    upstream.pipe(client);
+    const end = () => { client.destroy(); upstream.destroy(); };
+    client.on('error', end);
+    upstream.on('error', end);
+    client.on('close', end);
+    upstream.on('close', end);
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address();
+  return {
+    port,
+    base: `http://127.0.0.1:${port}`,
+    requests,
+    close() {
+      return new Promise((r) => { server.close(() => r()); for (const s of sockets) s.destroy(); });
+    },
+  };
+}
