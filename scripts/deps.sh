@@ -11,6 +11,7 @@ PKGS=(
   libgtest-dev libgmock-dev libbenchmark-dev
   clang-format nodejs chromium
   nginx  # the load balancer of the e2e cluster (tests/e2e/cluster.mjs)
+  python3-yaml  # scripts/check-deploy.sh parses the compose and Kubernetes files
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -27,6 +27,9 @@ step "configure + build (release)"
 cmake --preset release >/dev/null
 cmake --build --preset release
 
+step "deployment artefacts vs the binary (deploy/, docs/operations.md)"
+./scripts/check-deploy.sh build/release
+
 step "e2e (node, official openai client)"
 ./scripts/e2e.sh build/release
 
