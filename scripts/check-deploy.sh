@@ -15,6 +15,13 @@ target="${1:-build/release}"
 bin="$target"
 [ -d "$target" ] && bin="$target/conduit"
 [ -x "$bin" ] || { echo "check-deploy: no conduit executable at $bin" >&2; exit 2; }
-python3 -c 'import yaml' 2>/dev/null ||
-  { echo "check-deploy: python3-yaml is missing (scripts/deps.sh installs it)" >&2; exit 2; }
-exec python3 scripts/check_deploy.py "$bin"
+# The first Python 3 with PyYAML: the one on PATH, else Debian's (python3-yaml, scripts/deps.sh).
+py=""
+for candidate in python3 /usr/bin/python3; do
+  if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import yaml' 2>/dev/null; then
+    py="$candidate"
+    break
+  fi
+done
+[ -n "$py" ] || { echo "check-deploy: no python3 with PyYAML (scripts/deps.sh installs python3-yaml)" >&2; exit 2; }
+exec "$py" scripts/check_deploy.py "$bin"

@@ -566,6 +566,11 @@ def check_compose(binary, opts, used_flags, nginx_bin):
        f"healthcheck {sorted(health)}, stop_grace_period ≥ grace + 10 s, shared media volume), "
        f"PostgreSQL pools {len(gateways)} × {pool} ≤ max_connections {max_conn} - {PG_RESERVED}")
 
+    base = urllib.parse.urlsplit(first.get("CONDUIT_PUBLIC_BASE_URL", ""))
+    published = [str(p).split(":")[0] for p in (services.get("nginx") or {}).get("ports") or []]
+    if base.port is None or str(base.port) not in published:
+        fail(f"docker-compose.yml: CONDUIT_PUBLIC_BASE_URL {base.geturl()} is not nginx's published "
+             f"port {published} (media URLs would not reach the balancer)")
     stop = min(seconds(str(s.get("stop_grace_period", "10s"))) for s in gateways.values())
     trial(binary, "compose gateway settings (embedded mode)", embedded(first),
           sorted(health | {"/health/live"}), stop)
@@ -607,7 +612,6 @@ def check_nginx(svc, gateways, port, gw_env, opts, nginx_bin):
     try:
         # nginx -t resolves upstream names: the compose names become loopback addresses.
         local = [f"127.0.0.1:{20001 + i}" for i in range(len(nodes))]
-        args = ["sh", render] + [o for o in options if o]
         args = ["sh", render, "--access-log", os.path.join(tmp, "access.log")] + \
             [x for pair in opt.items() if pair[0] != "--access-log" for x in pair] + local
         r = subprocess.run(args, capture_output=True, text=True, timeout=30, check=False)
