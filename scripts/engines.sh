@@ -127,7 +127,11 @@ rmq_ready() {
 start_rabbitmq() {
   install_pkgs rabbitmq-server
   local dir="$STATE/rabbitmq"
-  if port_open "$AMQP_PORT" && rmq_ping; then
+  if port_open "$AMQP_PORT"; then
+    # Running (the CLI tools can be slow to reach a busy node: a second server must not be
+    # started over it, its failure would delete the running node's pid file).
+    wait_until "rabbitmq ping" 60 rmq_ping ||
+      die "something listens on 127.0.0.1:$AMQP_PORT but node $RMQ_NODE does not answer"
     log "rabbitmq already running on 127.0.0.1:$AMQP_PORT"
   else
     $SUDO mkdir -p "$dir/mnesia" "$dir/log"
@@ -153,7 +157,13 @@ stop_rabbitmq() {
   local dir="$STATE/rabbitmq"
   [ -x /usr/lib/rabbitmq/bin/rabbitmqctl ] || return 0
   if port_open "$AMQP_PORT" || rmq_ping; then
-    rmq_ctl rabbitmqctl -q -n "$RMQ_NODE" stop "$dir/rabbitmq.pid" >/dev/null 2>&1 || true
+    # With a pid file, `stop` returns once the process is gone; without one it would wait for
+    # the file to appear, so it is only passed when it exists.
+    local pidfile=()
+    [ -f "$dir/rabbitmq.pid" ] && pidfile=("$dir/rabbitmq.pid")
+    rmq_ctl rabbitmqctl -q -n "$RMQ_NODE" stop "${pidfile[@]}" >/dev/null 2>&1 || true
+    wait_until "rabbitmq shutdown" 60 bash -c "! (exec 3<>/dev/tcp/127.0.0.1/$AMQP_PORT)" ||
+      die "rabbitmq did not stop"
   fi
   if [ -f "$dir/rabbitmq.pid" ]; then
     local pid
