@@ -44,8 +44,8 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import crypto from 'node:crypto';
 import net from 'node:net';
-import { execFile, fork } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile, fork, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -132,10 +132,37 @@ async function psql(db, sql) {
   return stdout.split('\n').filter((l) => l !== '').map((l) => l.split('\t'));
 }
 
-async function engines(cmd, engine) {
+/**
+ * scripts/engines.sh `cmd` `engine`, bounded: after `ms` its whole process group is killed (the
+ * RabbitMQ CLI tools it runs can hang on a loaded machine) and this rejects.
+ */
+function engines(cmd, engine, ms = 90000) {
   const t = Date.now();
-  await run(ENGINES, [cmd, engine], { env: process.env, timeout: 180000 });
-  log(`engines ${cmd} ${engine}: ${Date.now() - t} ms`);
+  return new Promise((resolve, reject) => {
+    const child = spawn(ENGINES, [cmd, engine], { env: process.env, detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (d) => { err += d; });
+    const timer = setTimeout(() => {
+      try { process.kill(-child.pid, 'SIGKILL'); } catch { /* gone */ }
+    }, ms);
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      if (code === 0) {
+        log(`engines ${cmd} ${engine}: ${Date.now() - t} ms`);
+        resolve();
+      } else {
+        reject(new Error(`scripts/engines.sh ${cmd} ${engine} failed after ${Date.now() - t} ms (${signal ?? `exit ${code}`}): ${err.trim().split('\n').slice(-3).join(' | ')}`));
+      }
+    });
+  });
+}
+
+/** Waits until nothing accepts connections on `port` and, if given, process `pid` is gone. */
+async function waitDown(port, pid, ms, what) {
+  await until(async () => {
+    if (pid) { try { process.kill(pid, 0); return false; } catch { /* gone */ } }
+    return !(await portOpen(port));
+  }, ms, what);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -338,20 +365,34 @@ test('chaos: kill -9 an instance, stop Redis, restart RabbitMQ under load', { sk
     const track = (p) => { inflight.add(p); p.finally(() => inflight.delete(p)); return p; };
     const chatOnce = async (n) => {
       const inst = instances[n % 3];
-      const rec = { n, inst: n % 3, t0: Date.now(), id: `chaos-chat-${n}` };
+      // Every fourth request streams (its usage comes in the last chunk).
+      const stream = n % 4 === 3;
+      const rec = { n, inst: n % 3, t0: Date.now(), id: `chaos-chat-${n}`, stream };
       chats.push(rec);
       try {
         const res = await fetch(`${inst.base}/v1/chat/completions`, {
           method: 'POST',
           headers: { Authorization: `Bearer ${keys[n % keys.length].key}`, 'Content-Type': 'application/json', 'X-Request-Id': rec.id },
-          body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: `chaos ${n}` }], max_tokens: 16 }),
+          body: JSON.stringify({
+            model: 'gpt-4o-mini', messages: [{ role: 'user', content: `chaos ${n}` }], max_tokens: 16,
+            ...(stream ? { stream: true, stream_options: { include_usage: true } } : {}),
+          }),
           signal: AbortSignal.timeout(20000),
         });
         const text = await res.text();
         rec.status = res.status;
-        if (res.status === 200) rec.usage = JSON.parse(text).usage;
-        else rec.body = text.slice(0, 200);
+        if (res.status !== 200) {
+          rec.body = text.slice(0, 200);
+        } else if (!stream) {
+          rec.usage = JSON.parse(text).usage;
+        } else {
+          const events = text.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6));
+          if (events.at(-1) !== '[DONE]') throw new Error('stream cut before [DONE]');
+          rec.usage = events.slice(0, -1).map((e) => JSON.parse(e)).find((e) => e.usage)?.usage;
+          if (!rec.usage) throw new Error('stream without a usage chunk');
+        }
       } catch (e) {
+        if (rec.status === 200) rec.status = 'cut';
         rec.err = String(e.cause?.code ?? e.name ?? e.message);
       }
       rec.t1 = Date.now();
@@ -472,6 +513,7 @@ test('chaos: kill -9 an instance, stop Redis, restart RabbitMQ under load', { sk
     report.faults.redis = f2;
     log('FAULT 2: stop Redis');
     await engines('stop', 'redis');
+    await waitDown(Number(new URL(REDIS).port), 0, 10000, 'the Redis port to close');
     f2.down = Date.now();
     await sleep(CFG.redisDownS * 1000);
     f2.startAt = Date.now();
@@ -485,17 +527,28 @@ test('chaos: kill -9 an instance, stop Redis, restart RabbitMQ under load', { sk
     const f3 = { at: Date.now() };
     report.faults.rabbitmq = f3;
     log('FAULT 3: restart RabbitMQ');
-    await engines('stop', 'rabbitmq');
+    const amqpPort = Number(amqp.port || 5672);
+    try {
+      await engines('stop', 'rabbitmq', 60000);
+    } catch (e) {
+      // rabbitmqctl did not get through: stop the node with SIGTERM (a graceful shutdown too).
+      const pidFile = path.join(process.env.CONDUIT_ENGINES_DIR ?? '/tmp/conduit-engines', 'rabbitmq/rabbitmq.pid');
+      if (!existsSync(pidFile)) throw e;
+      warn(`${e.message}; stopping RabbitMQ with SIGTERM instead`);
+      const pid = Number(readFileSync(pidFile, 'utf8').trim());
+      process.kill(pid, 'SIGTERM');
+      await waitDown(amqpPort, pid, 60000, 'RabbitMQ to stop after SIGTERM');
+    }
+    await waitDown(amqpPort, 0, 10000, 'the AMQP port to close');
     f3.down = Date.now();
     await sleep(CFG.rmqDownS * 1000);
     f3.startAt = Date.now();
-    const amqpPort = Number(amqp.port || 5672);
     let probing = true;
     const probe = (async () => {
       while (probing && !(await portOpen(amqpPort))) await sleep(100);
       f3.portOpen = Date.now();
     })();
-    await engines('start', 'rabbitmq');
+    await engines('start', 'rabbitmq', 150000);
     probing = false;
     await probe;
     f3.up = Date.now();
@@ -549,6 +602,12 @@ test('chaos: kill -9 an instance, stop Redis, restart RabbitMQ under load', { sk
     const twins = [...state.keys()].filter((id) => !taskById.has(id));
     if (twins.length) fail(`${twins.length} tasks in the store were never returned to a client (twins of a retried submission?): ${twins.slice(0, 5)}`);
     report.tasksRetried = accepted.filter((t) => (state.get(t.id)?.retry ?? 0) > 0).length;
+    // The faults must hit running work: tasks created before and completed after each fault.
+    const times = new Map((await psql(dbUrl, `SELECT id, created_at_ms, completed_at_ms FROM async_tasks WHERE virtual_key_id IN (${keyIds})`))
+      .map(([id, c, d]) => [id, [Number(c), Number(d)]]));
+    const openAt = (t) => accepted.filter((x) => { const [c, d] = times.get(x.id) ?? [0, 0]; return c < t && d > t; }).length;
+    report.tasksOpenAtFault = { kill: openAt(f1.at), redis: openAt(f2.down), rabbitmq: openAt(f3.down) };
+    if (report.tasksOpenAtFault.kill === 0) fail('no task was running when gw2 was killed (the load is too light to test anything)');
 
     // Exactly one upstream job per attempt.
     const jobs = (await (await fetch(`${mock.base}/mock/jobs`)).json()).data;
@@ -600,6 +659,13 @@ test('chaos: kill -9 an instance, stop Redis, restart RabbitMQ under load', { sk
       }, 60000, 'every webhook delivery delivered in the store');
     } catch {
       fail(`${openDeliveries.length} webhook deliveries are not delivered: ${openDeliveries.slice(0, 5).map((r) => r.join(' '))}`);
+    }
+    // One terminal event per task: a task completed twice (e.g. by two instances) would send two
+    // terminal webhooks with different ids.
+    const twoTerminal = completed.filter((t) => new Set((receiver.terminalByTask.get(t.id) ?? []).map((r) => r.id)).size > 1);
+    if (twoTerminal.length) {
+      fail(`${twoTerminal.length} tasks sent terminal webhooks with several ids (completed more than once): ${twoTerminal.slice(0, 5)
+        .map((t) => `${t.id}: ${[...new Set(receiver.terminalByTask.get(t.id).map((r) => r.id))]}`).join('; ')}`);
     }
     const invalid = receiver.received.filter((r) => !r.valid);
     if (invalid.length) fail(`${invalid.length} webhooks failed verification: ${invalid.slice(0, 5).map((r) => `${r.id} ${r.why}`)}`);
@@ -758,8 +824,9 @@ test('chaos: kill -9 an instance, stop Redis, restart RabbitMQ under load', { sk
 
     ok = report.failures.length === 0;
     log(`SUMMARY ${ok ? 'PASS' : 'FAIL'} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-    log(`  chat:     ${chats.length} requests, ${ok200.length} answered 200; failed: ${JSON.stringify(report.ledger.chats_failed_by)}`);
-    log(`  tasks:    ${JSON.stringify(report.submissions)}; states ${JSON.stringify(states)}; ${report.tasksRetried} retried; terminal ${report.tasksTerminalMs} ms after the load`);
+    log(`  chat:     ${chats.length} requests (${chats.filter((c) => c.stream).length} streamed), ${ok200.length} answered 200; failed: ${JSON.stringify(report.ledger.chats_failed_by)}`);
+    log(`  tasks:    ${JSON.stringify(report.submissions)}; states ${JSON.stringify(states)}; ${report.tasksRetried} retried; ` +
+      `open at the faults ${JSON.stringify(report.tasksOpenAtFault)}; terminal ${report.tasksTerminalMs} ms after the load`);
     log(`  upstream: ${JSON.stringify(report.upstream)}`);
     log(`  webhooks: ${JSON.stringify(report.webhooks)}`);
     log(`  ledger:   ${JSON.stringify(report.ledger)}`);
