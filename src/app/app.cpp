@@ -48,6 +48,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <fcntl.h>
@@ -381,9 +382,19 @@ core::Result<void> App::Impl::Init() {
     }
     InitHubSources();
     // Every /v1 route (the OpenAI ones and the task routes) behind the key's request limits;
-    // media downloads are capability URLs without a key. Before Run(): nothing is dispatched yet.
+    // media downloads are capability URLs without a key. The proxied POST routes take their
+    // limits in the BudgetGate's single admission call instead (one counters round trip with
+    // the balance reservation). Before Run(): nothing is dispatched yet.
     size_t limited = router.WrapRoutes(
-        [](std::string_view, std::string_view pattern) {
+        [](std::string_view method, std::string_view pattern) {
+            static constexpr std::string_view kAdmittedByProxy[] = {
+                "/v1/chat/completions", "/v1/completions", "/v1/embeddings",
+                "/v1/images/generations"};
+            if (method == "POST" && std::find(std::begin(kAdmittedByProxy),
+                                              std::end(kAdmittedByProxy),
+                                              pattern) != std::end(kAdmittedByProxy)) {
+                return false;
+            }
             return pattern.starts_with("/v1/") && !pattern.starts_with("/v1/media/");
         },
         [this](net::Handler inner) { return rate_gate->Wrap(std::move(inner)); });
@@ -455,6 +466,8 @@ core::Result<void> App::Impl::InitGovernance() {
     budget.default_max_tokens = cfg.governance.default_max_tokens;
     budget.on_error = policy.value_or(gateway::FailPolicy::kOpen);
     budget_gate = std::make_unique<gateway::BudgetGate>(*counters, book, registry, budget);
+    // The proxy routes admit rate limits and reservations in one counters call.
+    budget_gate->SetRateGate(rate_gate.get());
     // Per-key budgets: the period spend read on the store executor (the thread of the flushes).
     budget_gate->SetSpendLoader([this](domain::Id key_id, int64_t since_ms,
                                        std::function<void(core::Result<domain::Micros>)> done) {
@@ -786,6 +799,12 @@ void App::Impl::InitHubs() {
                             done(hubs::NavigationData{std::move(data->mappings),
                                                       std::move(data->providers)});
                         });
+                    },
+                    // Method invocations against the key's limits, through the shared counters
+                    // (cluster-wide in Redis mode).
+                    [rg = rate_gate.get(), per_minute = hc.method_rate_per_minute](
+                        domain::Id key_id, std::function<void(std::optional<std::string>)> done) {
+                        rg->AdmitInvocation(key_id, per_minute, std::move(done));
                     }});
     hubs->RefreshNavigation();
     spdlog::info("hubs: {}, {}, {}, {}, {}, {}", hubs::kTasksHubPath, hubs::kImageHubPath,

@@ -50,6 +50,18 @@ core::Result<void> ValidateReservations(const std::vector<Reservation>& reservat
     return {};
 }
 
+core::Result<void> ValidateDeltas(const std::vector<Delta>& deltas) {
+    if (deltas.empty()) {
+        return Fail(ErrorCode::kInvalidRequest, "no delta given");
+    }
+    for (const auto& d : deltas) {
+        if (d.key.empty()) {
+            return Fail(ErrorCode::kInvalidRequest, "counter key is empty");
+        }
+    }
+    return {};
+}
+
 namespace {
 
 int64_t CeilDiv(int64_t a, int64_t b) { return a <= 0 ? 0 : (a + b - 1) / b; }
@@ -107,41 +119,64 @@ public:
         {
             std::lock_guard lock(mu_);
             const int64_t now = NowUs();
-            for (size_t i = 0; i < reservations.size(); ++i) {
-                const auto& r = reservations[i];
-                if (r.init && !PresentLocked(r.key, now)) {
-                    Entry& e = map_[r.key];
-                    e = Entry{*r.init, ttl_ms > 0 ? now + ttl_ms * 1000 : 0};
-                }
-                const int64_t after = ValueLocked(r.key, now) + r.amount;
-                if ((after > r.cap || after < r.floor) && d.denied_index < 0) {
-                    d.denied_index = static_cast<int>(i);
-                }
-            }
-            d.admitted = d.denied_index < 0;
-            for (const auto& r : reservations) {
-                d.values.push_back(d.admitted ? AddLocked(r.key, r.amount, ttl_ms, now)
-                                              : ValueLocked(r.key, now));
-            }
+            d = CheckReservationsLocked(reservations, ttl_ms, now);
+            CommitReservationsLocked(reservations, ttl_ms, now, d);
         }
         done(std::move(d));
     }
 
-    void Add(std::vector<std::pair<std::string, int64_t>> deltas,
-             int64_t ttl_ms,
-             ValuesCallback done) override {
+    void Admit(std::vector<RateLimit> limits,
+               std::vector<Reservation> reservations,
+               int64_t ttl_ms,
+               AdmitCallback done) override {
+        if (limits.empty() && reservations.empty()) {
+            done(Fail(ErrorCode::kInvalidRequest, "nothing to admit"));
+            return;
+        }
+        if (!limits.empty()) {
+            if (auto ok = ValidateLimits(limits); !ok) {
+                done(tl::unexpected(ok.error()));
+                return;
+            }
+        }
+        if (!reservations.empty()) {
+            if (auto ok = ValidateReservations(reservations); !ok) {
+                done(tl::unexpected(ok.error()));
+                return;
+            }
+        }
+        AdmitDecision d;
+        {
+            std::lock_guard lock(mu_);
+            const int64_t now = NowUs();
+            std::vector<GcraStep> steps = CheckLimitsLocked(limits, false, now, d.rate);
+            if (d.rate.admitted) {
+                d.reserve = CheckReservationsLocked(reservations, ttl_ms, now);
+            }
+            d.admitted = d.rate.admitted && d.reserve.admitted;
+            CommitLimitsLocked(limits, steps, d.admitted, now, d.rate);
+            if (d.rate.admitted) {
+                CommitReservationsLocked(reservations, ttl_ms, now, d.reserve);
+            }
+            MaybeSweepLocked(now);
+        }
+        done(std::move(d));
+    }
+
+    void Add(std::vector<Delta> deltas, int64_t ttl_ms, ValuesCallback done) override {
+        if (auto ok = ValidateDeltas(deltas); !ok) {
+            done(tl::unexpected(ok.error()));
+            return;
+        }
         std::vector<int64_t> values;
         {
             std::lock_guard lock(mu_);
             const int64_t now = NowUs();
-            for (const auto& [key, delta] : deltas) {
-                if (key.empty()) {
-                    done(Fail(ErrorCode::kInvalidRequest, "counter key is empty"));
-                    return;
+            for (const auto& d : deltas) {
+                if (d.init && !PresentLocked(d.key, now)) {
+                    map_[d.key] = Entry{*d.init, ttl_ms > 0 ? now + ttl_ms * 1000 : 0};
                 }
-            }
-            for (const auto& [key, delta] : deltas) {
-                values.push_back(AddLocked(key, delta, ttl_ms, now));
+                values.push_back(AddLocked(d.key, d.amount, ttl_ms, now));
             }
         }
         done(std::move(values));
@@ -176,6 +211,18 @@ private:
         RateDecision d;
         std::lock_guard lock(mu_);
         const int64_t now = NowUs();
+        auto steps = CheckLimitsLocked(limits, force, now, d);
+        CommitLimitsLocked(limits, steps, d.admitted, now, d);
+        MaybeSweepLocked(now);
+        return d;
+    }
+
+    /// The GCRA step of every limit; sets d.admitted / denied_index / retry_after_ms (admitted
+    /// when `limits` is empty). Takes nothing.
+    std::vector<GcraStep> CheckLimitsLocked(const std::vector<RateLimit>& limits,
+                                            bool force,
+                                            int64_t now,
+                                            RateDecision& d) const {
         std::vector<GcraStep> steps;
         steps.reserve(limits.size());
         for (size_t i = 0; i < limits.size(); ++i) {
@@ -188,8 +235,17 @@ private:
             }
         }
         d.admitted = d.denied_index < 0;
+        return steps;
+    }
+
+    /// Takes the tokens when `take`, and reports each bucket's state in d.states.
+    void CommitLimitsLocked(const std::vector<RateLimit>& limits,
+                            const std::vector<GcraStep>& steps,
+                            bool take,
+                            int64_t now,
+                            RateDecision& d) {
         for (size_t i = 0; i < limits.size(); ++i) {
-            if (d.admitted) {
+            if (take) {
                 // A bucket is full again (and forgettable) once its TAT has passed.
                 Entry& e = map_[limits[i].key];
                 e.value = steps[i].new_tat_us;
@@ -203,8 +259,37 @@ private:
                         .state);
             }
         }
-        MaybeSweepLocked(now);
+    }
+
+    /// Creates missing counters that have an `init`, and decides whether every reservation fits
+    /// (admitted when `reservations` is empty). Adds nothing.
+    ReserveDecision CheckReservationsLocked(const std::vector<Reservation>& reservations,
+                                            int64_t ttl_ms,
+                                            int64_t now) {
+        ReserveDecision d;
+        for (size_t i = 0; i < reservations.size(); ++i) {
+            const auto& r = reservations[i];
+            if (r.init && !PresentLocked(r.key, now)) {
+                map_[r.key] = Entry{*r.init, ttl_ms > 0 ? now + ttl_ms * 1000 : 0};
+            }
+            const int64_t after = ValueLocked(r.key, now) + r.amount;
+            if ((after > r.cap || after < r.floor) && d.denied_index < 0) {
+                d.denied_index = static_cast<int>(i);
+            }
+        }
+        d.admitted = d.denied_index < 0;
         return d;
+    }
+
+    /// Adds the amounts when d.admitted, and reports each counter's value in d.values.
+    void CommitReservationsLocked(const std::vector<Reservation>& reservations,
+                                  int64_t ttl_ms,
+                                  int64_t now,
+                                  ReserveDecision& d) {
+        for (const auto& r : reservations) {
+            d.values.push_back(d.admitted ? AddLocked(r.key, r.amount, ttl_ms, now)
+                                          : ValueLocked(r.key, now));
+        }
     }
 
     bool PresentLocked(const std::string& key, int64_t now) const {

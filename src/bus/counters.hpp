@@ -64,6 +64,23 @@ struct ReserveDecision {
     std::vector<int64_t> values;  // each counter's value afterwards, in request order
 };
 
+/// An unconditional change of counter `key` by `amount` (settling or releasing a reservation).
+struct Delta {
+    std::string key;
+    int64_t amount = 0;
+    /// The counter's value when it does not exist yet (created with it, then `amount` added, in
+    /// the same atomic step); without it a missing counter is 0.
+    std::optional<int64_t> init;
+};
+
+/// The answer to Admit: the rate decision, then (when the limits admitted) the reservations'.
+struct AdmitDecision {
+    bool admitted = false;    // both admitted; nothing was taken otherwise
+    RateDecision rate;        // admitted with empty states when no limit was given
+    ReserveDecision reserve;  // admitted with no values when no reservation was given; not
+                              // evaluated (admitted = false, no values) when the rate refused
+};
+
 /// Shared counters (DESIGN §1): rate limits, budget reservations, pending spend — exact across
 /// every instance using the same engine. Adapters: in-process, and Redis (atomic Lua scripts,
 /// Redis server time, one round trip per call, a local pre-check that answers without Redis
@@ -79,6 +96,7 @@ public:
     using RateCallback = std::function<void(core::Result<RateDecision>)>;
     using ReserveCallback = std::function<void(core::Result<ReserveDecision>)>;
     using ValuesCallback = std::function<void(core::Result<std::vector<int64_t>>)>;
+    using AdmitCallback = std::function<void(core::Result<AdmitDecision>)>;
 
     virtual ~Counters() = default;
 
@@ -86,17 +104,31 @@ public:
     virtual void Acquire(std::vector<RateLimit> limits, RateCallback done) = 0;
     /// Takes `cost` tokens from every limit even beyond empty (a debt that delays later
     /// requests): for usage known only afterwards, such as tokens per minute. Always admitted.
+    /// Deferrable (see Add).
     virtual void Charge(std::vector<RateLimit> limits, RateCallback done) = 0;
+    /// Acquire(limits) and Reserve(reservations, ttl_ms) as ONE atomic step, all or nothing:
+    /// the reservations are only made when the limits admit, and the limits' tokens are only
+    /// taken when the reservations fit. Either list may be empty (not both). One round trip.
+    virtual void Admit(std::vector<RateLimit> limits,
+                       std::vector<Reservation> reservations,
+                       int64_t ttl_ms,
+                       AdmitCallback done) = 0;
     /// All or nothing: adds every `amount` if each counter stays within its bounds, else adds
     /// none. Keys must be distinct within one call.
     /// `ttl_ms` > 0 (re)sets the counters' expiry, bounding what a crashed holder leaks.
     virtual void Reserve(std::vector<Reservation> reservations,
                          int64_t ttl_ms,
                          ReserveCallback done) = 0;
-    /// Adds each delta unconditionally (settle, release); returns the new values.
-    virtual void Add(std::vector<std::pair<std::string, int64_t>> deltas,
-                     int64_t ttl_ms,
-                     ValuesCallback done) = 0;
+    /// Adds each delta unconditionally (settle, release); returns the new values. Keys must be
+    /// distinct within one call.
+    ///
+    /// Deferrable: an adapter may hold Add and Charge calls for a short while (the Redis adapter:
+    /// its batch interval) and apply them merged with others, or together with its next call —
+    /// so a request costs one round trip, not three. Guarantees: they are applied before any
+    /// later call of the same adapter instance (so its own later calls see them), within the
+    /// batch interval for other instances, and `done` runs once they are applied (with the
+    /// merged values, which include other deferred changes of the same counters).
+    virtual void Add(std::vector<Delta> deltas, int64_t ttl_ms, ValuesCallback done) = 0;
     /// Current values (0 for a missing counter).
     virtual void Get(std::vector<std::string> keys, ValuesCallback done) = 0;
 
@@ -107,6 +139,7 @@ public:
 /// Checks the arguments every adapter rejects with kInvalidRequest.
 core::Result<void> ValidateLimits(const std::vector<RateLimit>& limits);
 core::Result<void> ValidateReservations(const std::vector<Reservation>& reservations);
+core::Result<void> ValidateDeltas(const std::vector<Delta>& deltas);
 
 /// The GCRA step shared by the adapters (the Redis script computes the same): with the bucket's
 /// theoretical arrival time `tat_us` (0 = never used) at `now_us`, takes `cost` tokens when they

@@ -3,6 +3,7 @@
 #include "core/clock.hpp"
 #include "core/money.hpp"
 #include "gateway/errors.hpp"
+#include "obs/cache_stats.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -13,6 +14,11 @@
 namespace conduit::gateway {
 
 namespace {
+
+// Cache statistics of the per-key period spend cache (region key_budgets).
+obs::CacheRegionStats& SpendCacheStats() {
+    return obs::CacheStats::Global().Region(obs::CacheRegion::kKeyBudgets);
+}
 
 constexpr int64_t kDayMs = 86'400'000;
 constexpr int kThresholds[] = {80, 90, 100};
@@ -145,10 +151,10 @@ void BudgetGate::Reserve(const net::ExchangePtr& ex,
     ReserveBoth(ex, none, worst, std::nullopt, 0, std::move(done));
 }
 
-void BudgetGate::Reserve(const net::ExchangePtr& ex,
-                         const domain::VirtualKey& key,
-                         domain::Micros worst,
-                         std::function<void(std::optional<Hold>)> done) {
+void BudgetGate::Admit(const net::ExchangePtr& ex,
+                       const domain::VirtualKey& key,
+                       domain::Micros worst,
+                       std::function<void(std::optional<Hold>)> done) {
     if (!key.max_budget || worst <= 0) {
         ReserveBoth(ex, key, worst, std::nullopt, 0, std::move(done));
         return;
@@ -156,9 +162,13 @@ void BudgetGate::Reserve(const net::ExchangePtr& ex,
     const auto period = KeyBudgetPeriod(key);
     const int64_t now = clock_.NowUnixMs();
     const int64_t start = BudgetPeriodStartMs(period, now);
+    const int64_t lookup_ns = core::SystemClock::SteadyNowNs();
     std::unique_lock lock(mu_);
     auto& e = keys_[key.id];
     if (e.period != period || e.period_start_ms != start) {
+        if (e.loaded) {
+            SpendCacheStats().Remove();
+        }
         // A new period (or a changed duration): nothing of it is flushed yet as far as this
         // instance knows; the reload below adds what other instances flushed.
         const bool rolled = e.loaded && e.period == period && start > e.period_start_ms;
@@ -172,17 +182,20 @@ void BudgetGate::Reserve(const net::ExchangePtr& ex,
     if (!e.loaded_at_ms || now - e.loaded_at_ms >= options_.refresh_ms) {
         StartLoadLocked(key.id, e);
     }
+    const auto lookup_took = static_cast<uint64_t>(core::SystemClock::SteadyNowNs() - lookup_ns);
     if (!e.loaded) {
+        SpendCacheStats().Miss(lookup_took);
         // The first request of this key on this instance waits for one executor round trip.
         auto key_copy = std::make_shared<domain::VirtualKey>(key);
         core::Loop* loop = &ex->loop();
         e.waiting.push_back([this, ex, loop, key_copy, worst, done = std::move(done)]() mutable {
             loop->Post([this, ex, key_copy, worst, done = std::move(done)]() mutable {
-                Reserve(ex, *key_copy, worst, std::move(done));
+                Admit(ex, *key_copy, worst, std::move(done));
             });
         });
         return;
     }
+    SpendCacheStats().Hit(lookup_took);
     const domain::Micros base = e.base;
     lock.unlock();
     ReserveBoth(ex, key, worst, base, start, std::move(done));
@@ -216,6 +229,7 @@ void BudgetGate::StartLoadLocked(domain::Id key_id, KeyEntry& e) {
                 return;  // the period moved on meanwhile; the next request reloads
             }
             if (!spent) {
+                SpendCacheStats().Error();
                 spdlog::warn("spend of key {} not read ({}); its budget counts from the cache",
                              key_id, spent.error().message);
                 entry.loaded_at_ms = clock_.NowUnixMs();  // retry after refresh_ms
@@ -225,6 +239,7 @@ void BudgetGate::StartLoadLocked(domain::Id key_id, KeyEntry& e) {
             } else {
                 entry.base = *spent + entry.unflushed;
                 entry.loaded_at_ms = clock_.NowUnixMs();
+                SpendCacheStats().Set();
             }
             entry.loaded = true;
             waiting.swap(entry.waiting);
@@ -267,35 +282,55 @@ void BudgetGate::ReserveBoth(const net::ExchangePtr& ex,
                              int64_t period_start_ms,
                              std::function<void(std::optional<Hold>)> done) {
     const domain::Id group_id = key.group_id;
-    if (worst <= 0) {
+    std::vector<bus::RateLimit> limits;
+    if (rate_ != nullptr && key.id != 0) {
+        limits = RateGate::LimitsFor(key);
+    }
+    if (worst <= 0 && limits.empty()) {
         done(std::nullopt);
         return;
     }
     Hold hold{group_id, worst};
-    const domain::Micros available = book_.Available(group_id).value_or(0);
     std::vector<bus::Reservation> rs;
-    rs.push_back({KeyFor(group_id), -worst, std::numeric_limits<int64_t>::max(), 0, available});
-    if (key_base && key.max_budget) {
-        hold.key_id = key.id;
-        hold.period = KeyBudgetPeriod(key);
-        hold.period_start_ms = period_start_ms;
-        hold.key_budget = *key.max_budget;
-        hold.key_counter = KeyBudgetCounter(key.id, hold.period, period_start_ms);
-        rs.push_back({hold.key_counter, worst, *key.max_budget, std::numeric_limits<int64_t>::min(),
-                      *key_base});
+    if (worst > 0) {
+        const domain::Micros available = book_.Available(group_id).value_or(0);
+        rs.push_back({KeyFor(group_id), -worst, std::numeric_limits<int64_t>::max(), 0, available});
+        if (key_base && key.max_budget) {
+            hold.key_id = key.id;
+            hold.period = KeyBudgetPeriod(key);
+            hold.period_start_ms = period_start_ms;
+            hold.key_budget = *key.max_budget;
+            hold.key_counter = KeyBudgetCounter(key.id, hold.period, period_start_ms);
+            rs.push_back({hold.key_counter, worst, *key.max_budget,
+                          std::numeric_limits<int64_t>::min(), *key_base});
+        }
     }
     core::Loop* loop = &ex->loop();
-    counters_.Reserve(
-        std::move(rs), options_.ttl_ms,
-        [this, ex, loop, hold,
-         done = std::move(done)](core::Result<bus::ReserveDecision> result) mutable {
-            auto decide = [this, ex, hold, result = std::move(result),
+    auto kept = std::make_shared<std::vector<bus::RateLimit>>(limits);
+    // One counters call: the key's rate limits and the reservations, all or nothing.
+    counters_.Admit(
+        std::move(limits), std::move(rs), options_.ttl_ms,
+        [this, ex, loop, hold, kept,
+         done = std::move(done)](core::Result<bus::AdmitDecision> result) mutable {
+            auto decide = [this, ex, hold, kept, result = std::move(result),
                            done = std::move(done)]() mutable {
                 const domain::Micros hold_worst = hold.worst;
                 if (ex->closed()) {
-                    if (result && result->admitted) {
+                    if (result && result->admitted && hold_worst > 0) {
                         Settle(hold, 0);
                     }
+                    return;
+                }
+                if (!kept->empty()) {
+                    core::Result<bus::RateDecision> rate =
+                        result ? core::Result<bus::RateDecision>(result->rate)
+                               : core::Result<bus::RateDecision>(tl::unexpected(result.error()));
+                    if (!rate_->Conclude(ex, *kept, rate)) {
+                        return;  // refused (429), or 503 under the closed policy
+                    }
+                }
+                if (hold_worst <= 0) {
+                    done(std::nullopt);
                     return;
                 }
                 if (!result) {
@@ -311,9 +346,10 @@ void BudgetGate::ReserveBoth(const net::ExchangePtr& ex,
                         "The balance cannot be checked right now; try again shortly.")));
                     return;
                 }
-                if (!result->admitted && result->denied_index == 1) {
+                const bus::ReserveDecision& rd = result->reserve;
+                if (!rd.admitted && rd.denied_index == 1) {
                     key_refusals_.Inc();
-                    const domain::Micros used = result->values.size() > 1 ? result->values[1] : 0;
+                    const domain::Micros used = rd.values.size() > 1 ? rd.values[1] : 0;
                     const domain::Micros left = std::max<domain::Micros>(0, hold.key_budget - used);
                     auto end = BudgetPeriodEndMs(hold.period, hold.period_start_ms);
                     std::string message =
@@ -328,9 +364,9 @@ void BudgetGate::ReserveBoth(const net::ExchangePtr& ex,
                     CheckAlerts(hold, used, /*refused=*/true);
                     return;
                 }
-                if (!result->admitted) {
+                if (!rd.admitted) {
                     refusals_.Inc();
-                    const domain::Micros left = result->values.empty() ? 0 : result->values[0];
+                    const domain::Micros left = rd.values.empty() ? 0 : rd.values[0];
                     ex->Respond(ErrorResponse(core::Error::Make(
                         core::ErrorCode::kInsufficientBalance,
                         "Insufficient balance: this request may cost up to $" +
@@ -372,24 +408,22 @@ void BudgetGate::SettleKey(const Hold& hold, domain::Micros actual) {
             base = it->second.base;
         }
     }
-    bus::Reservation r{hold.key_counter, delta, std::numeric_limits<int64_t>::max(),
-                       std::numeric_limits<int64_t>::min(), base - delta};
     std::weak_ptr<bool> alive = alive_;
-    counters_.Reserve({std::move(r)}, options_.ttl_ms,
-                      [this, alive, hold, actual](core::Result<bus::ReserveDecision> result) {
-                          if (alive.expired()) {
-                              return;
-                          }
-                          if (!result) {
-                              engine_errors_.Inc();
-                              spdlog::warn("budget counter of key {} not settled ({})", hold.key_id,
-                                           result.error().message);
-                              return;
-                          }
-                          if (actual > 0 && !result->values.empty()) {
-                              CheckAlerts(hold, result->values[0]);
-                          }
-                      });
+    counters_.Add({{hold.key_counter, delta, base - delta}}, options_.ttl_ms,
+                  [this, alive, hold, actual](core::Result<std::vector<int64_t>> result) {
+                      if (alive.expired()) {
+                          return;
+                      }
+                      if (!result) {
+                          engine_errors_.Inc();
+                          spdlog::warn("budget counter of key {} not settled ({})", hold.key_id,
+                                       result.error().message);
+                          return;
+                      }
+                      if (actual > 0 && !result->empty()) {
+                          CheckAlerts(hold, result->front());
+                      }
+                  });
 }
 
 void BudgetGate::CheckAlerts(const Hold& hold, domain::Micros value, bool refused) {
@@ -410,19 +444,36 @@ void BudgetGate::CheckAlerts(const Hold& hold, domain::Micros value, bool refuse
     const int64_t now = clock_.NowUnixMs();
     // Kept until the period is over (+ a day), a year for a lifetime budget.
     const int64_t ttl = end ? std::max<int64_t>(*end - now, 0) + kDayMs : 366 * kDayMs;
-    std::vector<bus::Reservation> rs;
     const std::string base =
         "budalert:" + KeyBudgetCounter(hold.key_id, hold.period, hold.period_start_ms) + ":";
     for (int pct : past) {
+        std::string flag = base + std::to_string(pct);
+        {
+            // Decided already (by this instance or, as its answer said, by another): no call.
+            std::lock_guard lock(mu_);
+            if (alerts_decided_.count(flag) != 0) {
+                continue;
+            }
+        }
         // One call per threshold: Reserve is all or nothing.
-        bus::Reservation r{base + std::to_string(pct), 1, 1, std::numeric_limits<int64_t>::min(),
-                           std::nullopt};
+        bus::Reservation r{flag, 1, 1, std::numeric_limits<int64_t>::min(), std::nullopt};
         std::weak_ptr<bool> alive = alive_;
         counters_.Reserve(
             {std::move(r)}, ttl,
-            [this, alive, hold, value, pct, end](core::Result<bus::ReserveDecision> result) {
-                if (alive.expired() || !result || !result->admitted) {
-                    return;  // sent already (or the engine failed: skip)
+            [this, alive, hold, value, pct, end,
+             flag = std::move(flag)](core::Result<bus::ReserveDecision> result) {
+                if (alive.expired() || !result) {
+                    return;  // the engine failed: the next settle asks again
+                }
+                {
+                    std::lock_guard lock(mu_);
+                    if (alerts_decided_.size() >= 100'000) {
+                        alerts_decided_.clear();  // old periods; asking again is harmless
+                    }
+                    alerts_decided_.insert(flag);
+                }
+                if (!result->admitted) {
+                    return;  // sent already
                 }
                 Alert a;
                 a.key_id = hold.key_id;
@@ -444,18 +495,16 @@ void BudgetGate::Credit(domain::Id group_id, domain::Micros delta) {
 
 void BudgetGate::Apply(domain::Id group_id, domain::Micros delta) {
     const domain::Micros available = book_.Available(group_id).value_or(0);
-    bus::Reservation r{KeyFor(group_id), delta, std::numeric_limits<int64_t>::max(),
-                       std::numeric_limits<int64_t>::min(), available - delta};
-    counters_.Reserve({std::move(r)}, options_.ttl_ms,
-                      [this, group_id, delta](core::Result<bus::ReserveDecision> result) {
-                          if (!result) {
-                              engine_errors_.Inc();
-                              spdlog::warn(
-                                  "balance counter of group {} not adjusted by {} ({}); "
-                                  "it heals when it expires",
-                                  group_id, delta, result.error().message);
-                          }
-                      });
+    counters_.Add({{KeyFor(group_id), delta, available - delta}}, options_.ttl_ms,
+                  [this, group_id, delta](core::Result<std::vector<int64_t>> result) {
+                      if (!result) {
+                          engine_errors_.Inc();
+                          spdlog::warn(
+                              "balance counter of group {} not adjusted by {} ({}); "
+                              "it heals when it expires",
+                              group_id, delta, result.error().message);
+                      }
+                  });
 }
 
 }  // namespace conduit::gateway

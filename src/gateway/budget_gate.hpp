@@ -13,6 +13,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace conduit::gateway {
 
@@ -112,12 +113,18 @@ public:
     void SetSpendLoader(SpendLoader loader) { load_spend_ = std::move(loader); }
     void SetAlertSink(std::function<void(const Alert&)> sink) { on_alert_ = std::move(sink); }
 
-    /// Reserves `worst` from `key`'s group balance and, when the key has a budget, from its
-    /// period budget, in one atomic step. Same contract as the group-only overload.
-    void Reserve(const net::ExchangePtr& ex,
-                 const domain::VirtualKey& key,
-                 domain::Micros worst,
-                 std::function<void(std::optional<Hold>)> done);
+    /// Admits a request of `key` in ONE counters call (Counters::Admit, all or nothing): the
+    /// key's rate limits (when a RateGate is attached: RPM, RPD, TPM debt; refusals answered by
+    /// the RateGate, 429), `worst` from its group's balance and, when the key has a budget, from
+    /// its period budget. Same contract as the group-only Reserve otherwise.
+    void Admit(const net::ExchangePtr& ex,
+               const domain::VirtualKey& key,
+               domain::Micros worst,
+               std::function<void(std::optional<Hold>)> done);
+    /// Start-up wiring: Admit also takes the key's rate limits (so a governed request costs one
+    /// counters round trip; settlements and token charges are deferred and batched by the
+    /// adapter).
+    void SetRateGate(RateGate* rate) { rate_ = rate; }
     /// A row entered the spend recorder (before it can be flushed). Recording thread.
     void OnRecorded(const domain::RequestLogRow& row);
     /// A recorded row was committed to the store (or dropped). Store executor thread.
@@ -179,6 +186,10 @@ private:
     std::function<void(const Alert&)> on_alert_;
     std::mutex mu_;
     std::unordered_map<domain::Id, KeyEntry> keys_;
+    /// BudgetAlert flags (`budalert:...:{pct}`) whose reservation this instance saw answered:
+    /// later settles of the period do not ask again (guarded by mu_).
+    std::unordered_set<std::string> alerts_decided_;
+    RateGate* rate_ = nullptr;
     std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
     obs::Counter& refusals_;       // conduit_budget_refusals_total
     obs::Counter& engine_errors_;  // conduit_budget_engine_errors_total

@@ -917,11 +917,10 @@ void OpenAIProxy::Proxy(const net::ExchangePtr& ex, Kind kind) {
         worst = std::max(worst, domain::ComputeCost(d->cost ? &*d->cost : nullptr,
                                                     ToRequestKind(kind), worst_usage));
     }
-    deps_.budget->Reserve(ex, pc->key->key, worst,
-                          [pc, start](std::optional<BudgetGate::Hold> hold) {
-                              pc->hold = hold;
-                              start();
-                          });
+    deps_.budget->Admit(ex, pc->key->key, worst, [pc, start](std::optional<BudgetGate::Hold> hold) {
+        pc->hold = hold;
+        start();
+    });
 }
 
 void OpenAIProxy::ListModels(const net::ExchangePtr& ex) {

@@ -155,48 +155,12 @@ void RateGate::Admit(const net::ExchangePtr& ex,
     }
     auto kept = std::make_shared<std::vector<bus::RateLimit>>(limits);
     core::Loop* loop = &ex->loop();
-    const domain::Id key_id = key.id;
-    counters_.Acquire(std::move(limits), [this, ex, loop, kept, key_id,
-                                          proceed = std::move(proceed)](
+    counters_.Acquire(std::move(limits), [this, ex, loop, kept, proceed = std::move(proceed)](
                                              core::Result<bus::RateDecision> r) mutable {
-        auto decide = [this, ex, kept, key_id, r = std::move(r),
-                       proceed = std::move(proceed)]() mutable {
-            if (ex->closed()) {
-                return;
-            }
-            if (!r) {
-                engine_errors_.Inc();
-                if (on_error_ == FailPolicy::kOpen) {
-                    spdlog::warn("rate limit of key {} not checked ({}); admitted (fail-open)",
-                                 key_id, r.error().message);
-                    proceed();
-                    return;
-                }
-                ex->Respond(ErrorResponse(core::Error::Make(
-                    core::ErrorCode::kUnavailable,
-                    "Rate limits cannot be checked right now; try again shortly.")));
-                return;
-            }
-            SetHeaders(ex->extra_headers(), *kept, r->states);
-            if (r->admitted) {
+        auto decide = [this, ex, kept, r = std::move(r), proceed = std::move(proceed)]() mutable {
+            if (!ex->closed() && Conclude(ex, *kept, r)) {
                 proceed();
-                return;
             }
-            const auto& refused = (*kept)[static_cast<size_t>(r->denied_index)];
-            const bool daily = refused.window_ms == kDayMs;
-            const bool tokens = IsTokens(refused);
-            rejections_.With({tokens ? "tpm" : daily ? "rpd" : "rpm"}).Inc();
-            const int64_t retry_s =
-                r->retry_after_ms < 0 ? refused.window_ms / 1000 : (r->retry_after_ms + 999) / 1000;
-            ex->extra_headers().Set("Retry-After", std::to_string(std::max<int64_t>(1, retry_s)));
-            const std::string what = tokens  ? "tokens per minute"
-                                     : daily ? "requests per day"
-                                             : "requests per minute";
-            ex->Respond(ErrorResponse(
-                core::Error::Make(core::ErrorCode::kRateLimited,
-                                  "Rate limit reached for " + what + " (limit " +
-                                      std::to_string(refused.limit) + "). Please try again in " +
-                                      std::to_string(std::max<int64_t>(1, retry_s)) + "s.")));
         };
         if (loop->InLoopThread()) {
             decide();
@@ -204,6 +168,91 @@ void RateGate::Admit(const net::ExchangePtr& ex,
             loop->Post(std::move(decide));
         }
     });
+}
+
+void RateGate::AdmitInvocation(domain::Id key_id,
+                               int per_minute,
+                               std::function<void(std::optional<std::string>)> done) {
+    std::vector<bus::RateLimit> limits;
+    if (per_minute > 0) {
+        limits.push_back({"rl:vk:" + std::to_string(key_id) + ":hub", per_minute, kMinuteMs, 1});
+    }
+    auto snapshot = config_.Get();
+    if (const auto* entry = snapshot->FindKey(key_id)) {
+        for (auto& l : LimitsFor(entry->key)) {
+            if (!IsTokens(l)) {
+                limits.push_back(std::move(l));  // invocations have no tokens
+            }
+        }
+    }
+    if (limits.empty()) {
+        done(std::nullopt);
+        return;
+    }
+    auto kept = std::make_shared<std::vector<bus::RateLimit>>(limits);
+    counters_.Acquire(std::move(limits), [this, kept, per_minute, done = std::move(done)](
+                                             core::Result<bus::RateDecision> r) {
+        if (!r) {
+            engine_errors_.Inc();
+            if (on_error_ == FailPolicy::kOpen) {
+                done(std::nullopt);
+            } else {
+                done(std::string("Rate limits cannot be checked right now; try again shortly."));
+            }
+            return;
+        }
+        if (r->admitted) {
+            done(std::nullopt);
+            return;
+        }
+        const auto& refused = (*kept)[static_cast<size_t>(r->denied_index)];
+        const bool hub = per_minute > 0 && r->denied_index == 0;
+        const bool daily = refused.window_ms == kDayMs;
+        rejections_.With({hub ? "hub" : daily ? "rpd" : "rpm"}).Inc();
+        const int64_t retry_s =
+            r->retry_after_ms < 0 ? refused.window_ms / 1000 : (r->retry_after_ms + 999) / 1000;
+        const std::string what = hub     ? "hub method invocations per minute"
+                                 : daily ? "requests per day"
+                                         : "requests per minute";
+        done("Rate limit exceeded: " + what + " (limit " + std::to_string(refused.limit) +
+             "); try again in " + std::to_string(std::max<int64_t>(1, retry_s)) + "s.");
+    });
+}
+
+bool RateGate::Conclude(const net::ExchangePtr& ex,
+                        const std::vector<bus::RateLimit>& limits,
+                        const core::Result<bus::RateDecision>& r) {
+    if (!r) {
+        engine_errors_.Inc();
+        if (on_error_ == FailPolicy::kOpen) {
+            spdlog::warn("rate limits ({}) not checked ({}); admitted (fail-open)",
+                         limits.empty() ? std::string() : limits.front().key, r.error().message);
+            return true;
+        }
+        ex->Respond(ErrorResponse(
+            core::Error::Make(core::ErrorCode::kUnavailable,
+                              "Rate limits cannot be checked right now; try again shortly.")));
+        return false;
+    }
+    SetHeaders(ex->extra_headers(), limits, r->states);
+    if (r->admitted) {
+        return true;
+    }
+    const auto& refused = limits[static_cast<size_t>(r->denied_index)];
+    const bool daily = refused.window_ms == kDayMs;
+    const bool tokens = IsTokens(refused);
+    rejections_.With({tokens ? "tpm" : daily ? "rpd" : "rpm"}).Inc();
+    const int64_t retry_s =
+        r->retry_after_ms < 0 ? refused.window_ms / 1000 : (r->retry_after_ms + 999) / 1000;
+    ex->extra_headers().Set("Retry-After", std::to_string(std::max<int64_t>(1, retry_s)));
+    const std::string what = tokens  ? "tokens per minute"
+                             : daily ? "requests per day"
+                                     : "requests per minute";
+    ex->Respond(ErrorResponse(core::Error::Make(
+        core::ErrorCode::kRateLimited,
+        "Rate limit reached for " + what + " (limit " + std::to_string(refused.limit) +
+            "). Please try again in " + std::to_string(std::max<int64_t>(1, retry_s)) + "s.")));
+    return false;
 }
 
 }  // namespace conduit::gateway

@@ -62,6 +62,23 @@ public:
                const domain::VirtualKey& key,
                std::function<void()> proceed);
 
+    /// One hub method invocation of `key_id`: takes a token from its hub-method bucket
+    /// (`per_minute`, 0 = none) and from its RPM / RPD limits, in one counters call. `done`
+    /// gets nullopt when admitted, else the refusal text ("Rate limit exceeded: ..."; or, when
+    /// the engine failed under the closed policy, "Rate limits cannot be checked ..."). Any
+    /// thread; `done` may run on the counters' thread.
+    void AdmitInvocation(domain::Id key_id,
+                         int per_minute,
+                         std::function<void(std::optional<std::string>)> done);
+
+    /// Applies a rate decision for `limits` (in LimitsFor order) to `ex`: sets the
+    /// x-ratelimit-* headers and returns true when the request may go on; otherwise answers
+    /// (429 with Retry-After, or 503 when the engine failed under the closed policy) and returns
+    /// false. An engine error under the open policy goes on. Loop thread of `ex`.
+    bool Conclude(const net::ExchangePtr& ex,
+                  const std::vector<bus::RateLimit>& limits,
+                  const core::Result<bus::RateDecision>& decision);
+
 private:
     bus::Counters& counters_;
     ConfigState& config_;

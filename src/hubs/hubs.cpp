@@ -68,9 +68,18 @@ struct Hubs::State {
           limiter(deps.options.max_connections_per_key),
           rate(deps.options.method_rate_per_minute) {}
 
-    /// One invocation of a hub method by the connection's key; false above the rate.
-    bool AllowCall(const CallContext& ctx) {
-        return rate.Allow(KeyOf(ctx.connection->principal()), deps.clock.SteadyNs() / 1'000'000);
+    /// The gate of every hub method invocation: the connection's key's limits.
+    void LimitCall(const CallContext& ctx, std::function<void(std::optional<std::string>)> done) {
+        const domain::Id key = KeyOf(ctx.connection->principal());
+        if (deps.limit_invocation) {
+            deps.limit_invocation(key, std::move(done));
+            return;
+        }
+        if (rate.Allow(key, deps.clock.SteadyNs() / 1'000'000)) {
+            done(std::nullopt);
+        } else {
+            done(std::string(kRateLimitExceeded));
+        }
     }
 };
 
@@ -170,10 +179,6 @@ void AddTaskMethods(realtime::Hub& hub,
         "SubscribeToTask",
         [weak, task_hub](CallContext& ctx, const bj::array& args, Completer done) {
             auto s = weak.lock();
-            if (s && !s->AllowCall(ctx)) {
-                done(HubResult::Exception(std::string(kRateLimitExceeded)));
-                return;
-            }
             auto task_id = StringArg(args, 0);
             if (!s || !task_id || task_id->empty()) {
                 done(HubResult::Exception(std::string(kTaskNotFound)));
@@ -209,9 +214,6 @@ void AddTaskMethods(realtime::Hub& hub,
     hub.On(
         "UnsubscribeFromTask",
         [weak, task_hub](CallContext& ctx, const bj::array& args) {
-            if (auto s = weak.lock(); s && !s->AllowCall(ctx)) {
-                return HubResult::Exception(std::string(kRateLimitExceeded));
-            }
             if (auto id = StringArg(args, 0)) {
                 task_hub->subs->Remove(ctx.connection->id(), *id);
             }
@@ -228,9 +230,6 @@ void AddTypeMethods(realtime::Hub& hub,
     hub.On(
         "SubscribeToTaskType",
         [weak, task_hub](CallContext& ctx, const bj::array& args) {
-            if (auto s = weak.lock(); s && !s->AllowCall(ctx)) {
-                return HubResult::Exception(std::string(kRateLimitExceeded));
-            }
             auto raw = StringArg(args, 0);
             auto type = raw ? NormalizeType(*raw) : std::nullopt;
             if (!type) {
@@ -247,9 +246,6 @@ void AddTypeMethods(realtime::Hub& hub,
     hub.On(
         "UnsubscribeFromTaskType",
         [weak, task_hub](CallContext& ctx, const bj::array& args) {
-            if (auto s = weak.lock(); s && !s->AllowCall(ctx)) {
-                return HubResult::Exception(std::string(kRateLimitExceeded));
-            }
             auto raw = StringArg(args, 0);
             if (auto type = raw ? NormalizeType(*raw) : std::nullopt) {
                 task_hub->subs->RemoveType(ctx.connection->id(), KeyOf(ctx.connection->principal()),
@@ -460,6 +456,15 @@ std::unique_ptr<Hubs> RegisterHubs(net::Router& router, HubsDeps deps) {
     auto build = [&](const std::shared_ptr<TaskHub>& th, bool types) {
         auto hub = std::make_shared<realtime::Hub>();
         AddConnectionHooks(*hub, state, th);
+        hub->OnInvocation(
+            [weak = std::weak_ptr<Hubs::State>(state)](
+                CallContext& ctx, std::function<void(std::optional<std::string>)> proceed) {
+                if (auto s = weak.lock()) {
+                    s->LimitCall(ctx, std::move(proceed));
+                } else {
+                    proceed(std::nullopt);
+                }
+            });
         if (th) {
             AddTaskMethods(*hub, state, th);
             if (types) {
@@ -490,9 +495,6 @@ std::unique_ptr<Hubs> RegisterHubs(net::Router& router, HubsDeps deps) {
             auto s = weak.lock();
             if (!s) {
                 return HubResult::Unexpected();
-            }
-            if (!s->AllowCall(ctx)) {
-                return HubResult::Exception(std::string(kRateLimitExceeded));
             }
             std::lock_guard lock(s->nav_mu);
             return HubResult::Value(bj::object{{"items", s->nav_items}});

@@ -84,9 +84,16 @@ struct HubsOptions {
     /// Settings shared by every hub endpoint (keep-alive, timeouts, limits, CORS).
     realtime::HubOptions hub;
     int max_connections_per_key = 100;
-    /// Hub method invocations per virtual key per minute (0 = unlimited); local per instance.
+    /// Hub method invocations per virtual key per minute (0 = unlimited). Enforced through
+    /// HubsDeps::limit_invocation when set (shared counters: cluster-wide), else per instance.
     int method_rate_per_minute = 600;
 };
+
+/// Decides one hub method invocation of `key_id` against its limits: `done(std::nullopt)`
+/// admits, `done(message)` refuses (the invocation fails with a HubException carrying it). May
+/// answer on any thread.
+using InvocationLimiter =
+    std::function<void(domain::Id key_id, std::function<void(std::optional<std::string>)> done)>;
 
 /// Loads what the navigation items are built from (the store's mappings and providers);
 /// `done` may run on any thread.
@@ -105,6 +112,9 @@ struct HubsDeps {
     bus::Backplane* hub_backplane = nullptr;
     /// Navigation items' source; unset = no items.
     NavigationLoader load_navigation;
+    /// Every hub method invocation passes it first; unset = a local per-key bucket of
+    /// HubsOptions::method_rate_per_minute.
+    InvocationLimiter limit_invocation;
 };
 
 /// The registered hubs of one instance: their servers (the HubContext for sends from outside) and

@@ -357,6 +357,64 @@ void HubConnection::Dispatch(HubMessage m) {
     }
     CallContext ctx{shared_from_this(), &host_.context(), method->name, m.invocation_id,
                     std::move(streams)};
+    const InvocationGate& gate = host_.hub().gate();
+    if (!gate) {
+        Invoke(method, m, ctx);
+        return;
+    }
+    // The gate may answer at once (then Invoke runs here, and RunNext's loop goes on) or later
+    // (then the answer resumes the queue).
+    struct Held {
+        HubMessage m;
+        CallContext ctx;
+        bool in_call = true;
+        std::optional<std::optional<std::string>> early;  // answered during the gate call
+    };
+    auto held = std::make_shared<Held>(Held{std::move(m), std::move(ctx)});
+    auto after = [method](HubConnection& self, Held& h, std::optional<std::string> refusal) {
+        self.busy_ = false;
+        if (!refusal) {
+            self.Invoke(method, h.m, h.ctx);
+            return;
+        }
+        for (const auto& s : h.ctx.streams) {
+            self.uploads_.erase(s->id());
+        }
+        self.FinishInvocation(h.m.invocation_id, method->name, HubResult::Exception(*refusal));
+    };
+    busy_ = true;
+    std::weak_ptr<HubConnection> weak = weak_from_this();
+    core::Loop* loop = &loop_;
+    auto once = std::make_shared<std::atomic<bool>>(false);
+    gate(held->ctx, [weak, loop, held, after, once](std::optional<std::string> refusal) {
+        if (once->exchange(true)) {
+            return;
+        }
+        auto deliver = [weak, held, after, refusal = std::move(refusal)]() mutable {
+            auto self = weak.lock();
+            if (!self || self->state_ == State::kClosed) {
+                return;
+            }
+            if (held->in_call) {
+                held->early = std::move(refusal);
+                return;
+            }
+            after(*self, *held, std::move(refusal));
+            self->RunNext();
+        };
+        if (loop->InLoopThread()) {
+            deliver();
+        } else {
+            loop->Post(std::move(deliver));
+        }
+    });
+    held->in_call = false;
+    if (held->early) {
+        after(*this, *held, std::move(*held->early));
+    }
+}
+
+void HubConnection::Invoke(const Hub::Method* method, HubMessage& m, CallContext& ctx) {
     switch (method->kind) {
         case Hub::Method::Kind::kSync: {
             busy_ = true;

@@ -175,6 +175,8 @@ private:
     void HandleRecord(std::string_view record);
     void HandleMessage(HubMessage message);
     void Dispatch(HubMessage message);
+    /// Runs a checked invocation (after the hub's gate, if any).
+    void Invoke(const Hub::Method* method, HubMessage& m, CallContext& ctx);
     void RunNext();
     void FinishInvocation(const std::optional<std::string>& invocation_id,
                           const std::string& method,

@@ -151,10 +151,24 @@ using AsyncMethod =
 using StreamMethod = std::function<void(
     CallContext& ctx, const boost::json::array& args, std::shared_ptr<StreamWriter> writer)>;
 
+/// Runs before every invocation that passed the name and argument checks (e.g. a rate limit):
+/// `proceed(std::nullopt)` runs the method; `proceed(message)` answers the invocation with a
+/// HubException carrying `message` instead. May answer later, from any thread; the connection's
+/// next messages wait meanwhile (invocations stay in order).
+using InvocationGate =
+    std::function<void(CallContext& ctx, std::function<void(std::optional<std::string>)> proceed)>;
+
 /// A hub definition: methods (matched case-insensitively) and connection hooks. Built at
 /// start-up, then read-only (shared by every shard).
 class Hub {
 public:
+    /// Every invocation passes `gate` first (one gate per hub; replaces an earlier one).
+    Hub& OnInvocation(InvocationGate gate) {
+        gate_ = std::move(gate);
+        return *this;
+    }
+    const InvocationGate& gate() const { return gate_; }
+
     /// `arg_count`: the number of arguments the method binds (-1: any). A mismatch answers
     /// "Failed to invoke 'X' due to an error on the server. InvalidDataException: Invocation
     /// provides N argument(s) but target expects M."
@@ -187,6 +201,7 @@ public:
 
 private:
     std::unordered_map<std::string, Method> methods_;  // key: lowercase name
+    InvocationGate gate_;
 };
 
 /// Sending to clients from hub methods or from outside (task events, ...). Any thread.

@@ -61,8 +61,15 @@ inline core::Result<ReserveDecision> ReserveNow(Counters& c,
     return Await<ReserveDecision>(
         [&](auto done) { c.Reserve(std::move(r), ttl_ms, std::move(done)); });
 }
+inline core::Result<AdmitDecision> AdmitNow(Counters& c,
+                                            std::vector<RateLimit> limits,
+                                            std::vector<Reservation> r,
+                                            int64_t ttl_ms = 0) {
+    return Await<AdmitDecision>(
+        [&](auto done) { c.Admit(std::move(limits), std::move(r), ttl_ms, std::move(done)); });
+}
 inline core::Result<std::vector<int64_t>> AddNow(Counters& c,
-                                                 std::vector<std::pair<std::string, int64_t>> d,
+                                                 std::vector<Delta> d,
                                                  int64_t ttl_ms = 0) {
     return Await<std::vector<int64_t>>(
         [&](auto done) { c.Add(std::move(d), ttl_ms, std::move(done)); });
@@ -348,7 +355,90 @@ TYPED_TEST_P(CountersContract, BadArgumentsAreInvalidRequests) {
     EXPECT_EQ(code(AddNow(this->C(), {{"", 1}})), core::ErrorCode::kInvalidRequest);
 }
 
+TYPED_TEST_P(CountersContract, AdmitIsAllOrNothingAcrossLimitsAndReservations) {
+    const std::string rpm = this->Key("rpm"), budget = this->Key("budget");
+    auto r1 = AdmitNow(this->C(), {{rpm, 5, 60'000, 1}}, {{budget, 60, 100}});
+    ASSERT_TRUE(r1.has_value()) << r1.error().message;
+    EXPECT_TRUE(r1->admitted);
+    EXPECT_TRUE(r1->rate.admitted);
+    EXPECT_TRUE(r1->reserve.admitted);
+    ASSERT_EQ(r1->rate.states.size(), 1u);
+    EXPECT_EQ(r1->rate.states[0].remaining, 4);
+    EXPECT_EQ(r1->reserve.values, (std::vector<int64_t>{60}));
+    // The reservation does not fit: the limit's token is not taken either.
+    auto r2 = AdmitNow(this->P(), {{rpm, 5, 60'000, 1}}, {{budget, 50, 100}});
+    ASSERT_TRUE(r2.has_value()) << r2.error().message;
+    EXPECT_FALSE(r2->admitted);
+    EXPECT_TRUE(r2->rate.admitted);
+    EXPECT_FALSE(r2->reserve.admitted);
+    EXPECT_EQ(r2->reserve.denied_index, 0);
+    EXPECT_EQ(r2->reserve.values, (std::vector<int64_t>{60}));
+    EXPECT_EQ(r2->rate.states[0].remaining, 4);
+    // Spend the remaining 4 tokens; then the limit refuses and the reservation is not made.
+    for (int i = 0; i < 4; ++i) {
+        ASSERT_TRUE(AcquireNow(this->C(), {{rpm, 5, 60'000, 1}})->admitted);
+    }
+    auto r3 = AdmitNow(this->C(), {{rpm, 5, 60'000, 1}}, {{budget, 10, 100}});
+    ASSERT_TRUE(r3.has_value()) << r3.error().message;
+    EXPECT_FALSE(r3->admitted);
+    EXPECT_FALSE(r3->rate.admitted);
+    EXPECT_EQ(r3->rate.denied_index, 0);
+    EXPECT_GT(r3->rate.retry_after_ms, 0);
+    EXPECT_FALSE(r3->reserve.admitted);
+    EXPECT_EQ(GetNow(this->P(), {budget})->at(0), 60);
+    // Reservations alone, and limits alone, are fine too; nothing at all is not.
+    auto r4 = AdmitNow(this->C(), {}, {{budget, 40, 100}});
+    ASSERT_TRUE(r4.has_value());
+    EXPECT_TRUE(r4->admitted);
+    EXPECT_EQ(r4->reserve.values, (std::vector<int64_t>{100}));
+    auto none = AdmitNow(this->C(), {}, {});
+    ASSERT_FALSE(none.has_value());
+    EXPECT_EQ(none.error().code, core::ErrorCode::kInvalidRequest);
+}
+
+TYPED_TEST_P(CountersContract, DeferredChangesComeBeforeLaterCallsAndReachPeers) {
+    const std::string key = this->Key("settle"), fresh = this->Key("fresh");
+    const std::string tpm = this->Key("tpm");
+    // Fire and forget (the way settlements are made), then decide at once on the same instance:
+    // the decision sees them.
+    std::atomic<int> answered{0};
+    auto count = [&answered](auto r) {
+        EXPECT_TRUE(r.has_value());
+        answered.fetch_add(1);
+    };
+    this->C().Add({{key, 5}}, 0, count);
+    this->C().Add({{key, 7}, {fresh, -3, 100}}, 0, count);
+    this->C().Add({{fresh, -2, 97}}, 0, count);  // created once: 100 - 3 - 2
+    this->C().Charge({{tpm, 1000, 60'000, 1500}}, count);
+    auto seen = ReserveNow(this->C(), {{key, 0, 12}});
+    ASSERT_TRUE(seen.has_value()) << seen.error().message;
+    EXPECT_TRUE(seen->admitted);
+    EXPECT_EQ(seen->values, (std::vector<int64_t>{12}));
+    auto refused = AcquireNow(this->C(), {{tpm, 1000, 60'000, 1}});
+    ASSERT_TRUE(refused.has_value());
+    EXPECT_FALSE(refused->admitted);  // the charged debt is there
+    EXPECT_EQ(GetNow(this->C(), {fresh})->at(0), 95);
+    // Every deferred call answers, and another instance sees them (bounded wait).
+    const auto deadline = std::chrono::steady_clock::now() + kCountersWait;
+    while (answered.load() < 4 && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    EXPECT_EQ(answered.load(), 4);
+    this->C().Add({{key, 1}}, 0, [](auto) {});
+    std::vector<int64_t> peer;
+    while (std::chrono::steady_clock::now() < deadline) {
+        peer = *GetNow(this->P(), {key, fresh});
+        if (peer == std::vector<int64_t>{13, 95}) {
+            break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    EXPECT_EQ(peer, (std::vector<int64_t>{13, 95}));
+}
+
 REGISTER_TYPED_TEST_SUITE_P(CountersContract,
+                            AdmitIsAllOrNothingAcrossLimitsAndReservations,
+                            DeferredChangesComeBeforeLaterCallsAndReachPeers,
                             FullBucketAdmitsExactlyLimitThenRefuses,
                             SeveralLimitsAreAllOrNothing,
                             TokensComeBackAtTheRate,

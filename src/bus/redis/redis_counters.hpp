@@ -23,20 +23,28 @@ struct RedisCountersOptions {
     /// A call not answered within this time fails with kUpstreamTimeout (kUnavailable at once
     /// when Redis is known to be down and the offline queue is full).
     std::chrono::milliseconds command_timeout{1000};
+    /// How long Add and Charge calls (settlements, token charges) may wait to be merged and
+    /// sent with the next call; 0 = send each at once. See Counters::Add.
+    std::chrono::milliseconds batch_interval{20};
 };
 
 /// Counters of the adapter, readable from any thread.
 struct RedisCountersStats {
     bool connected = false;
-    uint64_t round_trips = 0;      // commands sent to Redis
-    uint64_t local_decisions = 0;  // Acquire calls refused by the local pre-check
-    uint64_t script_reloads = 0;   // NOSCRIPT answers (Redis restarted or flushed its scripts)
-    uint64_t errors = 0;           // calls that ended with an error
+    uint64_t round_trips = 0;       // commands sent to Redis
+    uint64_t local_decisions = 0;   // Acquire calls refused by the local pre-check
+    uint64_t script_reloads = 0;    // NOSCRIPT answers (Redis restarted or flushed its scripts)
+    uint64_t errors = 0;            // calls that ended with an error
+    uint64_t deferred_ops = 0;      // Add and Charge calls (deferred, merged)
+    uint64_t deferred_flushes = 0;  // scripts sent only for deferred changes (no call took them)
 };
 
 /// The Redis Counters adapter (DESIGN §1): one pipelined connection; every call is one Lua
 /// script (EVALSHA; on NOSCRIPT the script text is sent once more) or one MGET, so it is atomic
-/// across every instance and costs one round trip. Rate limits use Redis server time (TIME
+/// across every instance and costs one round trip. Add and Charge are deferred up to
+/// `batch_interval`, merged per counter, and carried by the next call's script (or sent alone by
+/// a flusher thread when no call came): a request that is admitted, then settled and charged,
+/// costs one round trip under load. Rate limits use Redis server time (TIME
 /// inside the script), so instances need no clock agreement.
 ///
 /// Local pre-check: after Redis refused cost c on a limit for d ms, the adapter knows the

@@ -39,11 +39,13 @@ std::string UniquePrefix() {
 
 std::unique_ptr<RedisCounters> MakeRedis(const std::string& url,
                                          const std::string& prefix,
-                                         std::chrono::milliseconds timeout = 2000ms) {
+                                         std::chrono::milliseconds timeout = 2000ms,
+                                         std::chrono::milliseconds batch = 20ms) {
     RedisCountersOptions o;
     o.url = url;
     o.key_prefix = prefix;
     o.command_timeout = timeout;
+    o.batch_interval = batch;
     auto c = MakeRedisCounters(std::move(o));
     EXPECT_TRUE(c.has_value()) << c.error().message;
     return c ? std::move(*c) : nullptr;
@@ -149,6 +151,58 @@ TEST(RedisCountersTest, ScriptsAreReloadedAfterScriptFlush) {
     EXPECT_TRUE(again->admitted);
     EXPECT_EQ(again->states[0].remaining, 3);
     EXPECT_GE(c->Stats().script_reloads, 1u);
+}
+
+TEST(RedisCountersTest, AdmitSettleAndChargeCostOneRoundTripPerRequest) {
+    auto url = RedisUrl();
+    if (!url) {
+        GTEST_SKIP() << kSkip;
+    }
+    // A long batch interval: the flusher never gets there first, so the count is exact.
+    auto c = MakeRedis(*url, UniquePrefix(), 2000ms, 10'000ms);
+    constexpr int kRequests = 200;
+    constexpr int64_t kYear = 366LL * 86'400'000;  // refills ~0.03 tokens/s: exact below
+    const std::vector<RateLimit> limits{{"vk:rpm", 1'000'000, 60'000, 1},
+                                        {"vk:rpd", 1'000'000, 86'400'000, 1}};
+    std::atomic<int> settled{0};
+    for (int i = 0; i < kRequests; ++i) {
+        // Admit: the limits and a worst-case hold of 100 from a balance of 1,000,000.
+        auto d = contract::AdmitNow(
+            *c, limits, {{"bal", -100, std::numeric_limits<int64_t>::max(), 0, 1'000'000}},
+            600'000);
+        ASSERT_TRUE(d.has_value()) << d.error().message;
+        ASSERT_TRUE(d->admitted);
+        // The request cost 40: settle (give back 60) and charge its tokens, without waiting.
+        c->Add({{"bal", 60}}, 600'000, [&settled](auto r) { settled += r.has_value() ? 1 : 0; });
+        c->Charge({{"vk:tpm", 1'000'000, kYear, 25}},
+                  [&settled](auto r) { settled += r.has_value() ? 1 : 0; });
+    }
+    const auto st = c->Stats();
+    EXPECT_EQ(st.round_trips, static_cast<uint64_t>(kRequests));
+    EXPECT_EQ(st.deferred_ops, static_cast<uint64_t>(2 * kRequests));
+    EXPECT_EQ(st.deferred_flushes, 0u);
+    // The last request's settlement goes with the next call (here: a read).
+    auto bal = contract::GetNow(*c, {"bal"});
+    ASSERT_TRUE(bal.has_value());
+    EXPECT_EQ(bal->at(0), 1'000'000 - 40 * kRequests);
+    EXPECT_EQ(settled.load(), 2 * kRequests);
+    auto tpm = contract::AcquireNow(*c, {{"vk:tpm", 1'000'000, kYear, 0}});
+    ASSERT_TRUE(tpm.has_value());
+    EXPECT_EQ(tpm->states[0].remaining, 1'000'000 - 25 * kRequests);
+}
+
+TEST(RedisCountersTest, DeferredChangesFailWithTheCallThatCarriedThem) {
+    auto c = MakeRedis("redis://127.0.0.1:1/0", "x:", 300ms, 10'000ms);
+    std::promise<core::Result<std::vector<int64_t>>> p;
+    c->Add({{"bal", 5}}, 0, [&p](auto r) { p.set_value(std::move(r)); });
+    auto d = AcquireNow(*c, {{"rpm", 5, 60'000, 1}});
+    ASSERT_FALSE(d.has_value());
+    auto f = p.get_future();
+    ASSERT_EQ(f.wait_for(5s), std::future_status::ready);
+    auto added = f.get();
+    ASSERT_FALSE(added.has_value());
+    EXPECT_TRUE(added.error().code == core::ErrorCode::kUnavailable ||
+                added.error().code == core::ErrorCode::kUpstreamTimeout);
 }
 
 TEST(RedisCountersTest, UnreachableRedisIsAnErrorNotADecision) {

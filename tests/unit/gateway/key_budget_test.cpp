@@ -128,7 +128,7 @@ protected:
         auto ex = FakeExchange::Make(loop_, "POST", "/v1/chat/completions", "{}", {});
         auto hold = std::make_shared<std::optional<BudgetGate::Hold>>();
         auto admitted = std::make_shared<bool>(false);
-        gate_->Reserve(ex, key_, worst, [hold, admitted](std::optional<BudgetGate::Hold> h) {
+        gate_->Admit(ex, key_, worst, [hold, admitted](std::optional<BudgetGate::Hold> h) {
             *admitted = true;
             *hold = h;
         });
@@ -141,7 +141,7 @@ protected:
     void Prime(domain::Micros spent) {
         auto ex = FakeExchange::Make(loop_, "POST", "/v1/chat/completions", "{}", {});
         auto got = std::make_shared<std::optional<BudgetGate::Hold>>();
-        gate_->Reserve(ex, key_, 1, [got](std::optional<BudgetGate::Hold> h) { *got = h; });
+        gate_->Admit(ex, key_, 1, [got](std::optional<BudgetGate::Hold> h) { *got = h; });
         loop_.RunPending();
         FinishLoads(spent);
         ASSERT_TRUE(*got);
@@ -183,7 +183,7 @@ protected:
 TEST_F(KeyBudgetGateTest, FirstRequestWaitsForTheStoreThenTheCounterStartsFromIt) {
     auto ex = FakeExchange::Make(loop_, "POST", "/v1/chat/completions", "{}", {});
     bool admitted = false;
-    gate_->Reserve(ex, key_, 300'000, [&](std::optional<BudgetGate::Hold>) { admitted = true; });
+    gate_->Admit(ex, key_, 300'000, [&](std::optional<BudgetGate::Hold>) { admitted = true; });
     loop_.RunPending();
     EXPECT_FALSE(admitted);  // waiting for the period's spend
     ASSERT_EQ(loads.size(), 1u);
@@ -246,7 +246,7 @@ TEST_F(KeyBudgetGateTest, InitialValueIsTheStoreSpendPlusUnflushedRowsCountedOnc
     auto ex = FakeExchange::Make(loop_, "POST", "/v1/chat/completions", "{}", {});
     std::optional<BudgetGate::Hold> hold;
     bool admitted = false;
-    gate_->Reserve(ex, key_, 50'000, [&](std::optional<BudgetGate::Hold> h) {
+    gate_->Admit(ex, key_, 50'000, [&](std::optional<BudgetGate::Hold> h) {
         admitted = true;
         hold = h;
     });

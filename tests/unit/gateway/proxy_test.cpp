@@ -5,6 +5,7 @@
 #include "fakes/fake_exchange.hpp"
 #include "fakes/fake_http_client.hpp"
 #include "gateway/budget_gate.hpp"
+#include "gateway/rate_gate.hpp"
 #include "store/executor.hpp"
 #include "store/sqlite/sqlite_store.hpp"
 
@@ -126,12 +127,18 @@ protected:
         };
         proxy_ = std::make_unique<OpenAIProxy>(std::move(deps));
     }
-    /// Rebuilds the proxy with balance reservations (in-process counters).
-    void UseBudget(int64_t default_max_tokens = 1000) {
+    /// Rebuilds the proxy with balance reservations (in-process counters), and the keys' rate
+    /// limits in the same admission call when `rate_limits`.
+    void UseBudget(int64_t default_max_tokens = 1000, bool rate_limits = false) {
         counters_ = bus::MakeInProcessCounters();
         BudgetGate::Options o;
         o.default_max_tokens = default_max_tokens;
         budget_ = std::make_unique<BudgetGate>(*counters_, book_, registry_, o);
+        if (rate_limits) {
+            rate_ = std::make_unique<RateGate>(*counters_, *config_, core::SystemClock::Instance(),
+                                               registry_, FailPolicy::kOpen);
+            budget_->SetRateGate(rate_.get());
+        }
         ProxyDeps deps{*config_,
                        book_,
                        *spend_,
@@ -183,6 +190,7 @@ protected:
     std::unique_ptr<DeploymentHealth> health_;
     std::unique_ptr<bus::Counters> counters_;
     std::unique_ptr<BudgetGate> budget_;
+    std::unique_ptr<RateGate> rate_;
     std::vector<std::pair<domain::Id, int>> rejected_;
     domain::Provider provider_;
     domain::VirtualKeyGroup group_, empty_group_;
@@ -793,6 +801,60 @@ TEST_F(ProxyTest, ClientLeavingReleasesItsReservation) {
     EXPECT_LT(AvailableCounter(group_.id), 8'000'000);
     ex->Disconnect();
     EXPECT_EQ(AvailableCounter(group_.id), 10'000'000);  // nothing was streamed: not billed
+}
+
+TEST_F(ProxyTest, RateLimitsAndReservationAreOneAdmissionAllOrNothing) {
+    UseBudget(/*default_max_tokens=*/1000, /*rate_limits=*/true);
+    domain::VirtualKeyGroup g;
+    g.group_name = "limited";
+    g.balance = 5'000;  // two requests' worst case (1,000 tokens at $2/M + prompt) fit
+    auto group = *store_->CreateGroup(g, "t");
+    std::string k = domain::GenerateVirtualKey();
+    domain::VirtualKey vk;
+    vk.key_name = "rpm3";
+    vk.key_hash = domain::HashVirtualKey(k);
+    vk.key_prefix = domain::KeyDisplayPrefix(k);
+    vk.group_id = group.id;
+    vk.rate_limit_rpm = 3;
+    ASSERT_TRUE(store_->CreateKey(vk));
+    ASSERT_TRUE(config_->ReloadOnExecutor());
+    std::vector<std::shared_ptr<FakeExchange>> held;
+    for (int i = 0; i < 2; ++i) {
+        held.push_back(Post(kChat, k));
+        proxy_->ChatCompletions(held.back());
+        EXPECT_EQ(held.back()->extra_headers().Get("x-ratelimit-limit-requests"), "3");
+        EXPECT_EQ(held.back()->extra_headers().Get("x-ratelimit-remaining-requests"),
+                  std::to_string(2 - i));
+    }
+    ASSERT_EQ(client_.calls.size(), 2u);
+    // The balance refuses the third: 402, and its request token is not taken.
+    auto broke = Post(kChat, k);
+    proxy_->ChatCompletions(broke);
+    EXPECT_EQ(broke->status(), 402);
+    EXPECT_EQ(broke->extra_headers().Get("x-ratelimit-remaining-requests"), "1");
+    // Both finish (20 µ$ each): the balance is back; the third request fits and takes the last
+    // token; the fourth is refused by the limit (429) before any reservation.
+    Answer(*client_.calls[0], 200, kOk);
+    Answer(*client_.calls[1], 200, kOk);
+    auto third = Post(kChat, k);
+    proxy_->ChatCompletions(third);
+    ASSERT_EQ(client_.calls.size(), 3u);
+    auto fourth = Post(kChat, k);
+    proxy_->ChatCompletions(fourth);
+    EXPECT_EQ(fourth->status(), 429);
+    EXPECT_FALSE(fourth->extra_headers().Get("retry-after").empty());
+    EXPECT_EQ(client_.calls.size(), 3u);
+    const int64_t before = AvailableCounter(group.id);
+    Answer(*client_.calls[2], 200, kOk);
+    EXPECT_EQ(AvailableCounter(group.id), 5'000 - 60);
+    EXPECT_GT(AvailableCounter(group.id), before);
+    // An unpriced model reserves nothing but still takes the limit.
+    AddDeployment("free", "free-model", 0);
+    ASSERT_TRUE(config_->ReloadOnExecutor());
+    auto free_call =
+        Post(R"({"model":"free-model","messages":[{"role":"user","content":"hi"}]})", k);
+    proxy_->ChatCompletions(free_call);
+    EXPECT_EQ(free_call->status(), 429);
 }
 
 }  // namespace

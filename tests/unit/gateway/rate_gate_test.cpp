@@ -25,7 +25,14 @@ public:
     void Reserve(std::vector<bus::Reservation>, int64_t, ReserveCallback done) override {
         done(core::Fail(core::ErrorCode::kUnavailable, "redis down"));
     }
-    void Add(std::vector<std::pair<std::string, int64_t>>, int64_t, ValuesCallback done) override {
+    void Admit(std::vector<bus::RateLimit>,
+               std::vector<bus::Reservation>,
+               int64_t,
+               AdmitCallback done) override {
+        ++calls;
+        done(core::Fail(core::ErrorCode::kUnavailable, "redis down"));
+    }
+    void Add(std::vector<bus::Delta>, int64_t, ValuesCallback done) override {
         done(core::Fail(core::ErrorCode::kUnavailable, "redis down"));
     }
     void Get(std::vector<std::string>, ValuesCallback done) override {

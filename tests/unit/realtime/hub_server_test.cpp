@@ -9,6 +9,8 @@
 #include <boost/json/serialize.hpp>
 #include <gtest/gtest.h>
 
+#include <thread>
+
 namespace conduit::realtime {
 namespace {
 
@@ -136,10 +138,14 @@ std::shared_ptr<Hub> TestHub(std::vector<std::string>* log) {
 class RealtimeServerTest : public ::testing::Test {
 protected:
     void SetUp() override { Make({}); }
-    void Make(HubOptions o, bus::Backplane* backplane = nullptr) {
+    void Make(HubOptions o, bus::Backplane* backplane = nullptr, InvocationGate gate = {}) {
         server.reset();
+        auto hub = TestHub(&log);
+        if (gate) {
+            hub->OnInvocation(std::move(gate));
+        }
         server = std::make_shared<HubServer>(
-            TestHub(&log), std::move(o), backplane, [this](const net::ExchangePtr& ex) {
+            std::move(hub), std::move(o), backplane, [this](const net::ExchangePtr& ex) {
                 auto fex = std::static_pointer_cast<FakeExchange>(ex);
                 fex->Respond(net::Response{101, {}, {}});
                 sockets.push_back(std::make_shared<TestSocket>(loop));
@@ -306,6 +312,59 @@ TEST_F(RealtimeServerTest, WebSocketRpcCompletionsAndErrors) {
     EXPECT_EQ(ws->close_code, 1000);
     EXPECT_EQ(server->ConnectionCount(), 0u);
     EXPECT_EQ(log.back().rfind("disconnected:", 0), 0u);
+}
+
+TEST_F(RealtimeServerTest, InvocationGateRunsFirstKeepsOrderAndRefusesWithAHubException) {
+    std::vector<std::function<void(std::optional<std::string>)>> waiting;
+    std::vector<std::string> gated;
+    Make({}, nullptr, [&](CallContext& ctx, std::function<void(std::optional<std::string>)> go) {
+        gated.push_back(ctx.method);
+        if (ctx.method == "Oops") {
+            go(std::nullopt);  // answered at once: runs inline
+            return;
+        }
+        waiting.push_back(std::move(go));
+    });
+    auto ws = Connect();
+    ws->ClientSend(
+        R("{" target ":" Echo "," arguments ":[" a "]," invocationId ":" 1 "," type ":1}") +
+        R("{" target ":" Echo "," arguments ":[" b "]," invocationId ":" 2 "," type ":1}"));
+    // The first waits in the gate; the second waits behind it (order is kept).
+    ASSERT_EQ(waiting.size(), 1u);
+    EXPECT_TRUE(ws->sent.empty());
+    waiting[0](std::nullopt);
+    ASSERT_EQ(ws->sent.size(), 1u);
+    EXPECT_EQ(ws->sent[0], R("{" type ":3," invocationId ":" 1 "," result ":" a "}"));
+    ASSERT_EQ(waiting.size(), 2u);
+    waiting[0](std::string("again"));  // a second answer is ignored
+    EXPECT_EQ(ws->sent.size(), 1u);
+    // Refused from another thread: the answer is posted to the connection's loop.
+    std::thread([go = waiting[1]] { go(std::string("Rate limit exceeded: slow down")); }).join();
+    loop.RunPending();
+    ASSERT_EQ(ws->sent.size(), 2u);
+    EXPECT_EQ(ws->sent[1], R("{"type":3,"invocationId":"2","error":"An unexpected error "
+                             "occurred invoking 'Echo' on the server. HubException: Rate limit "
+                             "exceeded: slow down"
+}
+"));
+    // Inline answers, several in one frame; unknown methods never reach the gate.
+    ws->ClientSend(R("{" target ":" Oops "," arguments ":[]," invocationId ":" 3 "," type ":1}") +
+                   R("{" target ":" Nope "," arguments ":[]," invocationId ":" 4 "," type ":1}") +
+                   R("{" target ":" Oops "," arguments ":[]," invocationId ":" 5 "," type ":1}"));
+ASSERT_EQ(ws->sent.size(), 5u);
+EXPECT_NE(ws->sent[2].find("\"invocationId\":\"3\""), std::string::npos);
+EXPECT_NE(ws->sent[3].find("Unknown hub method 'Nope'"), std::string::npos);
+EXPECT_NE(ws->sent[4].find("\"invocationId\":\"5\""), std::string::npos);
+EXPECT_EQ(gated, (std::vector<std::string>{"Echo", "Echo", "Oops", "Oops"}));
+// A gate answering after the connection closed does nothing.
+ws->ClientSend(R("{" target ":" Echo "," arguments ":[" c "]," invocationId ":" 6 "," type ":1}"));
+ASSERT_EQ(waiting.size(), 3u);
+ws->Gone(1001);  // the client went away
+loop.RunPending();
+const size_t before = ws->sent.size();
+waiting[2](std::nullopt);
+loop.RunPending();
+EXPECT_EQ(ws->sent.size(), before);
 }
 
 TEST_F(RealtimeServerTest, StreamsBothWays) {
