@@ -299,17 +299,31 @@ void TaskEngine::Submit(core::Loop& loop,
             auto [task, created] = std::move(*r);
             if (!created) {
                 // Idempotent replay: same key and same body → the same task. A pending one may
-                // have been created by a process that died before queueing its start: queue it
-                // (again). A duplicate start is harmless: the partition runs it after the first,
-                // which finds the task no longer pending.
+                // have been created by a process that died before queueing its start, or by a
+                // submit still waiting for the queue: queue it (again). It is touched first (a
+                // new version), so that a first submit whose publish fails later does not fail
+                // a task this replay accepted. A duplicate start is harmless: the partition runs
+                // it after the first, which finds the task no longer pending.
                 if (task.state == TaskState::kPending) {
-                    auto replay = std::make_shared<AsyncTask>(std::move(task));
-                    self->Enqueue(
-                        "start", *replay, std::chrono::milliseconds(0),
-                        [&loop, replay, done = std::move(done)](core::Result<void>) mutable {
-                            loop.Post([replay, done = std::move(done)]() mutable {
-                                done(SubmitOutcome{std::move(*replay), false});
-                            });
+                    std::string id = task.id;  // `task` is moved into the callback below
+                    self->Mutate(
+                        loop, std::move(id),
+                        [](AsyncTask& t) { return t.state == TaskState::kPending; },
+                        [self, &loop, task = std::move(task),
+                         done = std::move(done)](core::Result<Mutation> m) mutable {
+                            if (m && m->found && !m->applied) {
+                                done(SubmitOutcome{std::move(m->task), false});  // moved on
+                                return;
+                            }
+                            auto replay = std::make_shared<AsyncTask>(
+                                m && m->applied ? std::move(m->task) : std::move(task));
+                            self->Enqueue("start", *replay, std::chrono::milliseconds(0),
+                                          [&loop, replay,
+                                           done = std::move(done)](core::Result<void>) mutable {
+                                              loop.Post([replay, done = std::move(done)]() mutable {
+                                                  done(SubmitOutcome{std::move(*replay), false});
+                                              });
+                                          });
                         });
                     return;
                 }
@@ -323,10 +337,16 @@ void TaskEngine::Submit(core::Loop& loop,
                               loop.Post([self, &loop, q = std::move(q), task = std::move(task),
                                          done = std::move(done)]() mutable {
                                   if (!q) {
-                                      // Never accepted: fail the task so it does not linger.
+                                      // Never accepted: fail the task so it does not linger —
+                                      // unless it changed meanwhile (an idempotent replay
+                                      // accepted and queued it, or it is already running).
                                       self->Mutate(
                                           loop, task.id,
-                                          [](AsyncTask& failed) {
+                                          [version = task.version](AsyncTask& failed) {
+                                              if (failed.state != TaskState::kPending ||
+                                                  failed.version != version) {
+                                                  return false;
+                                              }
                                               failed.state = TaskState::kFailed;
                                               failed.error_message = "could not be queued";
                                               failed.error_code = "queue_unavailable";

@@ -125,12 +125,35 @@ public:
     std::atomic<bool> swallow_start_settlements{false};
     /// Every Publish fails (the broker is down).
     std::atomic<bool> fail_publishes{false};
+    /// Every Publish is held, neither sent nor answered, until FailHeld() (the broker went away
+    /// with the publish unconfirmed; the adapter gives up at its publish timeout).
+    std::atomic<bool> hold_publishes{false};
+
+    size_t Held() {
+        std::lock_guard lock(mu_);
+        return held_.size();
+    }
+    void FailHeld() {
+        std::vector<std::function<void(core::Result<void>)>> held;
+        {
+            std::lock_guard lock(mu_);
+            held.swap(held_);
+        }
+        for (auto& done : held) {
+            done(core::Fail(core::ErrorCode::kUnavailable, "publish not confirmed in time"));
+        }
+    }
 
     void Publish(std::vector<bus::OutgoingMessage> messages,
                  std::function<void(core::Result<void>)> done) override {
         std::vector<std::string> ops;
         for (const auto& m : messages) {
             ops.push_back(Field(m.body, "op"));
+        }
+        if (hold_publishes.load()) {
+            std::lock_guard lock(mu_);
+            held_.push_back(done ? std::move(done) : [](core::Result<void>) {});
+            return;
         }
         if (fail_publishes.load()) {
             if (done) {
@@ -250,6 +273,7 @@ private:
     mutable std::mutex mu_;
     std::vector<StepRecord> steps_;
     std::map<std::string, int> published_;
+    std::vector<std::function<void(core::Result<void>)>> held_;
 };
 
 /// What the engine asked the webhooks component to queue.
@@ -1252,6 +1276,92 @@ TEST_F(TaskEngineIT, ASubmitTheQueueRefusesIsReportedAndTheTaskDoesNotLinger) {
     EXPECT_EQ(tasks[0].error_code, "queue_unavailable");
     EXPECT_EQ(mock_->Stats().video_jobs_started, 0);
     EXPECT_TRUE(EventsOf(tasks[0].id).empty()) << "no task.created for a task never queued";
+}
+
+TEST_F(TaskEngineIT, ASubmitWhosePublishFailsLateLeavesTheTaskItsReplayAcceptedRunning) {
+    // Found by the chaos test (RabbitMQ restarted under load): the first submit's start publish
+    // is left unconfirmed by a broker going away; the client times out and retries with its
+    // Idempotency-Key; the replay is accepted and queues the start, the task runs; then the first
+    // publish times out. Its failure path must not turn that task into "could not be queued".
+    Node& n = StartNode();
+    SubmitRequest req = Video(R"("mock_job_duration_ms":150)");
+    req.idempotency_key = "idem-late-publish-failure";
+    n.queue->hold_publishes = true;
+    std::mutex mu;
+    std::optional<core::Result<SubmitOutcome>> first;
+    n.loop().Post([&n, req, &mu, &first]() mutable {
+        n.engine->Submit(n.loop(), std::move(req), [&mu, &first](core::Result<SubmitOutcome> r) {
+            std::lock_guard lock(mu);
+            first.emplace(std::move(r));
+        });
+    });
+    ASSERT_TRUE(WaitFor([&] { return n.queue->Held() == 1; })) << "the first start publish";
+    n.queue->hold_publishes = false;
+    SubmitOutcome replay = Submit(n, req);
+    EXPECT_FALSE(replay.created);
+    const std::string id = replay.task.id;
+    ASSERT_EQ(Terminal(n, id).state, TaskState::kCompleted);
+
+    n.queue->FailHeld();
+    ASSERT_TRUE(WaitFor([&] {
+        std::lock_guard lock(mu);
+        return first.has_value();
+    }));
+    {
+        std::lock_guard lock(mu);
+        ASSERT_FALSE(first->has_value()) << "the first submit reports the queue failure";
+        EXPECT_EQ(first->error().code, core::ErrorCode::kUnavailable);
+    }
+    // The store executor runs calls in order: this read comes after the failure path's write.
+    auto after = Get(n, id, key_a_);
+    ASSERT_TRUE(after.has_value());
+    EXPECT_EQ(after->state, TaskState::kCompleted) << after->error_message;
+    EXPECT_EQ(JobsOf(id).size(), 1u);
+}
+
+TEST_F(TaskEngineIT, ASubmitWhosePublishFailsLateDoesNotFailAPendingTaskItsReplayQueued) {
+    // As above, but the first publish fails while the replay's start is still queued (the task
+    // is pending): the task must still run.
+    Node& n = StartNode();
+    SubmitRequest req = Video(R"("mock_job_duration_ms":150)");
+    req.idempotency_key = "idem-late-publish-failure-pending";
+    n.queue->hold_publishes = true;
+    std::mutex mu;
+    std::optional<core::Result<SubmitOutcome>> first;
+    n.loop().Post([&n, req, &mu, &first]() mutable {
+        n.engine->Submit(n.loop(), std::move(req), [&mu, &first](core::Result<SubmitOutcome> r) {
+            std::lock_guard lock(mu);
+            first.emplace(std::move(r));
+        });
+    });
+    ASSERT_TRUE(WaitFor([&] { return n.queue->Held() == 1; })) << "the first start publish";
+    // The replay's start is held too (queued, not yet delivered), then the first one fails.
+    std::optional<core::Result<SubmitOutcome>> second;
+    n.loop().Post([&n, req, &mu, &second]() mutable {
+        n.engine->Submit(n.loop(), std::move(req), [&mu, &second](core::Result<SubmitOutcome> r) {
+            std::lock_guard lock(mu);
+            second.emplace(std::move(r));
+        });
+    });
+    ASSERT_TRUE(WaitFor([&] { return n.queue->Held() == 2; })) << "the replay's start publish";
+    n.queue->hold_publishes = false;
+    n.queue->FailHeld();  // both fail: the first submit's and the replay's
+    ASSERT_TRUE(WaitFor([&] {
+        std::lock_guard lock(mu);
+        return first.has_value() && second.has_value();
+    }));
+    std::string id;
+    {
+        std::lock_guard lock(mu);
+        ASSERT_FALSE(first->has_value());
+        ASSERT_TRUE(second->has_value()) << "the replay answers with the task";
+        id = (*second)->task.id;
+    }
+    auto after = Get(n, id, key_a_);
+    ASSERT_TRUE(after.has_value());
+    EXPECT_EQ(after->state, TaskState::kPending)
+        << "accepted by the replay: left for the sweeper, not failed (" << after->error_message
+        << ")";
 }
 
 TEST_F(TaskEngineIT, AStartInterruptedBeforeTheJobIdWasRecordedResubmitsTheSameAttempt) {
