@@ -104,9 +104,8 @@ std::string BudgetAlertArgsJson(const BudgetAlertInfo& alert);
 std::string_view EndpointOf(std::string_view request_type);
 
 /// Hub method invocations per virtual key per minute: a token bucket per key (capacity = the
-/// per-minute rate, refilled continuously). Local to this instance: with N instances a key may
-/// make up to N × the rate; the Redis-backed Counters port of the governance issue makes it
-/// global. Thread-safe.
+/// per-minute rate, refilled continuously), local to this instance. The fallback when no
+/// HubsDeps::limit_invocation is set (the gateway sets one on the shared Counters). Thread-safe.
 class KeyRateLimiter {
 public:
     /// `per_minute` 0 = unlimited.
