@@ -429,6 +429,7 @@ describe('request limits across three instances sharing Redis and PostgreSQL', (
     gws.push(await startGateway(common, { env }));
     fx = await seed(gws[0], mock);
     fx.limited = await limitedKey(gws[0], fx, { rateLimitRpm: 30 });
+    fx.hubLimited = await limitedKey(gws[0], fx, { rateLimitRpm: 5 });
     fx.budgeted = await limitedKey(gws[0], fx, {
       maxBudget: (4 * worstOf(HELD) + worstOf(HELD) - 1) / 1e6, budgetDuration: 'daily',
     });
@@ -445,6 +446,39 @@ describe('request limits across three instances sharing Redis and PostgreSQL', (
   it('RPM = 30 admits exactly 30 of 120 requests spread over three instances', { skip }, async () => {
     const { counts } = await burst(gws.map((g) => g.base), fx.limited, 120);
     assert.deepEqual(counts, { 200: 30, 429: 90 });
+  });
+
+  it('hub method invocations take the key\'s RPM across the three instances', { skip }, async () => {
+    const conns = await Promise.all(gws.map(async (g) => {
+      const c = new signalR.HubConnectionBuilder()
+        .withUrl(`${g.base}/hubs/navigation-state`, { accessTokenFactory: () => fx.hubLimited })
+        .configureLogging(signalR.LogLevel.None)
+        .build();
+      await c.start();
+      return c;
+    }));
+    try {
+      // RPM 5: two invocations on the first instance, two on the second, one on the third.
+      for (const i of [0, 0, 1, 1, 2]) {
+        const state = await conns[i].invoke('GetNavigationState');
+        assert.ok(Array.isArray(state.items));
+      }
+      for (const c of conns) {
+        await assert.rejects(c.invoke('GetNavigationState'),
+          /Rate limit exceeded: requests per minute \(limit 5\); try again in \d+s/);
+        assert.equal(c.state, signalR.HubConnectionState.Connected);
+      }
+      // The same bucket refuses the key's HTTP requests too.
+      const r = await fetch(`${gws[2].base}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${fx.hubLimited}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify(CHAT),
+      });
+      assert.equal(r.status, 429);
+      assert.equal(r.headers.get('x-ratelimit-limit-requests'), '5');
+    } finally {
+      await Promise.all(conns.map((c) => c.stop()));
+    }
   });
 
   it('a daily key budget covering 4 worst cases admits exactly 4 of 48 held requests over three instances', { skip }, async () => {
