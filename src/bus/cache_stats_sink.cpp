@@ -66,18 +66,21 @@ public:
         {
             std::lock_guard lock(mu_);
             const int64_t now = clock_.NowUnixMs();
-            out.pruned_instances = PruneLocked(now);
             out.generated_ms = now;
             instances.reserve(instances_.size());
             for (const auto& [id, s] : instances_) {
                 instances.push_back(s);
+                if (now - s.heartbeat_ms > options_.stale_after.count()) {
+                    ++out.stale_instances;  // pruned by the next push, like with Redis
+                } else {
+                    ++out.active_instances;
+                }
             }
             out.regions =
                 obs::AggregateRegions(instances, global_, options_.drift_tolerance_percent);
         }
         out.mode = "embedded";
         out.tolerance_percent = options_.drift_tolerance_percent;
-        out.active_instances = instances.size();
         if (with_instances) {
             out.instances = std::move(instances);
         }
@@ -253,7 +256,9 @@ CacheStatsReporter::~CacheStatsReporter() { state_->alive = false; }
 
 void CacheStatsReporter::Start() {
     Tick();
-    CollectTick();
+    if (options_.collect_interval.count() > 0) {
+        CollectTick();
+    }
 }
 
 void CacheStatsReporter::Stop() {

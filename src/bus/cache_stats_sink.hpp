@@ -20,7 +20,7 @@ namespace conduit::bus {
 /// Settings shared by the cache statistics adapters.
 struct CacheStatsOptions {
     /// An instance whose last push is older than this is stale: it leaves the registry and its
-    /// figures leave the global aggregate (pruned by the next push or collect of any instance).
+    /// figures leave the global aggregate (pruned by the next push of any instance).
     std::chrono::milliseconds stale_after{120'000};
     /// A region drifts when Σ per-instance counts and the global aggregate differ by more than
     /// this (percent).
@@ -47,8 +47,10 @@ public:
     /// instance and moves the global aggregate, in one atomic step (Redis: one round trip).
     /// Stale instances are pruned on the way.
     virtual void Push(const obs::InstanceSnapshot& snapshot, PushCallback done) = 0;
-    /// Prunes stale instances, reads every active instance and the global aggregate (Redis: one
-    /// round trip) and aggregates per region. `with_instances` keeps the per-instance views.
+    /// Reads every instance's figures and the global aggregate in one atomic step (Redis: one
+    /// round trip) and aggregates per region. Stale instances not pruned yet are counted (as
+    /// they are in the global aggregate) and reported as stale. `with_instances` keeps the
+    /// per-instance views.
     virtual void Collect(bool with_instances, CollectCallback done) = 0;
     /// "inprocess" or "redis".
     virtual std::string_view Engine() const = 0;
@@ -67,6 +69,8 @@ public:
     struct Options {
         std::string instance_id;
         std::chrono::milliseconds interval{1000};
+        /// 0 = no periodic collection (the cluster gauges and the health check then follow the
+        /// on-demand collections, e.g. of the admin route).
         std::chrono::milliseconds collect_interval{10'000};
     };
 

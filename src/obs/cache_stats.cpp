@@ -331,50 +331,165 @@ double DriftPercent(uint64_t expected, uint64_t actual) {
     return diff / static_cast<double>(expected) * 100.0;
 }
 
-std::vector<RegionAggregate> AggregateRegions(
-    const std::vector<InstanceSnapshot>& instances,
-    const std::array<CacheCounts, kCacheRegionCount>& global,
-    double tolerance_percent) {
+bool CacheAggregator::AddRecord(std::string_view instance_id,
+                                std::string_view text,
+                                int64_t* heartbeat_ms) {
+    if (keep_) {
+        auto inst = DecodeInstance(std::string(instance_id), text);
+        if (!inst) {
+            return false;
+        }
+        if (heartbeat_ms != nullptr) {
+            *heartbeat_ms = inst->heartbeat_ms;
+        }
+        Add(*inst);
+        kept_.push_back(std::move(*inst));
+        return true;
+    }
+    // Parse everything first (a malformed record adds nothing), then add.
+    lines_.clear();
+    buckets_.clear();
+    uint64_t hb = 0;
+    while (!text.empty()) {
+        const size_t end = text.find('\n');
+        std::string_view line = text.substr(0, end);
+        text = end == std::string_view::npos ? std::string_view() : text.substr(end + 1);
+        if (line.empty()) {
+            continue;
+        }
+        std::array<std::string_view, 8> f;
+        size_t n = 0;
+        while (!line.empty() && n < f.size()) {
+            const size_t sp = line.find(' ');
+            f[n++] = line.substr(0, sp);
+            line = sp == std::string_view::npos ? std::string_view() : line.substr(sp + 1);
+        }
+        if (!line.empty()) {
+            return false;
+        }
+        if (n == 2 && f[0] == "hb") {
+            if (!ParseU64(f[1], hb)) {
+                return false;
+            }
+            continue;
+        }
+        if (n != 8) {
+            return false;
+        }
+        Line l;
+        CacheCounts& c = l.counts;
+        if (!ParseU64(f[1], c.hits) || !ParseU64(f[2], c.misses) || !ParseU64(f[3], c.sets) ||
+            !ParseU64(f[4], c.removes) || !ParseU64(f[5], c.evictions) ||
+            !ParseU64(f[6], c.errors)) {
+            return false;
+        }
+        // The histogram: "sum,max" then ";bucket:count"...
+        std::string_view h = f[7];
+        const size_t head_end = h.find(';');
+        const std::string_view head = h.substr(0, head_end);
+        const size_t comma = head.find(',');
+        if (comma == std::string_view::npos || !ParseU64(head.substr(0, comma), l.sum_ns) ||
+            !ParseU64(head.substr(comma + 1), l.max_ns)) {
+            return false;
+        }
+        l.first_bucket = buckets_.size();
+        std::string_view rest =
+            head_end == std::string_view::npos ? std::string_view() : h.substr(head_end + 1);
+        if (head_end != std::string_view::npos && rest.empty()) {
+            return false;
+        }
+        while (!rest.empty()) {
+            const size_t e = rest.find(';');
+            const std::string_view item = rest.substr(0, e);
+            rest = e == std::string_view::npos ? std::string_view() : rest.substr(e + 1);
+            const size_t colon = item.find(':');
+            uint64_t index = 0;
+            uint64_t count = 0;
+            if (colon == std::string_view::npos || !ParseU64(item.substr(0, colon), index) ||
+                !ParseU64(item.substr(colon + 1), count) || index >= kLatencyBuckets) {
+                return false;
+            }
+            buckets_.emplace_back(static_cast<size_t>(index), count);
+        }
+        l.bucket_count = buckets_.size() - l.first_bucket;
+        auto region = ParseCacheRegion(f[0]);
+        if (!region) {
+            continue;  // a region of a newer build
+        }
+        l.region = static_cast<size_t>(*region);
+        lines_.push_back(l);
+    }
+    Seen seen;
+    seen.id = std::string(instance_id);
+    for (const Line& l : lines_) {
+        counts_[l.region] += l.counts;
+        auto& lat = latency_[l.region];
+        for (size_t b = l.first_bucket; b < l.first_bucket + l.bucket_count; ++b) {
+            lat.AddBucket(buckets_[b].first, buckets_[b].second);
+        }
+        lat.AddSumMax(l.sum_ns, l.max_ns);
+        seen.lookups[l.region] += l.counts.Lookups();
+    }
+    seen_.push_back(std::move(seen));
+    if (heartbeat_ms != nullptr) {
+        *heartbeat_ms = static_cast<int64_t>(hb);
+    }
+    return true;
+}
+
+void CacheAggregator::Add(const InstanceSnapshot& instance) {
+    Seen seen;
+    seen.id = instance.instance_id;
+    for (const auto& r : instance.regions) {
+        auto i = static_cast<size_t>(r.region);
+        if (i >= kCacheRegionCount) {
+            continue;
+        }
+        counts_[i] += r.counts;
+        latency_[i].Merge(r.latency);
+        seen.lookups[i] += r.counts.Lookups();
+    }
+    seen_.push_back(std::move(seen));
+}
+
+std::vector<RegionAggregate> CacheAggregator::Finish(
+    const std::array<CacheCounts, kCacheRegionCount>& global, double tolerance_percent) const {
     std::vector<RegionAggregate> out(kCacheRegionCount);
     for (size_t i = 0; i < kCacheRegionCount; ++i) {
-        out[i].region = static_cast<CacheRegion>(i);
-        out[i].global = global[i];
-    }
-    for (const auto& inst : instances) {
-        for (const auto& r : inst.regions) {
-            auto i = static_cast<size_t>(r.region);
-            if (i >= kCacheRegionCount) {
-                continue;
-            }
-            out[i].counts += r.counts;
-            out[i].latency.Merge(r.latency);
-        }
-    }
-    for (auto& agg : out) {
+        auto& agg = out[i];
+        agg.region = static_cast<CacheRegion>(i);
+        agg.global = global[i];
+        agg.counts = counts_[i];
+        agg.latency = latency_[i];
         agg.drift_percent = std::max(DriftPercent(agg.counts.hits, agg.global.hits),
                                      DriftPercent(agg.counts.misses, agg.global.misses));
         agg.drifting = agg.drift_percent > tolerance_percent;
-        if (instances.size() < 2) {
+        if (seen_.size() < 2) {
             continue;
         }
         const double mean =
-            static_cast<double>(agg.counts.Lookups()) / static_cast<double>(instances.size());
+            static_cast<double>(agg.counts.Lookups()) / static_cast<double>(seen_.size());
         if (mean <= 0) {
             continue;
         }
-        for (const auto& inst : instances) {
-            uint64_t lookups = 0;
-            for (const auto& r : inst.regions) {
-                if (r.region == agg.region) {
-                    lookups = r.counts.Lookups();
-                }
-            }
-            if (std::abs(static_cast<double>(lookups) - mean) > 0.5 * mean) {
-                agg.outliers.push_back(inst.instance_id);
+        for (const auto& s : seen_) {
+            if (std::abs(static_cast<double>(s.lookups[i]) - mean) > 0.5 * mean) {
+                agg.outliers.push_back(s.id);
             }
         }
     }
     return out;
+}
+
+std::vector<RegionAggregate> AggregateRegions(
+    const std::vector<InstanceSnapshot>& instances,
+    const std::array<CacheCounts, kCacheRegionCount>& global,
+    double tolerance_percent) {
+    CacheAggregator agg;
+    for (const auto& inst : instances) {
+        agg.Add(inst);
+    }
+    return agg.Finish(global, tolerance_percent);
 }
 
 std::vector<CacheRegion> ClusterCacheStats::Drifting() const {
@@ -392,8 +507,8 @@ std::string ClusterCacheStats::ToJson(bool with_instances) const {
     out.reserve(1024 + (with_instances ? instances.size() * 900 : 0));
     out +=
         fmt::format(R"({{"generatedAt":{},"mode":"{}","tolerancePercent":{},"activeInstances":{},)"
-                    R"("prunedInstances":{},"aggregationMs":{},"drifting":[)",
-                    generated_ms, mode, Num(tolerance_percent), active_instances, pruned_instances,
+                    R"("staleInstances":{},"aggregationMs":{},"drifting":[)",
+                    generated_ms, mode, Num(tolerance_percent), active_instances, stale_instances,
                     Num(aggregation_ms));
     bool first = true;
     for (CacheRegion r : Drifting()) {

@@ -74,6 +74,15 @@ public:
     void SetBucket(size_t i, uint64_t n);
     void SetSumNs(uint64_t v) { sum_ns_ = v; }
     void SetMaxNs(uint64_t v) { max_ns_ = v; }
+    /// Adds `n` observations to bucket `i`, `sum_ns` to the sum, and raises the max.
+    void AddBucket(size_t i, uint64_t n) {
+        buckets_[i] += n;
+        count_ += n;
+    }
+    void AddSumMax(uint64_t sum_ns, uint64_t max_ns) {
+        sum_ns_ += sum_ns;
+        max_ns_ = max_ns > max_ns_ ? max_ns : max_ns_;
+    }
 
     /// The q-quantile (0 < q <= 1) in nanoseconds: the bucket holding the rank ceil(q·count),
     /// interpolated linearly inside it, never above MaxNs(). 0 when empty.
@@ -188,9 +197,12 @@ struct ClusterCacheStats {
     int64_t generated_ms = 0;
     std::string mode;  // "embedded" or "redis"
     double tolerance_percent = 5.0;
-    size_t active_instances = 0;
-    size_t pruned_instances = 0;  // stale instances removed while collecting
-    double aggregation_ms = 0;    // time to collect and aggregate
+    size_t active_instances = 0;  // heartbeat within the staleness
+    /// Instances past the staleness whose figures are still there: the next push of any
+    /// instance prunes them (with their share of the global aggregate); counted in the sums
+    /// until then.
+    size_t stale_instances = 0;
+    double aggregation_ms = 0;  // time to collect and aggregate
     std::vector<RegionAggregate> regions;
     std::vector<InstanceSnapshot> instances;  // filled when asked for per-instance views
 
@@ -211,6 +223,53 @@ std::optional<InstanceSnapshot> DecodeInstance(std::string instance_id, std::str
 
 /// drift% = |expected − actual| / expected · 100 (100 when expected = 0 < actual). Pure.
 double DriftPercent(uint64_t expected, uint64_t actual);
+
+/// Aggregates instances one by one, straight from their stored records (no per-instance
+/// histogram is built unless the per-instance views are kept), then computes drift against the
+/// engine's global counts and the outliers. Not thread-safe (one per aggregation).
+class CacheAggregator {
+public:
+    explicit CacheAggregator(bool keep_instances = false) : keep_(keep_instances) {}
+
+    /// Adds a record in DecodeInstance's form. Returns false, adding nothing, when it is
+    /// malformed. `heartbeat_ms` receives the record's heartbeat (0 when it has none).
+    bool AddRecord(std::string_view instance_id,
+                   std::string_view text,
+                   int64_t* heartbeat_ms = nullptr);
+    /// Adds a snapshot.
+    void Add(const InstanceSnapshot& instance);
+
+    /// Instances added so far.
+    size_t size() const { return seen_.size(); }
+    /// Per region (enum order): sums, merged latency, drift of the sums against `global` above
+    /// `tolerance_percent`, outliers.
+    std::vector<RegionAggregate> Finish(const std::array<CacheCounts, kCacheRegionCount>& global,
+                                        double tolerance_percent) const;
+    /// The instances added (only when constructed with keep_instances).
+    std::vector<InstanceSnapshot> TakeInstances() { return std::move(kept_); }
+
+private:
+    struct Seen {
+        std::string id;
+        std::array<uint64_t, kCacheRegionCount> lookups{};
+    };
+    bool keep_;
+    std::array<CacheCounts, kCacheRegionCount> counts_{};
+    std::array<LatencyHistogram, kCacheRegionCount> latency_{};
+    std::vector<Seen> seen_;
+    std::vector<InstanceSnapshot> kept_;
+    // Scratch of AddRecord (kept to avoid an allocation per record).
+    struct Line {
+        size_t region = 0;
+        CacheCounts counts;
+        uint64_t sum_ns = 0;
+        uint64_t max_ns = 0;
+        size_t first_bucket = 0;  // into buckets_
+        size_t bucket_count = 0;
+    };
+    std::vector<Line> lines_;
+    std::vector<std::pair<size_t, uint64_t>> buckets_;
+};
 
 /// Aggregates `instances` per region against the engine's `global` counts (indexed by region),
 /// flags drift above `tolerance_percent` and outlier instances. Pure.

@@ -57,51 +57,33 @@ local function move(gkey, new, old)
     end
   end
 end
-local function prune(zkey, gkey, prefix, cutoff)
+local function prune(zkey, rkey, gkey, cutoff)
   local ids = redis.call('ZRANGEBYSCORE', zkey, '-inf', '(' .. string.format('%d', cutoff),
                          'LIMIT', 0, 100)
   for _, id in ipairs(ids) do
-    local key = prefix .. id
-    move(gkey, {}, counts(redis.call('GET', key)))
-    redis.call('DEL', key)
+    move(gkey, {}, counts(redis.call('HGET', rkey, id)))
+    redis.call('HDEL', rkey, id)
     redis.call('ZREM', zkey, id)
   end
   if #ids > 0 and redis.call('ZCARD', zkey) == 0 then
-    redis.call('DEL', gkey)
+    redis.call('DEL', rkey, gkey)
   end
   return #ids
 end
 )lua";
 
-// KEYS: registry, global, this instance's record.
-// ARGV: instance id, stale ms, record ttl ms, record key prefix, regions (obs::EncodeRegions).
+// KEYS: registry, records, global. ARGV: instance id, stale ms, keys' ttl ms, regions
+// (obs::EncodeRegions).
 constexpr std::string_view kPush = R"lua(
 local now = now_ms()
-local pruned = prune(KEYS[1], KEYS[2], ARGV[4], now - tonumber(ARGV[2]))
-move(KEYS[2], counts(ARGV[5]), counts(redis.call('GET', KEYS[3])))
-redis.call('SET', KEYS[3], 'hb ' .. string.format('%d', now) .. '\n' .. ARGV[5], 'PX', ARGV[3])
+local pruned = prune(KEYS[1], KEYS[2], KEYS[3], now - tonumber(ARGV[2]))
+move(KEYS[3], counts(ARGV[4]), counts(redis.call('HGET', KEYS[2], ARGV[1])))
+redis.call('HSET', KEYS[2], ARGV[1], 'hb ' .. string.format('%d', now) .. '\n' .. ARGV[4])
 redis.call('ZADD', KEYS[1], string.format('%d', now), ARGV[1])
-return {now, pruned}
-)lua";
-
-// KEYS: registry, global. ARGV: record key prefix, stale ms.
-// Returns {now, pruned, global hash (flat), ids, records (nil where a record is gone)}.
-constexpr std::string_view kCollect = R"lua(
-local now = now_ms()
-local pruned = prune(KEYS[1], KEYS[2], ARGV[1], now - tonumber(ARGV[2]))
-local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
-local records = {}
-for i = 1, #ids, 500 do
-  local keys = {}
-  for j = i, math.min(i + 499, #ids) do
-    keys[#keys + 1] = ARGV[1] .. ids[j]
-  end
-  local vals = redis.call('MGET', unpack(keys))
-  for j = 1, #vals do
-    records[#records + 1] = vals[j]
-  end
+for i = 1, 3 do
+  redis.call('PEXPIRE', KEYS[i], ARGV[3])
 end
-return {now, pruned, redis.call('HGETALL', KEYS[2]), ids, records}
+return {now, pruned}
 )lua";
 
 struct Script {
@@ -176,10 +158,9 @@ public:
     RedisCacheStats(RedisCacheStatsOptions options, redis::Endpoint endpoint)
         : options_(std::move(options)),
           push_(kPush),
-          collect_(kCollect),
           registry_key_(options_.key_prefix + "cache:stats:instances"),
-          global_key_(options_.key_prefix + "cache:stats:global"),
-          record_prefix_(options_.key_prefix + "cache:stats:inst:") {
+          records_key_(options_.key_prefix + "cache:stats:records"),
+          global_key_(options_.key_prefix + "cache:stats:global") {
         redis::ClientOptions co;
         co.endpoint = std::move(endpoint);
         co.connect_timeout = options_.connect_timeout;
@@ -204,9 +185,9 @@ public:
             return;
         }
         const int64_t stale = options_.stats.stale_after.count();
-        Eval(push_, {registry_key_, global_key_, record_prefix_ + snapshot.instance_id},
+        Eval(push_, {registry_key_, records_key_, global_key_},
              {snapshot.instance_id, std::to_string(stale), std::to_string(stale * 3),
-              record_prefix_, obs::EncodeRegions(snapshot.regions)},
+              obs::EncodeRegions(snapshot.regions)},
              [done = std::move(done)](core::Result<redis::Reply> r) {
                  if (!r) {
                      done(tl::unexpected(r.error()));
@@ -222,65 +203,82 @@ public:
 
     void Collect(bool with_instances, CollectCallback done) override {
         const auto started = std::chrono::steady_clock::now();
-        Eval(collect_, {registry_key_, global_key_},
-             {record_prefix_, std::to_string(options_.stats.stale_after.count())},
-             [started, with_instances, tolerance = options_.stats.drift_tolerance_percent,
-              done = std::move(done)](core::Result<redis::Reply> r) {
-                 if (!r) {
-                     done(tl::unexpected(r.error()));
-                     return;
-                 }
-                 auto parsed = Parse(*r, with_instances, tolerance);
-                 if (parsed) {
-                     parsed->aggregation_ms = std::chrono::duration<double, std::milli>(
-                                                  std::chrono::steady_clock::now() - started)
-                                                  .count();
-                 }
-                 done(std::move(parsed));
-             });
+        // One atomic read in one round trip: MULTI ... EXEC written back to back (nothing of
+        // this adapter comes in between: every command is issued under Shared::mu).
+        std::lock_guard lock(shared_->mu);
+        if (shared_->client == nullptr) {
+            done(Fail(ErrorCode::kUnavailable, "Redis cache statistics are shutting down"));
+            return;
+        }
+        auto& client = *shared_->client;
+        client.Command({"MULTI"}, nullptr);
+        client.Command({"TIME"}, nullptr);
+        client.Command({"HGETALL", records_key_}, nullptr);
+        client.Command({"HGETALL", global_key_}, nullptr);
+        client.Command(
+            {"EXEC"}, [started, with_instances, stale = options_.stats.stale_after.count(),
+                       tolerance = options_.stats.drift_tolerance_percent,
+                       done = std::move(done)](core::Result<redis::Reply> r) {
+                if (!r) {
+                    done(tl::unexpected(r.error()));
+                    return;
+                }
+                auto parsed = Parse(*r, with_instances, stale, tolerance);
+                if (parsed) {
+                    parsed->aggregation_ms = std::chrono::duration<double, std::milli>(
+                                                 std::chrono::steady_clock::now() - started)
+                                                 .count();
+                }
+                done(std::move(parsed));
+            });
     }
 
     std::string_view Engine() const override { return "redis"; }
 
 private:
+    /// EXEC's reply: {TIME, HGETALL records, HGETALL global}.
     static core::Result<obs::ClusterCacheStats> Parse(const redis::Reply& r,
                                                       bool with_instances,
+                                                      int64_t stale_ms,
                                                       double tolerance) {
         using Type = redis::Reply::Type;
-        if (r.type != Type::kArray || r.elements.size() != 5 ||
-            r.elements[0].type != Type::kInteger || r.elements[1].type != Type::kInteger ||
-            r.elements[2].type != Type::kArray || r.elements[3].type != Type::kArray ||
-            r.elements[4].type != Type::kArray ||
-            r.elements[3].elements.size() != r.elements[4].elements.size()) {
+        if (r.IsError()) {
+            return Fail(ErrorCode::kInternal, "redis: " + r.str);
+        }
+        if (r.type != Type::kArray || r.elements.size() != 3 ||
+            r.elements[0].type != Type::kArray || r.elements[0].elements.size() != 2 ||
+            r.elements[1].type != Type::kArray || r.elements[2].type != Type::kArray) {
             return tl::unexpected(BadReply(r));
         }
         obs::ClusterCacheStats out;
         out.mode = "redis";
-        out.generated_ms = r.elements[0].integer;
-        out.pruned_instances = static_cast<size_t>(r.elements[1].integer);
         out.tolerance_percent = tolerance;
+        try {
+            out.generated_ms = std::stoll(r.elements[0].elements[0].str) * 1000 +
+                               std::stoll(r.elements[0].elements[1].str) / 1000;
+        } catch (...) {
+            return tl::unexpected(BadReply(r));
+        }
         std::array<obs::CacheCounts, obs::kCacheRegionCount> global{};
         const auto& g = r.elements[2].elements;
         for (size_t i = 0; i + 1 < g.size(); i += 2) {
             AddGlobalField(global, g[i].str, g[i + 1].str);
         }
-        const auto& ids = r.elements[3].elements;
-        const auto& records = r.elements[4].elements;
-        std::vector<obs::InstanceSnapshot> instances;
-        instances.reserve(ids.size());
-        for (size_t i = 0; i < ids.size(); ++i) {
-            if (records[i].type != Type::kString) {
-                continue;  // registered, but its record is gone (expired or evicted)
+        obs::CacheAggregator agg(with_instances);
+        const auto& records = r.elements[1].elements;
+        for (size_t i = 0; i + 1 < records.size(); i += 2) {
+            int64_t heartbeat = 0;
+            if (!agg.AddRecord(records[i].str, records[i + 1].str, &heartbeat)) {
+                continue;  // malformed: not counted (drift shows it)
             }
-            if (auto inst = obs::DecodeInstance(ids[i].str, records[i].str)) {
-                instances.push_back(std::move(*inst));
+            if (out.generated_ms - heartbeat > stale_ms) {
+                ++out.stale_instances;  // still in the global aggregate until pruned
+            } else {
+                ++out.active_instances;
             }
         }
-        out.active_instances = instances.size();
-        out.regions = obs::AggregateRegions(instances, global, tolerance);
-        if (with_instances) {
-            out.instances = std::move(instances);
-        }
+        out.regions = agg.Finish(global, tolerance);
+        out.instances = agg.TakeInstances();
         return out;
     }
 
@@ -322,8 +320,8 @@ private:
     }
 
     RedisCacheStatsOptions options_;
-    Script push_, collect_;
-    std::string registry_key_, global_key_, record_prefix_;
+    Script push_;
+    std::string registry_key_, records_key_, global_key_;
     std::shared_ptr<Shared> shared_ = std::make_shared<Shared>();
     std::unique_ptr<redis::Client> client_;
 };

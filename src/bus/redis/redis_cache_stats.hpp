@@ -24,21 +24,20 @@ struct RedisCacheStatsOptions {
     std::chrono::milliseconds command_timeout{2000};
 };
 
-/// The Redis cache statistics adapter: one pipelined connection; Push and Collect are one Lua
-/// script each (EVALSHA; EVAL again after NOSCRIPT), so each costs one round trip and is atomic.
+/// The Redis cache statistics adapter: one pipelined connection, one round trip per call.
 ///
-/// Keys (prefix P):
-///   P cache:stats:instances      sorted set: instance id → last push (Redis server time, ms)
-///   P cache:stats:inst:{id}      string: "hb <ms>" + obs::EncodeRegions (cumulative figures),
-///                                expires after 3 × stale_after (a bound on leaks; pruning
-///                                normally deletes it first)
-///   P cache:stats:global         hash "{region}:{hits|misses|sets|removes|evictions|errors}":
-///                                the global aggregate, moved by each push's difference
-/// Push: prunes up to 100 stale instances (subtracting their figures from the global hash),
-/// adds (new − previous) of this instance to the global hash, stores the record, heartbeats.
-/// Collect: prunes, then returns the global hash and every registered instance's record (MGET
-/// in the script); the histograms are merged here, not in Lua.
-/// Keys are computed inside the scripts: one Redis server (not a cluster).
+/// Keys (prefix P; all three expire after 3 × stale_after without any push, a bound on what a
+/// vanished deployment leaves behind):
+///   P cache:stats:instances  sorted set: instance id → last push (Redis server time, ms)
+///   P cache:stats:records    hash: instance id → "hb <ms>\n" + obs::EncodeRegions (cumulative)
+///   P cache:stats:global     hash "{region}:{hits|misses|sets|removes|evictions|errors}": the
+///                            global aggregate, moved by each push's difference
+/// Push: one Lua script (EVALSHA; EVAL again after NOSCRIPT): prunes up to 100 stale instances
+/// (subtracting their figures from the global hash), adds (new − previous) of this instance to
+/// the global hash, stores the record, heartbeats.
+/// Collect: MULTI, TIME, HGETALL records, HGETALL global, EXEC written back to back: one
+/// atomic read; records are parsed and histograms merged here (obs::CacheAggregator), not in
+/// Lua. Every key is passed in KEYS (a cluster needs a hash tag in the prefix, e.g. "{c}:").
 /// Creates the adapter and starts connecting (does not wait). Fails only on a bad URL.
 core::Result<std::unique_ptr<CacheStatsSink>> MakeRedisCacheStats(RedisCacheStatsOptions options);
 

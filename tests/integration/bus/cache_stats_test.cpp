@@ -132,7 +132,7 @@ TEST(RedisCacheStatsTest, ThreeInstancesAggregateAndDriftIsDetected) {
     auto s = Collect(*c, true);
     EXPECT_EQ(s.mode, "redis");
     EXPECT_EQ(s.active_instances, 3u);
-    EXPECT_EQ(s.pruned_instances, 0u);
+    EXPECT_EQ(s.stale_instances, 0u);
     ASSERT_EQ(s.regions.size(), obs::kCacheRegionCount);
     const auto& vk = s.regions[0];
     EXPECT_EQ(vk.counts.hits, 185u);
@@ -163,7 +163,7 @@ TEST(RedisCacheStatsTest, ThreeInstancesAggregateAndDriftIsDetected) {
     ASSERT_EQ(s.Drifting().size(), 1u);
     EXPECT_EQ(s.Drifting()[0], obs::CacheRegion::kWebhookSecrets);
 
-    raw.Run({"DEL", prefix + "cache:stats:inst:ic"});
+    raw.Run({"HDEL", prefix + "cache:stats:records", "ic"});
     s = Collect(*a);
     EXPECT_EQ(s.active_instances, 2u);
     EXPECT_TRUE(s.regions[0].drifting);  // Σ hits 175 vs global 185
@@ -203,14 +203,12 @@ TEST(RedisCacheStatsTest, StaleInstanceIsPrunedWithItsFigures) {
 
     // a and b keep pushing (every 200 ms); c stopped. Wait (bounded) until c is pruned.
     obs::ClusterCacheStats s;
-    size_t pruned = 0;
     const auto deadline = std::chrono::steady_clock::now() + 10s;
     while (std::chrono::steady_clock::now() < deadline) {
         ASSERT_TRUE(Push(*a, Snapshot("ia", 10, 1, 500)));
         ASSERT_TRUE(Push(*b, Snapshot("ib", 20, 2, 500)));
         s = Collect(*a, true);
-        pruned += s.pruned_instances;
-        if (s.active_instances == 2) {
+        if (s.instances.size() == 2) {
             break;
         }
         std::this_thread::sleep_for(200ms);
@@ -220,17 +218,21 @@ TEST(RedisCacheStatsTest, StaleInstanceIsPrunedWithItsFigures) {
     for (const auto& inst : s.instances) {
         EXPECT_NE(inst.instance_id, "ic");
     }
-    EXPECT_EQ(raw.Run({"EXISTS", prefix + "cache:stats:inst:ic"}).integer, 0);
+    EXPECT_EQ(s.active_instances, 2u);
+    EXPECT_EQ(s.stale_instances, 0u);
+    EXPECT_EQ(raw.Run({"HEXISTS", prefix + "cache:stats:records", "ic"}).integer, 0);
     EXPECT_EQ(raw.Run({"ZSCORE", prefix + "cache:stats:instances", "ic"}).type,
               redis::Reply::Type::kNil);
     // Its figures left the global aggregate with it: no drift.
     EXPECT_EQ(s.regions[0].counts.hits, 30u);
     EXPECT_EQ(s.regions[0].global.hits, 30u);
     EXPECT_FALSE(s.regions[0].drifting);
-    // The record's expiry bounds what a registry without any live instance leaks.
-    auto ttl = raw.Run({"PTTL", prefix + "cache:stats:inst:ia"});
-    EXPECT_GT(ttl.integer, 0);
-    EXPECT_LE(ttl.integer, 4500);
+    // The keys' expiry bounds what a deployment without any live instance leaves behind.
+    for (const char* key : {"instances", "records", "global"}) {
+        auto ttl = raw.Run({"PTTL", prefix + "cache:stats:" + key});
+        EXPECT_GT(ttl.integer, 0) << key;
+        EXPECT_LE(ttl.integer, 4500) << key;
+    }
     raw.DeleteAll(prefix);
 }
 

@@ -80,17 +80,29 @@ TEST(InProcessCacheStatsTest, StaleInstancesArePrunedWithTheirFigures) {
     clock.AdvanceMs(1500);
     PushNow(*sink, Instance("a", 11, 0));  // a heartbeats, b does not
     clock.AdvanceMs(1000);                 // b is 2.5 s old
+    // Stale but not pruned yet: counted, like its share of the global aggregate.
     auto s = CollectNow(*sink, true);
-    EXPECT_EQ(s.pruned_instances, 1u);
     EXPECT_EQ(s.active_instances, 1u);
+    EXPECT_EQ(s.stale_instances, 1u);
+    EXPECT_EQ(s.instances.size(), 2u);
+    EXPECT_EQ(s.regions[0].counts.hits, 16u);
+    EXPECT_EQ(s.regions[0].global.hits, 16u);
+    // The next push prunes it, with its figures.
+    PushNow(*sink, Instance("a", 11, 0));
+    s = CollectNow(*sink, true);
+    EXPECT_EQ(s.active_instances, 1u);
+    EXPECT_EQ(s.stale_instances, 0u);
     ASSERT_EQ(s.instances.size(), 1u);
     EXPECT_EQ(s.instances[0].instance_id, "a");
     EXPECT_EQ(s.regions[0].counts.hits, 11u);
     EXPECT_EQ(s.regions[0].global.hits, 11u);
+    EXPECT_FALSE(s.regions[0].drifting);
+    // Everybody gone: a newcomer's push prunes them all and the aggregate starts afresh.
     clock.AdvanceMs(5000);
+    PushNow(*sink, Instance("c", 3, 0));
     s = CollectNow(*sink);
-    EXPECT_EQ(s.active_instances, 0u);
-    EXPECT_EQ(s.regions[0].global.hits, 0u);
+    EXPECT_EQ(s.active_instances, 1u);
+    EXPECT_EQ(s.regions[0].global.hits, 3u);
 }
 
 TEST(CacheStatsReporterTest, PushesEveryIntervalAndExposesMetrics) {

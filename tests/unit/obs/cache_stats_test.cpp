@@ -230,6 +230,55 @@ TEST(CacheWireTest, EncodeDecodeInstance) {
     EXPECT_FALSE(DecodeInstance("x", "hb abc\n"));
 }
 
+TEST(CacheAggregatorTest, RecordsAggregateLikeDecodedSnapshots) {
+    std::vector<InstanceSnapshot> instances = {
+        {"a",
+         0,
+         {Region(CacheRegion::kVirtualKeys, 9, 1, 500),
+          Region(CacheRegion::kKeyBudgets, 2, 2, 90)}},
+        {"b", 0, {Region(CacheRegion::kVirtualKeys, 1, 1, 70'000)}},
+    };
+    instances[0].regions[0].counts.evictions = 4;
+    std::array<CacheCounts, kCacheRegionCount> global{};
+    global[0].hits = 10;
+    global[0].misses = 2;
+    global[2].hits = 2;
+    global[2].misses = 2;
+    const auto expected = AggregateRegions(instances, global, 5.0);
+
+    CacheAggregator streaming;
+    CacheAggregator keeping(true);
+    int64_t hb = -1;
+    for (const auto& inst : instances) {
+        const std::string record = "hb 77\n" + EncodeRegions(inst.regions);
+        ASSERT_TRUE(streaming.AddRecord(inst.instance_id, record, &hb));
+        EXPECT_EQ(hb, 77);
+        ASSERT_TRUE(keeping.AddRecord(inst.instance_id, record));
+    }
+    // Malformed records add nothing (not even their valid first line).
+    EXPECT_FALSE(streaming.AddRecord("c", "virtual_keys 100 0 0 0 0 0 0,0\nvirtual_keys 1 2\n"));
+    EXPECT_FALSE(streaming.AddRecord("c", "virtual_keys 1 0 0 0 0 0 0,0;999:1\n"));
+    EXPECT_EQ(streaming.size(), 2u);
+    for (const auto* agg : {&streaming, &keeping}) {
+        auto got = agg->Finish(global, 5.0);
+        ASSERT_EQ(got.size(), expected.size());
+        for (size_t i = 0; i < got.size(); ++i) {
+            EXPECT_EQ(got[i].counts, expected[i].counts) << i;
+            EXPECT_EQ(got[i].latency, expected[i].latency) << i;
+            EXPECT_EQ(got[i].drift_percent, expected[i].drift_percent) << i;
+            EXPECT_EQ(got[i].outliers, expected[i].outliers) << i;
+        }
+    }
+    // Two instances 10 and 2 lookups apart from a mean of 6: both are more than 50 % away.
+    EXPECT_EQ(expected[0].outliers, (std::vector<std::string>{"a", "b"}));
+    EXPECT_EQ(expected[0].drift_percent, 0);
+    auto kept = keeping.TakeInstances();
+    ASSERT_EQ(kept.size(), 2u);
+    EXPECT_EQ(kept[0].heartbeat_ms, 77);
+    EXPECT_EQ(kept[1].regions[0].counts, instances[1].regions[0].counts);
+    EXPECT_TRUE(streaming.TakeInstances().empty());
+}
+
 TEST(CacheJsonTest, ClusterViewAsJson) {
     ClusterCacheStats s;
     s.generated_ms = 42;
