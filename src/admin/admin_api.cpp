@@ -39,6 +39,7 @@ void RegisterAdminRoutes(
     detail::RegisterAnalyticsRoutes(router, deps);
     detail::RegisterNotificationRoutes(router, deps);
     detail::RegisterRouterRoutes(router, deps);
+    detail::RegisterCacheStatsRoutes(router, deps);
 }
 
 }  // namespace conduit::admin

@@ -1,6 +1,7 @@
 #pragma once
 
 #include "core/clock.hpp"
+#include "core/error.hpp"
 #include "core/secret_box.hpp"
 #include "gateway/balance_book.hpp"
 #include "gateway/config_state.hpp"
@@ -52,6 +53,11 @@ struct AdminDeps {
     /// Called after every committed admin write and its reload (store executor thread): the app
     /// tells the other instances to reload their snapshot. Optional.
     std::function<void()> on_reloaded;
+    /// `GET /api/cache/statistics`: collects the cluster's cache statistics and passes their
+    /// JSON (per-instance views included when `with_instances`) to `done`, on any thread.
+    /// Unset = the route answers 503.
+    std::function<void(bool with_instances, std::function<void(core::Result<std::string>)> done)>
+        cache_statistics;
 };
 
 /// Registers every `/api/*` admin route of specs/api.md §7 on `router`:

@@ -46,6 +46,7 @@ void RegisterCostRoutes(net::Router& router, const DepsPtr& deps);
 void RegisterAnalyticsRoutes(net::Router& router, const DepsPtr& deps);
 void RegisterNotificationRoutes(net::Router& router, const DepsPtr& deps);
 void RegisterRouterRoutes(net::Router& router, const DepsPtr& deps);
+void RegisterCacheStatsRoutes(net::Router& router, const DepsPtr& deps);
 
 // --- Responses -------------------------------------------------------------------------------
 

@@ -2,10 +2,12 @@
 
 #include "admin/admin_api.hpp"
 #include "bus/backplane.hpp"
+#include "bus/cache_stats_sink.hpp"
 #include "bus/counters.hpp"
 #include "bus/embedded_queue.hpp"
 #include "bus/rabbitmq/rabbitmq_queue.hpp"
 #include "bus/redis/redis_backplane.hpp"
+#include "bus/redis/redis_cache_stats.hpp"
 #include "bus/redis/redis_counters.hpp"
 #include "bus/work_queue.hpp"
 #include "core/clock.hpp"
@@ -29,6 +31,7 @@
 #include "net/http_server.hpp"
 #include "net/router.hpp"
 #include "net/runtime.hpp"
+#include "obs/cache_stats.hpp"
 #include "obs/health.hpp"
 #include "obs/metrics.hpp"
 #include "obs/process_metrics.hpp"
@@ -207,6 +210,11 @@ struct App::Impl {
     std::string config_version_seen;  // store executor thread only
     core::TimerPtr config_check_timer;
     uint64_t config_subscription = 0;
+    // Distributed cache statistics (issue 6 item 3): pushed every interval, aggregated across
+    // instances for /api/cache/statistics, /metrics and the health check.
+    std::unique_ptr<bus::CacheStatsSink> cache_stats_sink;
+    std::unique_ptr<bus::CacheStatsReporter> cache_stats;
+    core::Result<void> InitCacheStats();
     void ConfigCommitted();        // store executor thread
     void ReloadConfigFromPeers();  // any thread
     void ScheduleConfigCheck();    // loop 0
@@ -350,6 +358,9 @@ core::Result<void> App::Impl::Init() {
 
     RegisterRoutes();
     RegisterHealthChecks();
+    if (auto c = InitCacheStats(); !c) {
+        return c;
+    }
 
     net::ServerOptions opt;
     std::string host;
@@ -1117,6 +1128,65 @@ void App::Impl::RegisterHealthChecks() {
                }));
 }
 
+core::Result<void> App::Impl::InitCacheStats() {
+    bus::CacheStatsOptions so;
+    so.stale_after = std::chrono::milliseconds(cfg.cache_stats.stale_ms);
+    so.drift_tolerance_percent = cfg.cache_stats.drift_percent;
+    if (!cfg.redis.url.empty()) {
+        bus::RedisCacheStatsOptions ro;
+        ro.url = cfg.redis.url;
+        ro.key_prefix = cfg.redis.prefix;
+        ro.stats = so;
+        auto made = bus::MakeRedisCacheStats(std::move(ro));
+        if (!made) {
+            return tl::unexpected(made.error());
+        }
+        cache_stats_sink = std::move(*made);
+    } else {
+        cache_stats_sink = bus::MakeInProcessCacheStats(so);
+    }
+    bus::CacheStatsReporter::Options ro;
+    ro.instance_id = instance_id;
+    ro.interval = std::chrono::milliseconds(cfg.cache_stats.interval_ms);
+    ro.collect_interval = std::chrono::milliseconds(cfg.cache_stats.collect_interval_ms);
+    cache_stats =
+        std::make_unique<bus::CacheStatsReporter>(*cache_stats_sink, obs::CacheStats::Global(),
+                                                  obs::Registry::Global(), runtime->loop(0), ro);
+    auto* reporter = cache_stats.get();
+    admin_deps->cache_statistics = [reporter](bool with_instances,
+                                              std::function<void(core::Result<std::string>)> done) {
+        reporter->Collect(with_instances, [with_instances, done = std::move(done)](
+                                              core::Result<obs::ClusterCacheStats> r) {
+            done(r ? core::Result<std::string>(r->ToJson(with_instances))
+                   : tl::unexpected(r.error()));
+        });
+    };
+    health.Add("cache_statistics", {"ready"}, obs::SyncHealthCheck([reporter] {
+                   auto last = reporter->Last();
+                   if (!last) {
+                       return obs::HealthResult{obs::HealthStatus::kHealthy, "not collected yet"};
+                   }
+                   std::string drifting;
+                   for (const auto& r : last->regions) {
+                       if (r.drifting) {
+                           drifting += fmt::format("{}{} {:.1f} %", drifting.empty() ? "" : ", ",
+                                                   obs::CacheRegionName(r.region), r.drift_percent);
+                       }
+                   }
+                   if (!drifting.empty()) {
+                       return obs::HealthResult{
+                           obs::HealthStatus::kDegraded,
+                           fmt::format("drift above {} %: {}", last->tolerance_percent, drifting)};
+                   }
+                   return obs::HealthResult{
+                       obs::HealthStatus::kHealthy,
+                       fmt::format("{} instances, no drift", last->active_instances)};
+               }));
+    spdlog::info("cache statistics: {} every {} ms (instance {})", cache_stats_sink->Engine(),
+                 cfg.cache_stats.interval_ms, instance_id);
+    return {};
+}
+
 void App::Impl::BeginShutdown() {
     if (stopping.exchange(true)) {
         spdlog::warn("second stop signal: exiting without waiting");
@@ -1156,6 +1226,7 @@ int App::Run() {
         }
     });
     d.runtime->loop(0).Post([&d] { d.ScheduleConfigCheck(); });
+    d.runtime->loop(0).Post([&d] { d.cache_stats->Start(); });
     d.runtime->Run();
     // Loops have stopped: stop the task worker and the queue (unsettled work is redelivered on
     // the next start), write pending delivery records, release the clients (they own loop

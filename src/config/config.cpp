@@ -178,6 +178,12 @@ core::Result<void> Validate(const Config& c) {
          "must be 1..100"},
         {"governance.breaker_open_ms", c.governance.breaker_open_ms, 1, kMaxInt,
          "must be positive"},
+        {"cache_stats.interval_ms", c.cache_stats.interval_ms, 10, kMaxInt, "must be at least 10"},
+        {"cache_stats.collect_interval_ms", c.cache_stats.collect_interval_ms, 0, kMaxInt,
+         "must not be negative (0 = only on demand)"},
+        {"cache_stats.stale_ms", c.cache_stats.stale_ms, int64_t{c.cache_stats.interval_ms} + 1,
+         kMaxInt, "must be greater than cache_stats.interval_ms"},
+        {"cache_stats.drift_percent", c.cache_stats.drift_percent, 0, 100, "must be 0..100"},
     };
     for (const auto& check : checks) {
         if (auto r = CheckRange(check.setting, check.value, check.lo, check.hi, check.what); !r) {

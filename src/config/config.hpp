@@ -122,6 +122,15 @@ struct GovernanceConfig {
     int breaker_open_ms = 30000;       // reject this long, then probe
 };
 
+/// Distributed cache statistics (docs/cache-statistics.md): pushed to Redis (or kept in process
+/// when embedded), aggregated across instances, drift checked.
+struct CacheStatsConfig {
+    int interval_ms = 1000;           // push of this instance's figures (one round trip each)
+    int collect_interval_ms = 10000;  // refresh of the cluster view for /metrics, health; 0 = off
+    int stale_ms = 120000;            // an instance silent this long leaves the registry
+    int drift_percent = 5;            // drift tolerance (whole percent)
+};
+
 /// The whole typed configuration tree; each component receives only its own sub-struct.
 struct Config {
     ServerConfig server;
@@ -136,6 +145,7 @@ struct Config {
     WebhooksConfig webhooks;
     HubsConfig hubs;
     GovernanceConfig governance;
+    CacheStatsConfig cache_stats;
     std::string roles = "api,hubs,worker";  // comma-separated subset of api, hubs, worker
     std::string config_file;                // the YAML file that was loaded, if any
 };

@@ -392,6 +392,27 @@ const std::vector<Option>& Options() {
          "--breaker-open-ms",
          CONDUIT_FIELD(governance.breaker_open_ms),
          "How long an open breaker rejects before a probe is let through"},
+        {"cache_stats.interval_ms",
+         {"CONDUIT_CACHE_STATS_INTERVAL_MS"},
+         "--cache-stats-interval-ms",
+         CONDUIT_FIELD(cache_stats.interval_ms),
+         "How often this instance pushes its cache statistics (one Redis round trip)"},
+        {"cache_stats.collect_interval_ms",
+         {"CONDUIT_CACHE_STATS_COLLECT_INTERVAL_MS"},
+         "--cache-stats-collect-interval-ms",
+         CONDUIT_FIELD(cache_stats.collect_interval_ms),
+         "How often the cluster's cache statistics are aggregated for /metrics and health (0 = "
+         "only when the admin route asks)"},
+        {"cache_stats.stale_ms",
+         {"CONDUIT_CACHE_STATS_STALE_MS"},
+         "--cache-stats-stale-ms",
+         CONDUIT_FIELD(cache_stats.stale_ms),
+         "An instance without a cache statistics push for this long is pruned"},
+        {"cache_stats.drift_percent",
+         {"CONDUIT_CACHE_STATS_DRIFT_PERCENT"},
+         "--cache-stats-drift-percent",
+         CONDUIT_FIELD(cache_stats.drift_percent),
+         "Tolerated difference (percent) between per-instance and global cache counts"},
     };
     return options;
 }

@@ -1,7 +1,9 @@
 #include "domain/snapshot.hpp"
 
+#include "core/clock.hpp"
 #include "core/crypto.hpp"
 #include "core/strings.hpp"
+#include "obs/cache_stats.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -250,24 +252,36 @@ core::Result<const KeyEntry*> Snapshot::Authenticate(std::string_view presented_
         std::unordered_map<std::string, const KeyEntry*> entries;
     };
     thread_local Memo memo;
+    // Cache statistics (region virtual_keys): a memo hit, or a miss that hashed the key.
+    auto& stats = obs::CacheStats::Global().Region(obs::CacheRegion::kVirtualKeys);
+    const int64_t started_ns = core::SystemClock::SteadyNowNs();
+    auto elapsed = [started_ns] {
+        return static_cast<uint64_t>(core::SystemClock::SteadyNowNs() - started_ns);
+    };
     if (memo.snapshot_uid != uid_) {
         memo.snapshot_uid = uid_;
+        stats.Remove(memo.entries.size());  // invalidated by a new configuration
         memo.entries.clear();
     }
     const KeyEntry* found = nullptr;
     if (auto m = memo.entries.find(std::string(presented_key)); m != memo.entries.end()) {
         found = m->second;
+        stats.Hit(elapsed());
     } else {
         std::string hash = HashVirtualKey(presented_key);
         auto it = keys_by_hash_.find(hash);
         if (it == keys_by_hash_.end() || !core::ConstantTimeEquals(it->second.key.key_hash, hash)) {
+            stats.Miss(elapsed());
             return invalid();
         }
         found = &it->second;
         if (memo.entries.size() >= 8192) {
+            stats.Evict(memo.entries.size());
             memo.entries.clear();
         }
         memo.entries.emplace(std::string(presented_key), found);
+        stats.Set();
+        stats.Miss(elapsed());
     }
     const KeyEntry& e = *found;
     if (!e.key.is_enabled) {

@@ -1,11 +1,20 @@
 #include "webhooks/secrets.hpp"
 
+#include "obs/cache_stats.hpp"
 #include "webhooks/signing.hpp"
 
 #include <mutex>
 #include <unordered_map>
 
 namespace conduit::webhooks {
+namespace {
+
+// Cache statistics of the signing keys cache (region webhook_secrets).
+obs::CacheRegionStats& Stats() {
+    return obs::CacheStats::Global().Region(obs::CacheRegion::kWebhookSecrets);
+}
+
+}  // namespace
 
 std::vector<std::string_view> SigningKeys::ActiveAt(int64_t now_ms) const {
     std::vector<std::string_view> keys;
@@ -83,6 +92,7 @@ core::Result<std::optional<Rotation>> SecretService::RotateOnExecutor(
 core::Result<SigningKeysPtr> SecretService::LoadOnExecutor(int64_t virtual_key_id) {
     auto row = store_.GetWebhookSecret(virtual_key_id);
     if (!row) {
+        Stats().Error();
         return tl::unexpected(row.error());
     }
     auto keys = std::make_shared<SigningKeys>();
@@ -99,6 +109,7 @@ core::Result<SigningKeysPtr> SecretService::LoadOnExecutor(int64_t virtual_key_i
         };
         auto current = open((*row)->secret_sealed);
         if (!current) {
+            Stats().Error();
             return tl::unexpected(current.error());
         }
         keys->current = std::move(*current);
@@ -114,10 +125,12 @@ core::Result<SigningKeysPtr> SecretService::LoadOnExecutor(int64_t virtual_key_i
     {
         std::lock_guard lock(cache_->mu);
         if (cache_->entries.size() >= cache_->capacity) {
+            Stats().Evict(cache_->entries.size());
             cache_->entries.clear();  // crude but bounded; refills are one read per key
         }
         cache_->entries[virtual_key_id] = Cache::Entry{result, clock_.NowUnixMs()};
     }
+    Stats().Set();
     return result;
 }
 
@@ -134,20 +147,31 @@ void SecretService::Get(core::Loop& loop,
 }
 
 SigningKeysPtr SecretService::Cached(int64_t virtual_key_id) const {
+    const int64_t started_ns = core::SystemClock::SteadyNowNs();
+    auto elapsed = [started_ns] {
+        return static_cast<uint64_t>(core::SystemClock::SteadyNowNs() - started_ns);
+    };
     std::lock_guard lock(cache_->mu);
     auto it = cache_->entries.find(virtual_key_id);
     if (it == cache_->entries.end()) {
+        Stats().Miss(elapsed());
         return nullptr;
     }
     if (clock_.NowUnixMs() - it->second.fetched_ms >= cache_->ttl_ms) {
+        cache_->entries.erase(it);  // expired: counted once, refilled by the caller's load
+        Stats().Evict();
+        Stats().Miss(elapsed());
         return nullptr;
     }
+    Stats().Hit(elapsed());
     return it->second.keys;
 }
 
 void SecretService::Invalidate(int64_t virtual_key_id) {
     std::lock_guard lock(cache_->mu);
-    cache_->entries.erase(virtual_key_id);
+    if (cache_->entries.erase(virtual_key_id) > 0) {
+        Stats().Remove();
+    }
 }
 
 }  // namespace conduit::webhooks
