@@ -31,8 +31,10 @@ namespace conduit::gateway {
 ///   after `ttl` without use, which also heals drift (e.g. an instance that died holding
 ///   reservations). Admin credits and adjustments are applied to it (Credit()).
 ///
-/// Per-key budgets (`max_budget` per `budget_duration`, calendar periods in UTC) ride on the same
-/// Reserve call (all or nothing, one round trip): a key with a budget also adds its request's
+/// Per-key budgets (`max_budget` per `budget_duration`, calendar periods in UTC) and the key's
+/// rate limits ride on the same Counters::Admit call (all or nothing, one round trip; the
+/// settlements are Counters::Add calls, which the adapter defers and batches): a key with a
+/// budget also adds its request's
 /// worst case to `bud:vk:{id}:{yyyymmdd of the period start}` (`...:total` for a lifetime
 /// budget) with cap = max_budget — refused: 402 `budget_exceeded`, naming the period and its
 /// reset. The hold is settled like the group's. Crossing 80/90/100 % of the budget (the period
