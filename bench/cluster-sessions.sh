@@ -44,6 +44,11 @@ SMALL_INTERVAL_MS="${CS_SMALL_INTERVAL_MS:-1000}"
 THREADS="${CS_THREADS:-1}"
 MAX_PENDING="${CS_MAX_PENDING:-128}"
 IDLE_S="${CS_IDLE_S:-$D_IDLE}"
+# conduit-loadgen only answers the server's pings and the server pings a connection only after
+# 15 s without sending it anything: with a broadcast every few seconds neither side pings, and
+# the default 30 s client timeout closed ~6 % of the sessions in a first run. Real SignalR
+# clients ping every 15 s on their own; the bench raises the timeout instead.
+CLIENT_TIMEOUT_MS="${CS_CLIENT_TIMEOUT_MS:-600000}"
 QUIET_WAIT="${CS_QUIET_WAIT:-120}"
 QUIET_PCT="${CS_QUIET_PCT:-25}"
 QUIET_DISK_PCT="${CS_QUIET_DISK_PCT:-10}"
@@ -72,15 +77,23 @@ NOFILE="$(ulimit -n)"
 # A gateway needs one descriptor per session plus its own (listener, Redis, SQLite, queue,
 # eventfds, …): keep 512 spare. The load generators need one per session too (one per instance).
 PER_INSTANCE_MAX=$((NOFILE - 512))
+PORT_LO="$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range)"
+PORT_HI="$(awk '{print $2}' /proc/sys/net/ipv4/ip_local_port_range)"
+# Every session is one TCP connection from an ephemeral port of 127.0.0.1 to its instance's
+# port. connect() picks its port among those of one parity first (Linux ≥ 4.6 keeps the other
+# half for bind()): once one destination holds about half of the range, every further connect()
+# to it scans the whole half in __inet_hash_connect (seen in a first run: 6 × 16,667 sessions
+# stalled at ~14,500 per instance, 100 % system CPU). So a destination gets at most 90 % of half
+# the range; this box's sysctls are not changed (shared machine).
+PER_DEST_MAX=$(((PORT_HI - PORT_LO + 1) / 2 * 9 / 10))
+NEED_FILES=$(((SESSIONS + PER_INSTANCE_MAX - 1) / PER_INSTANCE_MAX))
+NEED_PORTS=$(((SESSIONS + PER_DEST_MAX - 1) / PER_DEST_MAX))
 if ((INSTANCES == 0)); then
-    INSTANCES=$(((SESSIONS + PER_INSTANCE_MAX - 1) / PER_INSTANCE_MAX))
+    INSTANCES=$((NEED_FILES > NEED_PORTS ? NEED_FILES : NEED_PORTS))
 fi
 PER_INSTANCE=$(((SESSIONS + INSTANCES - 1) / INSTANCES))
 ((PER_INSTANCE <= PER_INSTANCE_MAX)) || die "$PER_INSTANCE sessions per instance exceed the open-files limit $NOFILE: raise CS_INSTANCES"
-PORT_LO="$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range)"
-PORT_HI="$(awk '{print $2}' /proc/sys/net/ipv4/ip_local_port_range)"
-# Every session is one TCP connection from an ephemeral port to its instance's port.
-((PER_INSTANCE < PORT_HI - PORT_LO)) || die "$PER_INSTANCE sessions per instance exceed the ephemeral port range $PORT_LO-$PORT_HI"
+((PER_INSTANCE <= PER_DEST_MAX)) || log "warning: $PER_INSTANCE sessions per instance exceed $PER_DEST_MAX (90 % of half the ephemeral port range): connects will slow down"
 
 COMMIT="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 CLK_TCK="$(getconf CLK_TCK)"
@@ -101,10 +114,10 @@ RESULTS="$TMP/results.jsonl"
 : >"$RESULTS"
 
 cleanup() {
-    local pid
-    # Load generators first (they hold the client ends), then the servers.
-    for pid in "${PIDS[@]}"; do
-        stop_pid "$pid"
+    # Newest first: load generators (they hold the client ends), then the servers, then Redis.
+    local k
+    for ((k = ${#PIDS[@]} - 1; k >= 0; k--)); do
+        stop_pid "${PIDS[$k]}"
     done
     if [[ "$KEEP" == 1 ]]; then
         log "kept $TMP"
@@ -252,13 +265,15 @@ wait_key() { # URL
 start_cluster() { # LABEL N
     local label="$1" n="$2" i data="$TMP/data-$1"
     start_redis
-    start_conduit "conduit-$label-1" "$data-1" --redis-url "redis://127.0.0.1:$REDIS_PORT/0"
+    start_conduit "conduit-$label-1" "$data-1" --redis-url "redis://127.0.0.1:$REDIS_PORT/0" \
+        --hub-client-timeout-ms "$CLIENT_TIMEOUT_MS"
     seed_key "${SERVER_URLS[0]}"
     wait_key "${SERVER_URLS[0]}"
     for i in $(seq 2 "$n"); do
         mkdir -p "$data-$i"
         sqlite3 "$data-1/conduit.db" ".backup '$data-$i/conduit.db'" || die "store copy failed"
-        start_conduit "conduit-$label-$i" "$data-$i" --redis-url "redis://127.0.0.1:$REDIS_PORT/0"
+        start_conduit "conduit-$label-$i" "$data-$i" --redis-url "redis://127.0.0.1:$REDIS_PORT/0" \
+            --hub-client-timeout-ms "$CLIENT_TIMEOUT_MS"
         wait_key "${SERVER_URLS[$((i - 1))]}"
     done
 }
@@ -583,7 +598,7 @@ REDIS_VERSION="$(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')"
     echo
     echo "- CPUs: $(nproc) × $CPU_MODEL; memory $MEM_GB GiB; kernel $(uname -sr); open files per process $NOFILE; ephemeral ports $PORT_LO–$PORT_HI; somaxconn $(cat /proc/sys/net/core/somaxconn)."
     echo "- Binaries: \`$BIN_ARG\`; work tree at commit $COMMIT when the run started."
-    echo "- Cluster: $INSTANCES Conduit instances (the fewest that keep every instance under the open-files limit: ≤ $PER_INSTANCE_MAX sessions each), each \`--threads $THREADS\`, \`--log-level warn\`, \`CONDUIT_HUB_MAX_CONNECTIONS_PER_KEY=1000000\` (one virtual key for all sessions), hub defaults (keep-alive 15 s, client timeout 30 s), all on one **private** \`redis-server\` $REDIS_VERSION (free port, no persistence, started per measurement) as the backplane. Instance 1 is seeded through its admin API; the others run on \`sqlite3 .backup\` copies of its store (same key) because the embedded store/queue locks its data dir."
+    echo "- Cluster: $INSTANCES Conduit instances, $PER_INSTANCE sessions each: the open-files limit alone needs $NEED_FILES (≤ $PER_INSTANCE_MAX sessions each); the load generators' single source address needs $NEED_PORTS (≤ $PER_DEST_MAX connections per destination port: 90 % of the half of the ephemeral range that \`connect()\` searches first — beyond it every connect scans the whole half in the kernel; a first attempt with 6 instances stalled at ~14,500 sessions each with both cores in system time), each \`--threads $THREADS\`, \`--log-level warn\`, \`CONDUIT_HUB_MAX_CONNECTIONS_PER_KEY=1000000\` (one virtual key for all sessions), \`--hub-client-timeout-ms $CLIENT_TIMEOUT_MS\` (the load generator only answers the server's pings, and the server does not ping a connection it sent a broadcast to within 15 s: with the default 30 s a first run lost ~6 % of the sessions to client timeouts during the broadcasts), other hub settings default (keep-alive 15 s), all on one **private** \`redis-server\` $REDIS_VERSION (free port, no persistence, started per measurement) as the backplane. Instance 1 is seeded through its admin API; the others run on \`sqlite3 .backup\` copies of its store (same key) because the embedded store/queue locks its data dir."
     echo "- Sessions: one \`conduit-loadgen hub\` process per instance (one thread, epoll; ≤ $PER_INSTANCE sessions, one descriptor each), all started together, no pacing, ≤ $MAX_PENDING connecting at once per process: negotiate (\`Authorization: Bearer\`), WebSocket with the connection token, JSON handshake; pings answered."
     echo "- Broadcasts: $BROADCASTS × \`POST $ANNOUNCE_PATH\` to **instance 1 only**, $INTERVAL_MS ms apart for the cluster ($SMALL_INTERVAL_MS ms for the 10K references: one broadcast's deliveries must not overlap the next's); the message carries \`bench:<CLOCK_REALTIME ns>\`; every session records SystemAnnouncement arrival − stamp using the kernel receive timestamp (\`SO_TIMESTAMPNS\`). Instance 1 delivers to its own sessions directly and PUBLISHes once; Redis sends the message to every instance's subscriber connection."
     echo "- Memory: VmRSS summed over the servers before the sessions and after all are up + the idle window; Redis \`used_memory\` (allocator) and RSS likewise; kernel socket memory from \`/proc/net/sockstat\` (TCP mem pages, both ends of every loopback connection) and \`Slab\` from \`/proc/meminfo\` (machine-wide)."
@@ -607,8 +622,8 @@ REDIS_VERSION="$(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')"
     echo
     echo "## Costs per session and per message (medians; inputs of docs/scaling-to-1m.md)"
     echo
-    row "scenario" "server CPU per connect µs" "Redis CPU per connect µs" "Redis SUBSCRIBE µs per session (commandstats)" "Redis channels with sessions up" "Redis RSS per session" "kernel TCP mem per session (both ends)" "slab per session (machine)" "server idle CPU µs per session per s" "server idle CPU % of a core" "load generator CPU µs / message" "load generator RSS MB (all)"
-    row --- ---: ---: ---: ---: ---: ---: ---: ---: ---: ---: ---:
+    row "scenario" "server CPU per connect µs" "Redis CPU per connect µs" "Redis SUBSCRIBE µs per session (commandstats)" "Redis channels with sessions up" "Redis RSS per session" "kernel slab per session (machine-wide, both ends)" "server idle CPU µs per session per s" "server idle CPU % of a core" "load generator CPU µs / message" "load generator RSS MB (all)"
+    row --- ---: ---: ---: ---: ---: ---: ---: ---: ---: ---:
     for s in $SCENARIOS; do
         has "$s" || continue
         row "$(scen_name "$s")" "$(f1 "$(med "$s" server_cpu_connect_us_per_session)")" \
@@ -616,7 +631,7 @@ REDIS_VERSION="$(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')"
             "$([[ $s == ref ]] && echo – || f2 "$(med "$s" redis_subscribe_us_per_session)")" \
             "$([[ $s == ref ]] && echo – || f0 "$(med "$s" redis_channels)")" \
             "$([[ $s == ref ]] && echo – || kb "$(med "$s" redis_rss_bytes_per_session)")" \
-            "$(kb "$(med "$s" tcp_mem_bytes_per_session)")" "$(kb "$(med "$s" slab_bytes_per_session)")" \
+            "$(kb "$(med "$s" slab_bytes_per_session)")" \
             "$(f2 "$(med "$s" server_idle_us_per_session_s)")" "$(f1 "$(med "$s" server_idle_cpu_pct)")" \
             "$(f2 "$(med "$s" lg_cpu_us_per_message)")" "$(f1 "$(awk -v v="$(med "$s" lg_rss_kb)" 'BEGIN { print v / 1024 }')")"
     done
