@@ -445,8 +445,8 @@ def distributed_trial(binary, active, commented):
             a = urllib.parse.urlsplit(amqp)
             user = urllib.parse.unquote(a.username or "guest")
             try:
+                vhost = tag  # deleted in `finally` even when add_vhost times out half-done
                 rabbitmqctl(["add_vhost", tag])
-                vhost = tag
                 rabbitmqctl(["set_permissions", "-p", tag, user, ".*", ".*", ".*"])
                 for k in ("CONDUIT_RABBITMQ_PORT", "CONDUIT_RABBITMQ_USERNAME",
                           "CONDUIT_RABBITMQ_PASSWORD", "CONDUIT_RABBITMQ_VHOST",
@@ -470,7 +470,7 @@ def distributed_trial(binary, active, commented):
                 env[k] = v
         return trial(binary, "systemd env file, distributed settings on the test engines", env,
                      ["/health/live", "/health/ready"], 30, expect=expect, start_timeout_s=90,
-                     restarts=1)
+                     restarts=2)
     finally:
         if vhost:
             try:
