@@ -36,6 +36,12 @@ step "e2e (node, official openai client)"
 step "crash tests (500 tasks, kill -9, restart; embedded and RabbitMQ queues)"
 ./scripts/crash-test.sh build/release all
 
+if [ "${CONDUIT_SKIP_ENGINES:-0}" != "1" ]; then
+  # Its own PostgreSQL/Redis/RabbitMQ (other ports, node name), which it stops and restarts.
+  step "chaos test (3 instances: kill -9, Redis down 10 s, RabbitMQ restart; ~3 min)"
+  ./scripts/chaos-test.sh build/release
+fi
+
 if [ "${CONDUIT_SKIP_ASAN:-0}" != "1" ]; then
   step "configure + build (asan)"
   cmake --preset asan >/dev/null
