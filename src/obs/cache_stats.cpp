@@ -259,12 +259,15 @@ std::vector<RegionSnapshot> CacheStats::Snapshot() const {
     return out;
 }
 
-std::string EncodeRegions(const std::vector<RegionSnapshot>& regions) {
+std::string EncodeRegions(const std::vector<RegionSnapshot>& regions, bool with_buckets) {
     std::string out;
     for (const auto& r : regions) {
         const auto& c = r.counts;
-        out += fmt::format("{} {} {} {} {} {} {} {}\n", CacheRegionName(r.region), c.hits, c.misses,
-                           c.sets, c.removes, c.evictions, c.errors, r.latency.Encode());
+        out +=
+            fmt::format("{} {} {} {} {} {} {} {}\n", CacheRegionName(r.region), c.hits, c.misses,
+                        c.sets, c.removes, c.evictions, c.errors,
+                        with_buckets ? r.latency.Encode()
+                                     : fmt::format("{},{}", r.latency.SumNs(), r.latency.MaxNs()));
     }
     return out;
 }
@@ -331,6 +334,47 @@ double DriftPercent(uint64_t expected, uint64_t actual) {
     return diff / static_cast<double>(expected) * 100.0;
 }
 
+namespace {
+
+/// A forward-only reader of a stored record (the collection's hot loop: about 100 numbers per
+/// instance, so no splitting into string_views first).
+struct RecordReader {
+    const char* p;
+    const char* end;
+
+    bool AtEnd() const { return p == end; }
+    bool Peek(char c) const { return p != end && *p == c; }
+    bool Eat(char c) {
+        if (p != end && *p == c) {
+            ++p;
+            return true;
+        }
+        return false;
+    }
+    /// A decimal number of 1 to 19 digits.
+    bool Number(uint64_t& out) {
+        const char* start = p;
+        uint64_t v = 0;
+        while (p != end && *p >= '0' && *p <= '9') {
+            v = v * 10 + static_cast<uint64_t>(*p - '0');
+            ++p;
+        }
+        const auto digits = p - start;
+        out = v;
+        return digits > 0 && digits <= 19;
+    }
+    /// The text up to `c` (not consumed), or to the end.
+    std::string_view Until(char c) {
+        const char* start = p;
+        while (p != end && *p != c) {
+            ++p;
+        }
+        return {start, static_cast<size_t>(p - start)};
+    }
+};
+
+}  // namespace
+
 bool CacheAggregator::AddRecord(std::string_view instance_id,
                                 std::string_view text,
                                 int64_t* heartbeat_ms) {
@@ -346,73 +390,50 @@ bool CacheAggregator::AddRecord(std::string_view instance_id,
         kept_.push_back(std::move(*inst));
         return true;
     }
-    // Parse everything first (a malformed record adds nothing), then add.
+    // Parse everything first (a malformed record adds nothing), then add. Same grammar as
+    // DecodeInstance: ["hb <ms>\n"] then "<region> <6 counts> <sum>,<max>[;<i>:<n>]...\n" lines.
     lines_.clear();
     buckets_.clear();
     uint64_t hb = 0;
-    while (!text.empty()) {
-        const size_t end = text.find('\n');
-        std::string_view line = text.substr(0, end);
-        text = end == std::string_view::npos ? std::string_view() : text.substr(end + 1);
-        if (line.empty()) {
+    RecordReader r{text.data(), text.data() + text.size()};
+    while (!r.AtEnd()) {
+        if (r.Eat('\n')) {
             continue;
         }
-        std::array<std::string_view, 8> f;
-        size_t n = 0;
-        while (!line.empty() && n < f.size()) {
-            const size_t sp = line.find(' ');
-            f[n++] = line.substr(0, sp);
-            line = sp == std::string_view::npos ? std::string_view() : line.substr(sp + 1);
-        }
-        if (!line.empty()) {
+        const std::string_view name = r.Until(' ');
+        if (!r.Eat(' ')) {
             return false;
         }
-        if (n == 2 && f[0] == "hb") {
-            if (!ParseU64(f[1], hb)) {
+        if (name == "hb") {
+            if (!r.Number(hb) || !(r.AtEnd() || r.Eat('\n'))) {
                 return false;
             }
             continue;
         }
-        if (n != 8) {
-            return false;
-        }
         Line l;
         CacheCounts& c = l.counts;
-        if (!ParseU64(f[1], c.hits) || !ParseU64(f[2], c.misses) || !ParseU64(f[3], c.sets) ||
-            !ParseU64(f[4], c.removes) || !ParseU64(f[5], c.evictions) ||
-            !ParseU64(f[6], c.errors)) {
-            return false;
+        for (uint64_t* field : {&c.hits, &c.misses, &c.sets, &c.removes, &c.evictions, &c.errors}) {
+            if (!r.Number(*field) || !r.Eat(' ')) {
+                return false;
+            }
         }
-        // The histogram: "sum,max" then ";bucket:count"...
-        std::string_view h = f[7];
-        const size_t head_end = h.find(';');
-        const std::string_view head = h.substr(0, head_end);
-        const size_t comma = head.find(',');
-        if (comma == std::string_view::npos || !ParseU64(head.substr(0, comma), l.sum_ns) ||
-            !ParseU64(head.substr(comma + 1), l.max_ns)) {
+        if (!r.Number(l.sum_ns) || !r.Eat(',') || !r.Number(l.max_ns)) {
             return false;
         }
         l.first_bucket = buckets_.size();
-        std::string_view rest =
-            head_end == std::string_view::npos ? std::string_view() : h.substr(head_end + 1);
-        if (head_end != std::string_view::npos && rest.empty()) {
-            return false;
-        }
-        while (!rest.empty()) {
-            const size_t e = rest.find(';');
-            const std::string_view item = rest.substr(0, e);
-            rest = e == std::string_view::npos ? std::string_view() : rest.substr(e + 1);
-            const size_t colon = item.find(':');
+        while (r.Eat(';')) {
             uint64_t index = 0;
             uint64_t count = 0;
-            if (colon == std::string_view::npos || !ParseU64(item.substr(0, colon), index) ||
-                !ParseU64(item.substr(colon + 1), count) || index >= kLatencyBuckets) {
+            if (!r.Number(index) || !r.Eat(':') || !r.Number(count) || index >= kLatencyBuckets) {
                 return false;
             }
             buckets_.emplace_back(static_cast<size_t>(index), count);
         }
+        if (!(r.AtEnd() || r.Eat('\n'))) {
+            return false;
+        }
         l.bucket_count = buckets_.size() - l.first_bucket;
-        auto region = ParseCacheRegion(f[0]);
+        auto region = ParseCacheRegion(name);
         if (!region) {
             continue;  // a region of a newer build
         }

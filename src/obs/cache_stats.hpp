@@ -216,7 +216,8 @@ struct ClusterCacheStats {
 /// The wire form of an instance's regions, one line each:
 /// "<region> <hits> <misses> <sets> <removes> <evictions> <errors> <histogram>\n" (histogram as
 /// LatencyHistogram::Encode). The Redis scripts parse the six counts. Pure.
-std::string EncodeRegions(const std::vector<RegionSnapshot>& regions);
+/// Without buckets, each histogram is only its "sum,max" head (the counts-only form).
+std::string EncodeRegions(const std::vector<RegionSnapshot>& regions, bool with_buckets = true);
 /// Parses a stored instance record: an optional first line "hb <unix ms>" then EncodeRegions'
 /// lines. Lines of regions this build does not know are skipped; nullopt on malformed text.
 std::optional<InstanceSnapshot> DecodeInstance(std::string instance_id, std::string_view text);

@@ -16,71 +16,86 @@ namespace {
 using core::ErrorCode;
 using core::Fail;
 
-// Shared by both scripts: server time, parsing a stored record's counts, moving the global
-// hash by a difference, pruning stale instances. Numbers go to Redis through '%d' (exact up to
-// 2^53; Lua's default number formatting would switch to exponents).
+// The push script's parts: server time, parsing a stored record (counts and histogram buckets
+// per region), moving the global hash by a difference, pruning stale instances. Numbers go to
+// Redis through '%d' (exact up to 2^53; Lua's default formatting would switch to exponents).
 constexpr std::string_view kCommon = R"lua(
 local FIELDS = {'hits', 'misses', 'sets', 'removes', 'evictions', 'errors'}
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function counts(text)
+local function parse(text)
   local out = {}
   if not text then return out end
   for line in string.gmatch(text, '[^\n]+') do
-    local name, a, b, c, d, e, f =
-      string.match(line, '^([%w_]+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+)')
+    local name, a, b, c, d, e, f, rest =
+      string.match(line, '^([%w_]+) (%d+) (%d+) (%d+) (%d+) (%d+) (%d+) (.*)$')
     if name then
-      out[name] = {tonumber(a), tonumber(b), tonumber(c), tonumber(d), tonumber(e), tonumber(f)}
+      local buckets = {}
+      for i, n in string.gmatch(rest, ';(%d+):(%d+)') do
+        buckets[i] = tonumber(n)
+      end
+      out[name] = {c = {tonumber(a), tonumber(b), tonumber(c), tonumber(d), tonumber(e),
+                        tonumber(f)}, b = buckets}
     end
   end
   return out
 end
+local function add(gkey, field, d)
+  if d ~= 0 then
+    redis.call('HINCRBY', gkey, field, string.format('%d', d))
+  end
+end
+local EMPTY = {c = {0, 0, 0, 0, 0, 0}, b = {}}
 local function move(gkey, new, old)
   for name, v in pairs(new) do
-    local o = old[name]
+    local o = old[name] or EMPTY
     for i = 1, 6 do
-      local d = v[i] - (o and o[i] or 0)
-      if d ~= 0 then
-        redis.call('HINCRBY', gkey, name .. ':' .. FIELDS[i], string.format('%d', d))
+      add(gkey, name .. ':' .. FIELDS[i], v.c[i] - o.c[i])
+    end
+    for i, n in pairs(v.b) do
+      add(gkey, name .. ':lat:' .. i, n - (o.b[i] or 0))
+    end
+    for i, n in pairs(o.b) do
+      if not v.b[i] then
+        add(gkey, name .. ':lat:' .. i, -n)
       end
     end
   end
   for name, o in pairs(old) do
     if not new[name] then
-      for i = 1, 6 do
-        if o[i] ~= 0 then
-          redis.call('HINCRBY', gkey, name .. ':' .. FIELDS[i], string.format('%d', -o[i]))
-        end
-      end
+      move(gkey, {[name] = EMPTY}, {[name] = o})
     end
   end
 end
-local function prune(zkey, rkey, gkey, cutoff)
+local function prune(zkey, rkey, hkey, gkey, cutoff)
   local ids = redis.call('ZRANGEBYSCORE', zkey, '-inf', '(' .. string.format('%d', cutoff),
                          'LIMIT', 0, 100)
   for _, id in ipairs(ids) do
-    move(gkey, {}, counts(redis.call('HGET', rkey, id)))
+    move(gkey, {}, parse(redis.call('HGET', hkey, id)))
     redis.call('HDEL', rkey, id)
+    redis.call('HDEL', hkey, id)
     redis.call('ZREM', zkey, id)
   end
   if #ids > 0 and redis.call('ZCARD', zkey) == 0 then
-    redis.call('DEL', rkey, gkey)
+    redis.call('DEL', rkey, hkey, gkey)
   end
   return #ids
 end
 )lua";
 
-// KEYS: registry, records, global. ARGV: instance id, stale ms, keys' ttl ms, regions
-// (obs::EncodeRegions).
+// KEYS: registry, records (counts), histograms (full records), global. ARGV: instance id,
+// stale ms, keys' ttl ms, full regions (obs::EncodeRegions), counts only (without buckets).
 constexpr std::string_view kPush = R"lua(
 local now = now_ms()
-local pruned = prune(KEYS[1], KEYS[2], KEYS[3], now - tonumber(ARGV[2]))
-move(KEYS[3], counts(ARGV[4]), counts(redis.call('HGET', KEYS[2], ARGV[1])))
-redis.call('HSET', KEYS[2], ARGV[1], 'hb ' .. string.format('%d', now) .. '\n' .. ARGV[4])
+local pruned = prune(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now - tonumber(ARGV[2]))
+move(KEYS[4], parse(ARGV[4]), parse(redis.call('HGET', KEYS[3], ARGV[1])))
+local hb = 'hb ' .. string.format('%d', now) .. '\n'
+redis.call('HSET', KEYS[2], ARGV[1], hb .. ARGV[5])
+redis.call('HSET', KEYS[3], ARGV[1], hb .. ARGV[4])
 redis.call('ZADD', KEYS[1], string.format('%d', now), ARGV[1])
-for i = 1, 3 do
+for i = 1, 4 do
   redis.call('PEXPIRE', KEYS[i], ARGV[3])
 end
 return {now, pruned}
@@ -117,41 +132,57 @@ struct Shared {
     }
 };
 
-/// Parses a "{region}:{field}" of the global hash into `global`.
-void AddGlobalField(std::array<obs::CacheCounts, obs::kCacheRegionCount>& global,
-                    std::string_view field,
-                    const std::string& value) {
-    const size_t colon = field.rfind(':');
-    if (colon == std::string_view::npos) {
-        return;
+/// The global hash: "{region}:{field}" counts and "{region}:lat:{bucket}" merged histograms.
+struct Global {
+    std::array<obs::CacheCounts, obs::kCacheRegionCount> counts{};
+    std::array<obs::LatencyHistogram, obs::kCacheRegionCount> latency{};
+
+    void Add(std::string_view field, const std::string& value) {
+        int64_t v = 0;
+        try {
+            v = std::stoll(value);
+        } catch (...) {
+            return;
+        }
+        const size_t colon = field.find(':');
+        if (colon == std::string_view::npos) {
+            return;
+        }
+        auto region = obs::ParseCacheRegion(field.substr(0, colon));
+        if (!region) {
+            return;
+        }
+        const auto r = static_cast<size_t>(*region);
+        const std::string_view name = field.substr(colon + 1);
+        if (name.starts_with("lat:")) {
+            size_t bucket = 0;
+            try {
+                bucket = std::stoul(std::string(name.substr(4)));
+            } catch (...) {
+                return;
+            }
+            if (bucket < obs::kLatencyBuckets && v > 0) {
+                latency[r].AddBucket(bucket, static_cast<uint64_t>(v));
+            }
+            return;
+        }
+        auto u = static_cast<uint64_t>(v);  // a negative total wraps; drift shows it
+        auto& c = counts[r];
+        if (name == "hits") {
+            c.hits = u;
+        } else if (name == "misses") {
+            c.misses = u;
+        } else if (name == "sets") {
+            c.sets = u;
+        } else if (name == "removes") {
+            c.removes = u;
+        } else if (name == "evictions") {
+            c.evictions = u;
+        } else if (name == "errors") {
+            c.errors = u;
+        }
     }
-    auto region = obs::ParseCacheRegion(field.substr(0, colon));
-    if (!region) {
-        return;
-    }
-    int64_t v = 0;
-    try {
-        v = std::stoll(value);
-    } catch (...) {
-        return;
-    }
-    auto u = static_cast<uint64_t>(v);  // a negative total wraps; drift shows it
-    auto& c = global[static_cast<size_t>(*region)];
-    const std::string_view name = field.substr(colon + 1);
-    if (name == "hits") {
-        c.hits = u;
-    } else if (name == "misses") {
-        c.misses = u;
-    } else if (name == "sets") {
-        c.sets = u;
-    } else if (name == "removes") {
-        c.removes = u;
-    } else if (name == "evictions") {
-        c.evictions = u;
-    } else if (name == "errors") {
-        c.errors = u;
-    }
-}
+};
 
 class RedisCacheStats final : public CacheStatsSink {
 public:
@@ -160,6 +191,7 @@ public:
           push_(kPush),
           registry_key_(options_.key_prefix + "cache:stats:instances"),
           records_key_(options_.key_prefix + "cache:stats:records"),
+          histograms_key_(options_.key_prefix + "cache:stats:histograms"),
           global_key_(options_.key_prefix + "cache:stats:global") {
         redis::ClientOptions co;
         co.endpoint = std::move(endpoint);
@@ -185,9 +217,10 @@ public:
             return;
         }
         const int64_t stale = options_.stats.stale_after.count();
-        Eval(push_, {registry_key_, records_key_, global_key_},
+        Eval(push_, {registry_key_, records_key_, histograms_key_, global_key_},
              {snapshot.instance_id, std::to_string(stale), std::to_string(stale * 3),
-              obs::EncodeRegions(snapshot.regions)},
+              obs::EncodeRegions(snapshot.regions),
+              obs::EncodeRegions(snapshot.regions, /*with_buckets=*/false)},
              [done = std::move(done)](core::Result<redis::Reply> r) {
                  if (!r) {
                      done(tl::unexpected(r.error()));
@@ -213,7 +246,9 @@ public:
         auto& client = *shared_->client;
         client.Command({"MULTI"}, nullptr);
         client.Command({"TIME"}, nullptr);
-        client.Command({"HGETALL", records_key_}, nullptr);
+        // The per-instance views need every histogram; the cluster view only the counts (and
+        // the merged histograms the pushes keep in the global hash).
+        client.Command({"HGETALL", with_instances ? histograms_key_ : records_key_}, nullptr);
         client.Command({"HGETALL", global_key_}, nullptr);
         client.Command(
             {"EXEC"}, [started, with_instances, stale = options_.stats.stale_after.count(),
@@ -236,7 +271,7 @@ public:
     std::string_view Engine() const override { return "redis"; }
 
 private:
-    /// EXEC's reply: {TIME, HGETALL records, HGETALL global}.
+    /// EXEC's reply: {TIME, HGETALL records (or histograms), HGETALL global}.
     static core::Result<obs::ClusterCacheStats> Parse(const redis::Reply& r,
                                                       bool with_instances,
                                                       int64_t stale_ms,
@@ -259,10 +294,10 @@ private:
         } catch (...) {
             return tl::unexpected(BadReply(r));
         }
-        std::array<obs::CacheCounts, obs::kCacheRegionCount> global{};
+        Global global;
         const auto& g = r.elements[2].elements;
         for (size_t i = 0; i + 1 < g.size(); i += 2) {
-            AddGlobalField(global, g[i].str, g[i + 1].str);
+            global.Add(g[i].str, g[i + 1].str);
         }
         obs::CacheAggregator agg(with_instances);
         const auto& records = r.elements[1].elements;
@@ -277,7 +312,19 @@ private:
                 ++out.active_instances;
             }
         }
-        out.regions = agg.Finish(global, tolerance);
+        out.regions = agg.Finish(global.counts, tolerance);
+        if (!with_instances) {
+            // Counts-only records carry each instance's latency sum and max; the buckets merged
+            // over every instance are in the global hash.
+            for (auto& region : out.regions) {
+                const auto& merged = global.latency[static_cast<size_t>(region.region)];
+                for (size_t b = 0; b < obs::kLatencyBuckets; ++b) {
+                    if (uint64_t n = merged.BucketCount(b)) {
+                        region.latency.AddBucket(b, n);
+                    }
+                }
+            }
+        }
         out.instances = agg.TakeInstances();
         return out;
     }
@@ -321,7 +368,7 @@ private:
 
     RedisCacheStatsOptions options_;
     Script push_;
-    std::string registry_key_, records_key_, global_key_;
+    std::string registry_key_, records_key_, histograms_key_, global_key_;
     std::shared_ptr<Shared> shared_ = std::make_shared<Shared>();
     std::unique_ptr<redis::Client> client_;
 };

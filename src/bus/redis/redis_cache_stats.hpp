@@ -26,18 +26,22 @@ struct RedisCacheStatsOptions {
 
 /// The Redis cache statistics adapter: one pipelined connection, one round trip per call.
 ///
-/// Keys (prefix P; all three expire after 3 × stale_after without any push, a bound on what a
+/// Keys (prefix P; all four expire after 3 × stale_after without any push, a bound on what a
 /// vanished deployment leaves behind):
-///   P cache:stats:instances  sorted set: instance id → last push (Redis server time, ms)
-///   P cache:stats:records    hash: instance id → "hb <ms>\n" + obs::EncodeRegions (cumulative)
-///   P cache:stats:global     hash "{region}:{hits|misses|sets|removes|evictions|errors}": the
-///                            global aggregate, moved by each push's difference
+///   P cache:stats:instances   sorted set: instance id → last push (Redis server time, ms)
+///   P cache:stats:records     hash: instance id → "hb <ms>\n" + counts-only regions
+///                             (obs::EncodeRegions without buckets: counts, latency sum and max)
+///   P cache:stats:histograms  hash: instance id → the same with every histogram bucket
+///   P cache:stats:global      hash: "{region}:{hits|misses|sets|removes|evictions|errors}" and
+///                             "{region}:lat:{bucket}": the global aggregate and the merged
+///                             histograms, moved by each push's difference
 /// Push: one Lua script (EVALSHA; EVAL again after NOSCRIPT): prunes up to 100 stale instances
-/// (subtracting their figures from the global hash), adds (new − previous) of this instance to
-/// the global hash, stores the record, heartbeats.
-/// Collect: MULTI, TIME, HGETALL records, HGETALL global, EXEC written back to back: one
-/// atomic read; records are parsed and histograms merged here (obs::CacheAggregator), not in
-/// Lua. Every key is passed in KEYS (a cluster needs a hash tag in the prefix, e.g. "{c}:").
+/// (subtracting their counts and buckets from the global hash), adds (new − previous) of this
+/// instance to it, stores both records, heartbeats.
+/// Collect: MULTI, TIME, HGETALL records (histograms when the per-instance views are asked
+/// for), HGETALL global, EXEC written back to back: one atomic read, about 100 bytes per
+/// instance; parsed here (obs::CacheAggregator). Every key is passed in KEYS (a Redis Cluster
+/// needs a hash tag in the prefix, e.g. "{c}:").
 /// Creates the adapter and starts connecting (does not wait). Fails only on a bad URL.
 core::Result<std::unique_ptr<CacheStatsSink>> MakeRedisCacheStats(RedisCacheStatsOptions options);
 

@@ -152,6 +152,16 @@ TEST(RedisCacheStatsTest, ThreeInstancesAggregateAndDriftIsDetected) {
     ASSERT_EQ(s.instances.size(), 3u);
     EXPECT_GT(s.instances[0].heartbeat_ms, 0);
     EXPECT_GE(s.aggregation_ms, 0);
+    // Without the per-instance views: the counts-only records and the histograms the pushes
+    // merged in the global hash give the same figures.
+    auto lean = Collect(*b);
+    EXPECT_TRUE(lean.instances.empty());
+    EXPECT_EQ(lean.active_instances, 3u);
+    for (size_t i = 0; i < obs::kCacheRegionCount; ++i) {
+        EXPECT_EQ(lean.regions[i].counts, s.regions[i].counts) << i;
+        EXPECT_EQ(lean.regions[i].latency, s.regions[i].latency) << i;
+        EXPECT_EQ(lean.regions[i].outliers, s.regions[i].outliers) << i;
+    }
 
     // The engine loses data: the global misses of one region are bumped behind the adapters'
     // back (as a partial write would), and another instance's record vanishes (evicted).
@@ -164,6 +174,7 @@ TEST(RedisCacheStatsTest, ThreeInstancesAggregateAndDriftIsDetected) {
     EXPECT_EQ(s.Drifting()[0], obs::CacheRegion::kWebhookSecrets);
 
     raw.Run({"HDEL", prefix + "cache:stats:records", "ic"});
+    raw.Run({"HDEL", prefix + "cache:stats:histograms", "ic"});
     s = Collect(*a);
     EXPECT_EQ(s.active_instances, 2u);
     EXPECT_TRUE(s.regions[0].drifting);  // Σ hits 175 vs global 185
@@ -221,6 +232,10 @@ TEST(RedisCacheStatsTest, StaleInstanceIsPrunedWithItsFigures) {
     EXPECT_EQ(s.active_instances, 2u);
     EXPECT_EQ(s.stale_instances, 0u);
     EXPECT_EQ(raw.Run({"HEXISTS", prefix + "cache:stats:records", "ic"}).integer, 0);
+    EXPECT_EQ(raw.Run({"HEXISTS", prefix + "cache:stats:histograms", "ic"}).integer, 0);
+    // The merged histograms lost c's observations with it (11 + 22 left of 500 ns).
+    auto lean = Collect(*a);
+    EXPECT_EQ(lean.regions[0].latency.Count(), 33u);
     EXPECT_EQ(raw.Run({"ZSCORE", prefix + "cache:stats:instances", "ic"}).type,
               redis::Reply::Type::kNil);
     // Its figures left the global aggregate with it: no drift.
@@ -228,7 +243,7 @@ TEST(RedisCacheStatsTest, StaleInstanceIsPrunedWithItsFigures) {
     EXPECT_EQ(s.regions[0].global.hits, 30u);
     EXPECT_FALSE(s.regions[0].drifting);
     // The keys' expiry bounds what a deployment without any live instance leaves behind.
-    for (const char* key : {"instances", "records", "global"}) {
+    for (const char* key : {"instances", "records", "histograms", "global"}) {
         auto ttl = raw.Run({"PTTL", prefix + "cache:stats:" + key});
         EXPECT_GT(ttl.integer, 0) << key;
         EXPECT_LE(ttl.integer, 4500) << key;

@@ -217,6 +217,13 @@ TEST(CacheWireTest, EncodeDecodeInstance) {
     regions[1].counts.errors = 4;
     const std::string body = EncodeRegions(regions);
     EXPECT_EQ(body.substr(0, body.find('\n')), "virtual_keys 5 2 2 0 9 0 2100,300;28:7");
+    const std::string counts_only = EncodeRegions(regions, false);
+    EXPECT_EQ(counts_only.substr(0, counts_only.find('\n')), "virtual_keys 5 2 2 0 9 0 2100,300");
+    auto lean = DecodeInstance("i1", counts_only);
+    ASSERT_TRUE(lean);
+    EXPECT_EQ(lean->regions[0].counts, regions[0].counts);
+    EXPECT_EQ(lean->regions[0].latency.Count(), 0u);
+    EXPECT_EQ(lean->regions[0].latency.MaxNs(), 300u);
     auto inst = DecodeInstance("i1", "hb 1234\n" + body + "future_region 1 2 3 4 5 6 0,0\n");
     ASSERT_TRUE(inst);
     EXPECT_EQ(inst->instance_id, "i1");
