@@ -66,6 +66,10 @@ struct TopicStats {
     int64_t delayed = 0;    // waiting for their delay
     int64_t in_flight = 0;  // delivered, not settled
     int64_t dead = 0;       // dead-lettered
+    /// Partitions this process consumes (-1: all of them, the adapter is not shared).
+    int64_t partitions_owned = -1;
+    /// Processes sharing the topic's partitions (alive members; 1 when not shared).
+    int64_t members = 1;
 };
 
 /// A dead-lettered message.

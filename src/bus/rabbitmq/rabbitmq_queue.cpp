@@ -32,8 +32,13 @@ using core::Fail;
 using core::Result;
 using SteadyClock = std::chrono::steady_clock;
 
-constexpr amqp_channel_t kMain = 1;   // publish (confirm mode), consume, ack
-constexpr amqp_channel_t kAdmin = 2;  // stats and dead-letter browsing (may be closed by errors)
+constexpr amqp_channel_t kMain = 1;     // publish (confirm mode), consume, ack
+constexpr amqp_channel_t kAdmin = 2;    // stats and dead-letter browsing (may be closed by errors)
+constexpr amqp_channel_t kMembers = 3;  // membership heartbeats (published and consumed, no acks)
+/// Partition consumers: one channel per (consumed topic, partition), kFirstSlot + slot index.
+constexpr amqp_channel_t kFirstSlot = 16;
+constexpr int kMaxSlots = 2000;  // RabbitMQ's default channel_max is 2047
+constexpr std::string_view kHeartbeatMagic = "conduit-member/1";
 
 constexpr int kBuckets = 24;             // delay buckets per topic
 constexpr int kMaxBrowse = 10000;        // dead letters fetched by ListDead/Requeue at most
@@ -77,6 +82,31 @@ std::string DelayQueue(std::string_view prefix, std::string_view topic, int buck
     return Name(prefix, topic, "delay.b" + std::to_string(bucket));
 }
 std::string BucketLabel(int bucket) { return "b" + std::to_string(bucket); }
+std::string MembersExchange(std::string_view prefix) { return std::string(prefix) + ".members"; }
+
+uint64_t Fnv1a64(std::string_view s, uint64_t h = 14695981039346656037ULL) {
+    for (unsigned char c : s) {
+        h ^= c;
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+uint64_t Mix64(uint64_t x) {  // splitmix64 finalizer: spreads FNV's weak low bits
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
+/// Rendezvous weight of `member` for partition `p` of `topic`.
+uint64_t Weight(std::string_view topic, int p, std::string_view member) {
+    uint64_t h = Fnv1a64(topic);
+    h = Fnv1a64(std::string_view("\0", 1), h);
+    h = Fnv1a64(std::to_string(p), h);
+    h = Fnv1a64(std::string_view("\0", 1), h);
+    return Mix64(Fnv1a64(member, h));
+}
 
 amqp::ConnectParams ParamsOf(const RabbitMqQueueOptions& o) {
     amqp::ConnectParams p;
@@ -212,6 +242,22 @@ struct TopicRt {
     int cursor = 0;
     bool declared = false;  // topology declared on the current connection
     uint32_t buckets = 0;   // delay buckets declared on the current connection (bit k)
+    int first_slot = 0;     // slot of partition 0 (consumed topics)
+};
+
+/// The consumer of one partition queue, on its own channel.
+struct Slot {
+    enum class State {
+        kIdle,       // not consuming (channel closed)
+        kActive,     // owned: consuming and handing out
+        kReleasing,  // lost: no hand-outs; closed once nothing of it is in progress
+    };
+    TopicRt* topic = nullptr;
+    int partition = 0;
+    State state = State::kIdle;
+    uint64_t epoch = 0;  // +1 whenever its channel opens (delivery tags of older ones are void)
+    int settling = 0;    // retry/dead-letter copies not yet confirmed (their original unacked)
+    bool closed_here = false;  // its channel was closed on this connection (stale frames?)
 };
 
 /// A delivery handed to the consumer and not yet settled.
@@ -222,6 +268,8 @@ struct Handed {
     uint64_t delivery_tag = 0;
     Delivery delivery;
     SteadyClock::time_point lease_until{};
+    int slot = 0;
+    uint64_t epoch = 0;  // of the slot's channel the delivery came on
 };
 
 /// A publish waiting for its confirm.
@@ -230,7 +278,9 @@ struct Unconfirmed {
     Kind kind = Kind::kBatch;
     BatchPtr batch;
     size_t index = 0;
-    uint64_t original_tag = 0;     // kSettle: delivery to ack once confirmed (nack if refused)
+    uint64_t original_tag = 0;  // kSettle: delivery to ack once confirmed (nack if refused)
+    int slot = -1;              // kSettle: the original's slot and channel epoch
+    uint64_t epoch = 0;
     std::shared_ptr<int> outcome;  // kRequeue: 0 pending, 1 confirmed, -1 failed
     std::string message_id;
     bool returned = false;  // basic.return seen (unroutable)
@@ -250,7 +300,14 @@ public:
           shared_(std::make_shared<Shared>()),
           first_connect_future_(first_connect_.get_future()),
           backoff_(options_.reconnect_initial),
-          rng_(std::random_device{}()) {}
+          rng_(std::random_device{}()) {
+        if (options_.instance_id.empty()) {
+            options_.instance_id = core::NewUuidV7();
+        }
+        options_.member_heartbeat =
+            std::max(options_.member_heartbeat, std::chrono::milliseconds(10));
+        options_.member_timeout = std::max(options_.member_timeout, options_.member_heartbeat * 2);
+    }
 
     ~RabbitMqQueue() override { Stop(); }
 
@@ -325,7 +382,18 @@ public:
                 t.consumer = fn;
                 t.buffered.resize(t.options.partitions);
                 t.busy.assign(t.options.partitions, 0);
+                t.first_slot = static_cast<int>(slots_.size());
+                for (int p = 0; p < t.options.partitions; ++p) {
+                    slots_.push_back(Slot{&t, p});
+                }
                 consumed_.push_back(&t);
+            }
+            if (slots_.size() > static_cast<size_t>(kMaxSlots)) {
+                started_ = false;
+                return Fail(ErrorCode::kInvalidRequest,
+                            "work queue: " + std::to_string(slots_.size()) +
+                                " consumed partitions exceed the RabbitMQ adapter's limit of " +
+                                std::to_string(kMaxSlots));
             }
             thread_ = std::thread([this] { Run(); });
             thread_started_.store(true);
@@ -383,6 +451,21 @@ public:
     }
 
     std::string_view Engine() const override { return "rabbitmq"; }
+
+    /// RabbitMqOwnershipForTesting().
+    RabbitMqOwnership Ownership(std::string_view topic) {
+        auto r = RunJob<RabbitMqOwnership>([this, t = std::string(topic)] {
+            RabbitMqOwnership o;
+            for (const Slot& s : slots_) {
+                if (s.topic->name == t && s.state == Slot::State::kActive) {
+                    o.partitions.push_back(s.partition);
+                }
+            }
+            o.members = static_cast<int>(alive_.size());
+            return Result<RabbitMqOwnership>(std::move(o));
+        });
+        return r ? *r : RabbitMqOwnership{};
+    }
 
     /// DropRabbitMqConnectionForTesting().
     bool DropConnection() {
@@ -545,23 +628,237 @@ private:
         if (amqp_confirm_select(conn_.state(), kMain) == nullptr) {
             return RpcFailure("confirm.select");
         }
+        for (Slot& slot : slots_) {
+            slot.state = Slot::State::kIdle;
+            slot.settling = 0;
+            slot.closed_here = false;
+        }
         for (TopicRt* t : consumed_) {
             if (auto r = EnsureTopology(*t); !r) {
                 return r;
             }
-            // Per consumer (= per partition queue) prefetch; applies to the consumers below.
-            if (amqp_basic_qos(conn_.state(), kMain, 0, static_cast<uint16_t>(t->options.prefetch),
-                               0) == nullptr) {
-                return RpcFailure("basic.qos");
+        }
+        if (!consumed_.empty()) {
+            if (auto r = JoinMembers(); !r) {
+                return r;
             }
-            for (int p = 0; p < t->options.partitions; ++p) {
-                std::string queue = PartitionQueue(options_.prefix, t->name, p);
-                std::string tag = "c" + std::to_string(t->index) + "." + std::to_string(p);
-                if (amqp_basic_consume(conn_.state(), kMain, amqp::Bytes(queue), amqp::Bytes(tag),
-                                       0, 0, 0, amqp_empty_table) == nullptr) {
-                    return RpcFailure("basic.consume " + queue);
+            // Claims what this view assigns to us; the view fills in with the next heartbeats.
+            if (auto r = Rebalance(); !r) {
+                return r;
+            }
+        }
+        return {};
+    }
+
+    // ---- Membership and partition ownership ----
+
+    /// Declares the members exchange, binds a private queue to it and consumes it; announces
+    /// this instance.
+    Result<void> JoinMembers() {
+        amqp_connection_state_t st = conn_.state();
+        if (auto r = conn_.OpenChannel(kMembers); !r) {
+            return r;
+        }
+        const std::string exchange = MembersExchange(options_.prefix);
+        if (amqp_exchange_declare(st, kMembers, amqp::Bytes(exchange), amqp::Bytes("fanout"), 0, 0,
+                                  0, 0, amqp_empty_table) == nullptr) {
+            return RpcFailure("exchange.declare " + exchange);
+        }
+        auto* declared =
+            amqp_queue_declare(st, kMembers, amqp_empty_bytes, 0, 0, 1, 1, amqp_empty_table);
+        if (declared == nullptr) {
+            return RpcFailure("queue.declare (members)");
+        }
+        const std::string queue = amqp::String(declared->queue);
+        if (amqp_queue_bind(st, kMembers, amqp::Bytes(queue), amqp::Bytes(exchange),
+                            amqp_empty_bytes, amqp_empty_table) == nullptr) {
+            return RpcFailure("queue.bind " + queue);
+        }
+        if (amqp_basic_consume(st, kMembers, amqp::Bytes(queue), amqp::Bytes("m"), 0, 1, 1,
+                               amqp_empty_table) == nullptr) {
+            return RpcFailure("basic.consume " + queue);
+        }
+        return SendHeartbeat(false);
+    }
+
+    Result<void> SendHeartbeat(bool leaving) {
+        const std::string body = std::string(kHeartbeatMagic) + " " + options_.instance_id +
+                                 (leaving ? " leaving" : " up");
+        amqp_basic_properties_t props{};
+        props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_EXPIRATION_FLAG;
+        props.delivery_mode = 1;  // transient
+        const std::string expiration = std::to_string(options_.member_timeout.count());
+        props.expiration = amqp::Bytes(expiration);
+        int rc = amqp_basic_publish(conn_.state(), kMembers,
+                                    amqp::Bytes(MembersExchange(options_.prefix)), amqp_empty_bytes,
+                                    0, 0, &props, amqp::Bytes(body));
+        if (rc != AMQP_STATUS_OK) {
+            return Fail(
+                ErrorCode::kUnavailable,
+                std::string("RabbitMQ heartbeat publish failed: ") + amqp_error_string2(rc));
+        }
+        next_heartbeat_ = SteadyClock::now() + options_.member_heartbeat;
+        return {};
+    }
+
+    void OnHeartbeat(std::string_view body) {
+        auto parts = core::SplitTrimmed(body, ' ');
+        if (parts.size() != 3 || parts[0] != kHeartbeatMagic || parts[1].empty()) {
+            spdlog::warn("work queue: ignored a malformed membership heartbeat");
+            return;
+        }
+        if (parts[1] == options_.instance_id) {
+            return;
+        }
+        if (parts[2] == "leaving") {
+            peers_.erase(std::string(parts[1]));
+        } else {
+            peers_[std::string(parts[1])] = SteadyClock::now();
+        }
+        membership_dirty_ = true;
+    }
+
+    /// Heartbeat when due, forget silent peers, and move partitions when the alive set changed
+    /// (or a release became possible).
+    Result<void> Membership() {
+        if (consumed_.empty()) {
+            return {};
+        }
+        const auto now = SteadyClock::now();
+        if (now >= next_heartbeat_) {
+            if (auto r = SendHeartbeat(false); !r) {
+                return r;
+            }
+        }
+        if (now >= next_member_check_ || membership_dirty_) {
+            next_member_check_ = now + std::chrono::milliseconds(100);
+            membership_dirty_ = false;
+            if (auto r = Rebalance(); !r) {
+                return r;
+            }
+        }
+        return FinishReleases();
+    }
+
+    /// The alive set (this instance and every peer heard from within member_timeout), sorted.
+    std::vector<std::string> AliveMembers() {
+        const auto now = SteadyClock::now();
+        std::erase_if(peers_,
+                      [&](const auto& kv) { return now - kv.second > options_.member_timeout; });
+        std::vector<std::string> alive;
+        alive.reserve(peers_.size() + 1);
+        alive.push_back(options_.instance_id);
+        for (const auto& [id, seen] : peers_) {
+            alive.push_back(id);
+        }
+        std::sort(alive.begin(), alive.end());
+        return alive;
+    }
+
+    /// Claims the partitions this instance owns and starts releasing the others.
+    Result<void> Rebalance() {
+        std::vector<std::string> alive = AliveMembers();
+        if (alive != alive_) {
+            alive_ = alive;
+            int owned = 0;
+            for (const Slot& slot : slots_) {
+                owned += OwnerOf(slot) == options_.instance_id ? 1 : 0;
+            }
+            std::string list;
+            for (const auto& id : alive_) {
+                list.append(list.empty() ? "" : ", ").append(id);
+            }
+            spdlog::info(
+                "work queue: {} member(s) alive ({}); this instance ({}) owns {} of {} "
+                "partitions",
+                alive_.size(), list, options_.instance_id, owned, slots_.size());
+        }
+        for (Slot& slot : slots_) {
+            const bool mine = OwnerOf(slot) == options_.instance_id;
+            if (mine && slot.state == Slot::State::kIdle) {
+                if (auto r = Claim(slot); !r) {
+                    return r;
                 }
+            } else if (mine && slot.state == Slot::State::kReleasing) {
+                slot.state = Slot::State::kActive;  // won back before it was let go
+            } else if (!mine && slot.state == Slot::State::kActive) {
+                slot.state = Slot::State::kReleasing;
             }
+        }
+        return {};
+    }
+
+    const std::string& OwnerOf(const Slot& slot) const {
+        const std::string* best = &options_.instance_id;
+        uint64_t best_weight = 0;
+        bool first = true;
+        for (const auto& id : alive_) {
+            const uint64_t w = Weight(slot.topic->name, slot.partition, id);
+            if (first || w > best_weight || (w == best_weight && id > *best)) {
+                best = &id;
+                best_weight = w;
+                first = false;
+            }
+        }
+        return *best;
+    }
+
+    static amqp_channel_t ChannelOf(int slot) {
+        return static_cast<amqp_channel_t>(kFirstSlot + slot);
+    }
+    int SlotIndex(const Slot& slot) const { return static_cast<int>(&slot - slots_.data()); }
+
+    /// Opens the slot's channel and consumes its partition queue (single active consumer: it
+    /// becomes active once the previous owner's consumer is gone).
+    Result<void> Claim(Slot& slot) {
+        const amqp_channel_t ch = ChannelOf(SlotIndex(slot));
+        const TopicRt& t = *slot.topic;
+        if (slot.closed_here && amqp_frames_enqueued(conn_.state())) {
+            // Frames read during an RPC wait may still hold deliveries of this channel's last
+            // incarnation: claim on a later turn, once they are handled (and dropped).
+            return {};
+        }
+        slot.closed_here = false;
+        if (auto r = conn_.OpenChannel(ch); !r) {
+            return r;
+        }
+        ++slot.epoch;
+        slot.state = Slot::State::kActive;
+        slot.settling = 0;
+        if (amqp_basic_qos(conn_.state(), ch, 0, static_cast<uint16_t>(t.options.prefetch), 0) ==
+            nullptr) {
+            return RpcFailure("basic.qos");
+        }
+        std::string queue = PartitionQueue(options_.prefix, t.name, slot.partition);
+        std::string tag = "c" + std::to_string(t.index) + "." + std::to_string(slot.partition);
+        if (amqp_basic_consume(conn_.state(), ch, amqp::Bytes(queue), amqp::Bytes(tag), 0, 0, 0,
+                               amqp_empty_table) == nullptr) {
+            return RpcFailure("basic.consume " + queue);
+        }
+        spdlog::debug("work queue: consuming {}", queue);
+        return {};
+    }
+
+    /// Closes the channels of released partitions once nothing of them is in progress: the
+    /// broker returns their prefetched messages and activates the new owner in one step.
+    Result<void> FinishReleases() {
+        for (Slot& slot : slots_) {
+            if (slot.state != Slot::State::kReleasing || slot.settling > 0 ||
+                slot.topic->busy[slot.partition]) {
+                continue;
+            }
+            const int index = SlotIndex(slot);
+            slot.state = Slot::State::kIdle;
+            slot.closed_here = true;
+            slot.topic->buffered[slot.partition].clear();
+            amqp_rpc_reply_t r =
+                amqp_channel_close(conn_.state(), ChannelOf(index), AMQP_REPLY_SUCCESS);
+            if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+                return Fail(ErrorCode::kUnavailable,
+                            "RabbitMQ channel.close failed: " + amqp::ReplyText(r));
+            }
+            spdlog::debug("work queue: released {}",
+                          PartitionQueue(options_.prefix, slot.topic->name, slot.partition));
         }
         return {};
     }
@@ -698,6 +995,9 @@ private:
         }
         ExpireBatches();
         ExpireLeases();
+        if (auto r = Membership(); !r) {
+            return r;
+        }
         HandOut();
         if (broken_) {
             return Fail(ErrorCode::kUnavailable, *std::exchange(broken_, std::nullopt));
@@ -900,6 +1200,18 @@ private:
         if (r.reply_type != AMQP_RESPONSE_NORMAL) {
             return Fail(ErrorCode::kUnavailable, "RabbitMQ read failed: " + amqp::ReplyText(r));
         }
+        if (channel == kMembers) {
+            OnHeartbeat(amqp::String(msg.body));
+            amqp_destroy_message(&msg);
+            return {};
+        }
+        const int slot_index = static_cast<int>(channel) - kFirstSlot;
+        if (slot_index < 0 || slot_index >= static_cast<int>(slots_.size()) ||
+            slots_[slot_index].state == Slot::State::kIdle) {
+            // Read after its channel was closed (the broker has returned it), or unknown.
+            amqp_destroy_message(&msg);
+            return {};
+        }
         Delivery dv;
         dv.body = amqp::String(msg.body);
         const amqp_basic_properties_t& props = msg.properties;
@@ -931,10 +1243,10 @@ private:
                 }
             }
         }
-        if (index < 0 || index >= static_cast<int>(consumed_.size()) || partition < 0 ||
-            partition >= consumed_[index]->options.partitions) {
+        const Slot& slot = slots_[slot_index];
+        if (index != slot.topic->index || partition != slot.partition) {
             spdlog::error("work queue: delivery for unknown consumer {}; requeued", consumer_tag);
-            (void)amqp_basic_nack(conn_.state(), kMain, tag, 0, 1);
+            (void)amqp_basic_nack(conn_.state(), channel, tag, 0, 1);
             return {};
         }
         TopicRt& t = *consumed_[index];
@@ -983,8 +1295,17 @@ private:
             case Unconfirmed::Kind::kSettle: {
                 // The copy (retry or dead letter) is safe: drop the original. If the broker
                 // refused the copy, return the original to its queue instead.
-                int rc = ok ? amqp_basic_ack(conn_.state(), kMain, u.original_tag, 0)
-                            : amqp_basic_nack(conn_.state(), kMain, u.original_tag, 0, 1);
+                if (u.slot < 0 || u.slot >= static_cast<int>(slots_.size())) {
+                    return;
+                }
+                Slot& slot = slots_[u.slot];
+                if (slot.epoch != u.epoch || slot.state == Slot::State::kIdle) {
+                    return;  // its channel is closed: the broker has the original again
+                }
+                --slot.settling;
+                const amqp_channel_t ch = ChannelOf(u.slot);
+                int rc = ok ? amqp_basic_ack(conn_.state(), ch, u.original_tag, 0)
+                            : amqp_basic_nack(conn_.state(), ch, u.original_tag, 0, 1);
                 if (rc != AMQP_STATUS_OK) {
                     broken_ = std::string("RabbitMQ ack failed: ") + amqp_error_string2(rc);
                 }
@@ -1031,15 +1352,19 @@ private:
                 const int p = t->cursor;
                 t->cursor = (t->cursor + 1) % partitions;
                 ++scanned;
-                if (t->busy[p] || t->buffered[p].empty()) {
+                if (t->busy[p] || t->buffered[p].empty() ||
+                    slots_[t->first_slot + p].state != Slot::State::kActive) {
                     continue;
                 }
+                const int slot = t->first_slot + p;
+                const uint64_t epoch = slots_[slot].epoch;
                 Buffered b = std::move(t->buffered[p].front());
                 t->buffered[p].pop_front();
                 scanned = 0;  // something changed: give every partition another look
                 if (b.delivery.attempt > t->options.max_attempts) {
                     // Redelivered by the broker (crashes, disconnects) beyond the limit.
-                    Handed h{t, p, generation_, b.delivery_tag, std::move(b.delivery), {}};
+                    Handed h{t,  p,    generation_, b.delivery_tag, std::move(b.delivery),
+                             {}, slot, epoch};
                     const int attempts = h.delivery.attempt - 1;
                     if (auto r = PublishDead(h, attempts,
                                              "delivered " + std::to_string(attempts) +
@@ -1056,7 +1381,7 @@ private:
                 Delivery copy = b.delivery;
                 handed_.emplace(token,
                                 Handed{t, p, generation_, b.delivery_tag, std::move(b.delivery),
-                                       SteadyClock::now() + t->options.lease});
+                                       SteadyClock::now() + t->options.lease, slot, epoch});
                 auto settlement = std::make_shared<RabbitSettlement>(shared_, token);
                 auto consumer = t->consumer;
                 if (options_.loops.empty()) {
@@ -1091,12 +1416,19 @@ private:
                          h.delivery.message_id, h.topic->name);
             h.topic->busy[h.partition] = 0;
             --h.topic->handed;
-            if (conn_.is_open() && h.generation == generation_ &&
-                amqp_basic_nack(conn_.state(), kMain, h.delivery_tag, 0, 1) != AMQP_STATUS_OK) {
+            if (conn_.is_open() && h.generation == generation_ && HeldOpen(h) &&
+                amqp_basic_nack(conn_.state(), ChannelOf(h.slot), h.delivery_tag, 0, 1) !=
+                    AMQP_STATUS_OK) {
                 broken_ = "RabbitMQ nack failed";
             }
             it = handed_.erase(it);
         }
+    }
+
+    /// True while the channel `h` came on is still the slot's open channel.
+    bool HeldOpen(const Handed& h) const {
+        const Slot& slot = slots_[h.slot];
+        return slot.epoch == h.epoch && slot.state != Slot::State::kIdle;
     }
 
     void ProcessSettle(const SettleCmd& cmd) {
@@ -1108,7 +1440,7 @@ private:
         handed_.erase(it);
         h.topic->busy[h.partition] = 0;
         --h.topic->handed;
-        if (!conn_.is_open() || h.generation != generation_ || broken_) {
+        if (!conn_.is_open() || h.generation != generation_ || broken_ || !HeldOpen(h)) {
             // That connection is gone (or going: a publish queued before this settlement may
             // not have reached the broker): the broker redelivers the message.
             return;
@@ -1116,7 +1448,7 @@ private:
         Result<void> r;
         switch (cmd.kind) {
             case SettleKind::kAck: {
-                int rc = amqp_basic_ack(conn_.state(), kMain, h.delivery_tag, 0);
+                int rc = amqp_basic_ack(conn_.state(), ChannelOf(h.slot), h.delivery_tag, 0);
                 if (rc != AMQP_STATUS_OK) {
                     r = Fail(ErrorCode::kUnavailable,
                              std::string("RabbitMQ ack failed: ") + amqp_error_string2(rc));
@@ -1155,8 +1487,11 @@ private:
         Unconfirmed u;
         u.kind = Unconfirmed::Kind::kSettle;
         u.original_tag = h.delivery_tag;
+        u.slot = h.slot;
+        u.epoch = h.epoch;
         u.message_id = h.delivery.message_id;
         unconfirmed_.emplace(*tag, std::move(u));
+        ++slots_[h.slot].settling;
         return {};
     }
 
@@ -1179,8 +1514,11 @@ private:
         Unconfirmed u;
         u.kind = Unconfirmed::Kind::kSettle;
         u.original_tag = h.delivery_tag;
+        u.slot = h.slot;
+        u.epoch = h.epoch;
         u.message_id = h.delivery.message_id;
         unconfirmed_.emplace(*tag, std::move(u));
+        ++slots_[h.slot].settling;
         return {};
     }
 
@@ -1196,6 +1534,11 @@ private:
         ++generation_;
         admin_open_ = false;
         broken_.reset();
+        for (Slot& slot : slots_) {
+            slot.state = Slot::State::kIdle;
+            slot.settling = 0;
+            ++slot.epoch;
+        }
         for (auto& [name, t] : topics_) {
             for (auto& q : t->buffered) {
                 q.clear();
@@ -1238,6 +1581,10 @@ private:
                     break;
                 }
                 r = ReadFrames(true);
+            }
+            if (r && !broken_ && !consumed_.empty()) {
+                // The others take this instance's partitions at once (not after member_timeout).
+                r = SendHeartbeat(true);
             }
             if (r && !broken_) {
                 conn_.Close(true, {kMain});
@@ -1325,6 +1672,14 @@ private:
         TopicStats stats;
         auto it = topics_.find(topic);
         const TopicRt* local = it == topics_.end() ? nullptr : it->second.get();
+        if (local != nullptr && local->index >= 0) {
+            stats.partitions_owned = 0;
+            for (int p = 0; p < local->options.partitions; ++p) {
+                stats.partitions_owned +=
+                    slots_[local->first_slot + p].state == Slot::State::kActive ? 1 : 0;
+            }
+            stats.members = static_cast<int64_t>(alive_.size());
+        }
         if (local != nullptr) {
             stats.in_flight = local->handed;
             for (const auto& q : local->buffered) {
@@ -1543,6 +1898,12 @@ private:
     SteadyClock::time_point next_lease_check_{};
     std::map<uint64_t, Unconfirmed> unconfirmed_;
     uint64_t next_tag_ = 1;
+    std::vector<Slot> slots_;                               // consumed partitions (fixed at Start)
+    std::map<std::string, SteadyClock::time_point> peers_;  // other members: last heartbeat
+    std::vector<std::string> alive_;                        // sorted, this instance included
+    bool membership_dirty_ = false;
+    SteadyClock::time_point next_heartbeat_{};
+    SteadyClock::time_point next_member_check_{};
     std::deque<BatchPtr> waiting_;        // not yet (re)published
     std::vector<BatchPtr> open_batches_;  // published, not all confirmed
 };
@@ -1662,8 +2023,21 @@ core::Result<void> DeleteRabbitMqTopology(const RabbitMqQueueOptions& options,
             return r;
         }
     }
+    if (auto r = ensure_channel(); !r) {
+        return r;
+    }
+    std::string members = MembersExchange(options.prefix);
+    bool ok = amqp_exchange_delete(conn.state(), kMain, amqp::Bytes(members), 0) != nullptr;
+    if (auto r = check(ok, "exchange.delete " + members); !r) {
+        return r;
+    }
     conn.Close(true, {kMain});
     return {};
+}
+
+RabbitMqOwnership RabbitMqOwnershipForTesting(WorkQueue& queue, std::string_view topic) {
+    auto* q = dynamic_cast<RabbitMqQueue*>(&queue);
+    return q != nullptr ? q->Ownership(topic) : RabbitMqOwnership{};
 }
 
 bool DropRabbitMqConnectionForTesting(WorkQueue& queue) {

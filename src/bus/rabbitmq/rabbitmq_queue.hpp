@@ -40,6 +40,13 @@ struct RabbitMqQueueOptions {
     /// Reconnect backoff: exponential from `reconnect_initial` to `reconnect_max`, with jitter.
     std::chrono::milliseconds reconnect_initial{100};
     std::chrono::milliseconds reconnect_max{10000};
+
+    /// Membership (partition ownership across instances sharing `prefix`): this instance's id
+    /// in the heartbeats (empty: a random one), how often it announces itself, and how long
+    /// after its last heartbeat another instance is considered gone (its partitions move).
+    std::string instance_id;
+    std::chrono::milliseconds member_heartbeat{1000};
+    std::chrono::milliseconds member_timeout{3000};
 };
 
 /// Fills the connection fields of `options` from "amqp://user:password@host:port/vhost"
@@ -72,6 +79,21 @@ bool ParseAmqpUrl(std::string_view url, RabbitMqQueueOptions& options);
 /// handled). Unconfirmed messages are republished after a reconnect (duplicates possible:
 /// at-least-once). A batch is not atomic: when `done` reports a failure (nack, unroutable,
 /// publish_timeout) some of its messages may have been enqueued.
+///
+/// Partition ownership: instances sharing a prefix find each other through a fanout exchange
+/// `<prefix>.members`: each binds an exclusive auto-delete queue to it and publishes a heartbeat
+/// (its instance id) every `member_heartbeat`; a member is alive while its last heartbeat is
+/// younger than `member_timeout` (a stopping instance announces that it leaves). Partition p of
+/// topic T belongs to the alive member with the highest rendezvous weight hash(T, p, id): every
+/// instance computes the same owners from the same view, and a join or leave moves only the
+/// partitions won or lost by that member. An instance consumes only the partitions it owns,
+/// each on its own channel. Losing one: no more hand-outs from it, the delivery in progress is
+/// settled (and a retry/dead-letter copy confirmed), then its channel is closed, which returns
+/// the prefetched messages to the queue and activates the next owner's consumer in one broker
+/// step (single active consumer), so per-partition order holds across the handover. Views may
+/// differ for up to a heartbeat: x-single-active-consumer still keeps one consumer active per
+/// partition, and a partition nobody claims waits at most about member_timeout. Prefetched
+/// messages returned at a handover count as a delivery (x-delivery-count), as after a crash.
 ///
 /// Consuming: manual acks; basic.qos prefetch = `prefetch` per partition queue; the adapter
 /// hands at most one message per partition to the consumer at a time and at most
@@ -106,6 +128,14 @@ std::unique_ptr<WorkQueue> MakeRabbitMqQueue(RabbitMqQueueOptions options);
 /// Blocking; opens its own connection.
 core::Result<void> DeleteRabbitMqTopology(const RabbitMqQueueOptions& options,
                                           const std::vector<std::string>& topics);
+
+/// Test hook: the partitions of `topic` this instance consumes now (ascending) and the number
+/// of alive members it sees. Empty and 0 when `queue` is not a RabbitMQ queue or not running.
+struct RabbitMqOwnership {
+    std::vector<int> partitions;
+    int members = 0;
+};
+RabbitMqOwnership RabbitMqOwnershipForTesting(WorkQueue& queue, std::string_view topic);
 
 /// Test hook: severs the adapter's broker connection as a network failure would (it reconnects
 /// with backoff). Returns false when `queue` is not a RabbitMQ queue or is not connected.
