@@ -202,6 +202,8 @@ struct App::Impl {
     bool worker_role = false;
     // Queue depths, refreshed off the loops (Stats may block on the engine).
     obs::GaugeFamily* queue_gauge = nullptr;
+    obs::GaugeFamily* queue_owned_gauge = nullptr;  // RabbitMQ: partitions this instance consumes
+    obs::Gauge* queue_members_gauge = nullptr;      // RabbitMQ: instances sharing the partitions
     core::TimerPtr queue_stats_timer;
     // Configuration across instances: an admin write bumps the store's config version and
     // publishes an invalidation; every other instance reloads its snapshot at once, and checks
@@ -624,6 +626,9 @@ core::Result<void> App::Impl::InitTasks(const std::string& host, uint16_t port) 
         o.user = cfg.rabbitmq.username;
         o.password = cfg.rabbitmq.password;
         o.vhost = cfg.rabbitmq.vhost;
+        o.instance_id = instance_id;  // partition ownership across instances (heartbeats)
+        o.member_heartbeat = std::chrono::milliseconds(cfg.rabbitmq.member_heartbeat_ms);
+        o.member_timeout = std::chrono::milliseconds(cfg.rabbitmq.member_timeout_ms);
         o.loops = loops;
         o.defaults = task_queue;
         o.topics = topics;
@@ -747,6 +752,13 @@ core::Result<void> App::Impl::InitTasks(const std::string& host, uint16_t port) 
     queue_gauge = &registry.Gauge("conduit_queue_messages",
                                   "Work queue messages by topic and state (refreshed every 5 s).",
                                   {"topic", "state"});
+    queue_owned_gauge = &registry.Gauge(
+        "conduit_queue_partitions_owned",
+        "Work queue partitions this instance consumes, by topic (RabbitMQ; refreshed every 5 s).",
+        {"topic"});
+    queue_members_gauge = &registry.Gauge("conduit_queue_members",
+                                          "Instances sharing the work queue partitions, as this "
+                                          "one sees them (refreshed every 5 s).");
     return {};
 }
 
@@ -951,6 +963,10 @@ void App::Impl::RefreshQueueStats() {
             queue_gauge->With({topic, "delayed"}).Set(static_cast<double>(st->delayed));
             queue_gauge->With({topic, "in_flight"}).Set(static_cast<double>(st->in_flight));
             queue_gauge->With({topic, "dead"}).Set(static_cast<double>(st->dead));
+            if (st->partitions_owned >= 0) {
+                queue_owned_gauge->With({topic}).Set(static_cast<double>(st->partitions_owned));
+            }
+            queue_members_gauge->Set(static_cast<double>(st->members));
         }
     });
 }

@@ -72,6 +72,10 @@ struct RabbitMqConfig {
     int prefetch_count = 25;
     int partition_count = 30;
     int concurrent_message_limit = 50;
+    /// Partition ownership across instances: heartbeat period, and silence after which an
+    /// instance's partitions move to the others.
+    int member_heartbeat_ms = 1000;
+    int member_timeout_ms = 3000;
 };
 
 /// Async image/video tasks (issue 3).
