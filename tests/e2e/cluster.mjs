@@ -1,5 +1,5 @@
 // A Conduit cluster for the e2e suites: N gateway instances sharing PostgreSQL (a fresh database
-// per cluster), Redis (own key prefix) and RabbitMQ (own vhost when rabbitmqctl is usable), behind
+// per cluster), Redis (own key prefix) and RabbitMQ (own vhost per test process when rabbitmqctl is usable), behind
 // nginx rendered from deploy/nginx/conduit.conf (deploy/nginx/render.sh) and run unprivileged in
 // a temporary prefix directory. Engines come from scripts/engines.sh: CONDUIT_TEST_PG,
 // CONDUIT_TEST_REDIS and CONDUIT_TEST_AMQP.
@@ -40,6 +40,30 @@ function rabbitmqctl(args) {
   return execFileSync(prefix[0], [...prefix.slice(1), ...args], {
     encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 60000,
   });
+}
+
+let vhost;
+/**
+ * A RabbitMQ vhost of this test process (other runs on the same broker cannot take its tasks),
+ * shared by its clusters and deleted when the process exits: creating and deleting a vhost of
+ * quorum queues costs the broker seconds, too much for every cluster. Null (the default vhost)
+ * when rabbitmqctl is unusable.
+ */
+function processVhost(user) {
+  if (vhost !== undefined) return vhost;
+  const name = `conduit_e2e_${process.pid}_${Date.now()}`;
+  try {
+    rabbitmqctl(['add_vhost', name]);
+    rabbitmqctl(['set_permissions', '-p', name, user, '.*', '.*', '.*']);
+    vhost = name;
+    process.once('exit', () => {
+      try { rabbitmqctl(['delete_vhost', name]); } catch { /* best effort */ }
+    });
+  } catch (e) {
+    console.log(`# rabbitmqctl unavailable (${String(e.message).split('\n')[0]}): using the default vhost`);
+    vhost = null;
+  }
+  return vhost;
 }
 
 /**
@@ -122,24 +146,22 @@ export async function startNginx(nodes, { port, maxBody = '32m', template } = {}
 
 /**
  * Starts `n` gateway instances on shared engines, then nginx in front of them. `args` are added
- * to every instance's command line. Resolves with
- *   {base (nginx), nginx, instances: [gateway as harness.startGateway returns], admin(...) (via
- *    instance 0), database, redisPrefix, vhost, mediaDir, stop()}.
+ * to every instance's command line. Each cluster has its own PostgreSQL database (dropped by
+ * stop()) and Redis prefix; the clusters of one test process share its RabbitMQ vhost. Resolves
+ * with {base (nginx), nginx, instances: [gateway as harness.startGateway returns], admin(...)
+ * (via instance 0), database, redisPrefix, vhost, mediaDir, stop()}.
  */
 export async function startCluster({ n = 3, args = [], env = {}, name = 'cluster' } = {}) {
   const reason = clusterSkipReason();
   if (reason) throw new Error(reason);
   const tag = `${name}_${process.pid}_${Date.now()}`.replace(/[^A-Za-z0-9_]/g, '_').toLowerCase();
-  const cluster = { instances: [], nginx: null, vhost: null, database: null };
+  const cluster = { instances: [], nginx: null, vhost: null, database: null, mediaDir: null };
   const cleanup = async () => {
     await cluster.nginx?.stop().catch(() => {});
     await Promise.all(cluster.instances.map((g) => g.stop().catch(() => {})));
     if (cluster.mediaDir) rmSync(cluster.mediaDir, { recursive: true, force: true });
     if (cluster.database) {
       try { psql(process.env.CONDUIT_TEST_PG, `DROP DATABASE IF EXISTS ${cluster.database} WITH (FORCE)`); } catch { /* best effort */ }
-    }
-    if (cluster.vhost) {
-      try { rabbitmqctl(['delete_vhost', cluster.vhost]); } catch { /* best effort */ }
     }
   };
   try {
@@ -149,13 +171,7 @@ export async function startCluster({ n = 3, args = [], env = {}, name = 'cluster
     dbUrl.pathname = `/${tag}`;
     const amqp = new URL(process.env.CONDUIT_TEST_AMQP);
     const user = decodeURIComponent(amqp.username || 'guest');
-    try {
-      rabbitmqctl(['add_vhost', tag]);
-      rabbitmqctl(['set_permissions', '-p', tag, user, '.*', '.*', '.*']);
-      cluster.vhost = tag;
-    } catch (e) {
-      console.log(`# rabbitmqctl unavailable (${String(e.message).split('\n')[0]}): using the default vhost`);
-    }
+    cluster.vhost = processVhost(user);
     cluster.redisPrefix = `${tag}:`;
     cluster.mediaDir = mkdtempSync(path.join(tmpdir(), 'conduit-cluster-media-'));
     const nginxPort = await freePort();
@@ -178,9 +194,9 @@ export async function startCluster({ n = 3, args = [], env = {}, name = 'cluster
     };
     // Instance 0 first (it applies the migrations), then the others together: the advisory lock
     // makes concurrent start-ups safe too, but a failure is easier to read this way.
-    cluster.instances.push(await startGateway(common, { env: instanceEnv }));
+    cluster.instances.push(await startGateway(common, { env: instanceEnv, single: true }));
     const rest = await Promise.allSettled(
-      Array.from({ length: n - 1 }, () => startGateway(common, { env: instanceEnv })));
+      Array.from({ length: n - 1 }, () => startGateway(common, { env: instanceEnv, single: true })));
     for (const r of rest) if (r.status === 'fulfilled') cluster.instances.push(r.value);
     const failed = rest.find((r) => r.status === 'rejected');
     if (failed) throw failed.reason;
@@ -270,6 +286,93 @@ export async function startTap(targetPort, pids, count = /^(GET|POST|PUT|DELETE)
     requests,
     close() {
       return new Promise((r) => { server.close(() => r()); for (const s of sockets) s.destroy(); });
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// CONDUIT_E2E_CLUSTER=N: harness.startGateway() starts an N-instance cluster behind nginx instead
+// of one gateway, so the existing suites run with their requests spread over the instances.
+
+/** Options that mean "this test manages its own engines, data directory or restarts". */
+const SINGLE_ONLY = ['--database-url', '--redis-url', '--rabbitmq-host', '--listen', '--data-dir', '--roles'];
+
+/** True when startGateway(extraArgs, opts) should start a cluster (see harness.startGateway). */
+export function wantsCluster(extraArgs, opts) {
+  const n = Number(process.env.CONDUIT_E2E_CLUSTER ?? 0);
+  if (!(n > 1) || opts.single) return false;
+  if (opts.dataDir || opts.keepData) return false;
+  return !extraArgs.some((a) => SINGLE_ONLY.includes(String(a).split('=')[0]));
+}
+
+/**
+ * A cluster with the interface of harness.startGateway's result: base/port are nginx's; proc,
+ * dataDir and exited are instance 0's; output() joins every instance's log. admin() goes
+ * through nginx and, after a write, waits until every instance has reloaded its configuration
+ * (a sentinel key is toggled and probed on each instance: reloads are whole snapshots taken in
+ * order, so once the sentinel change is visible everywhere the earlier write is too).
+ */
+export async function startClusterGateway(extraArgs, opts) {
+  const n = Number(process.env.CONDUIT_E2E_CLUSTER);
+  const cl = await startCluster({
+    n, args: extraArgs, env: opts.env ? { ...opts.env } : {}, name: 'e2e',
+  });
+  const masterKey = opts.masterKey ?? opts.env?.CONDUIT_MASTER_KEY ?? MASTER_KEY;
+  const [first] = cl.instances;
+  const call = async (base, method, route, body) => {
+    const res = await fetch(`${base}${route}`, {
+      method,
+      headers: { 'X-API-Key': masterKey, 'Content-Type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await res.text();
+    let json = null;
+    try { json = text ? JSON.parse(text) : null; } catch { /* not JSON */ }
+    if (!res.ok) {
+      const err = new Error(`admin ${method} ${route} → ${res.status}: ${text}`);
+      err.status = res.status;
+      err.body = json;
+      throw err;
+    }
+    return json;
+  };
+  let sentinel = null;
+  const barrier = async () => {
+    if (!sentinel) {
+      const g = await call(first.base, 'POST', '/api/VirtualKeyGroups', { groupName: '__e2e_cluster_barrier', initialBalance: 0 });
+      const k = await call(first.base, 'POST', '/api/VirtualKeys', { keyName: '__e2e_cluster_barrier', virtualKeyGroupId: g.id });
+      sentinel = { id: k.keyInfo.id, key: k.virtualKey, enabled: true };
+    } else {
+      sentinel.enabled = !sentinel.enabled;
+      await call(first.base, 'PUT', `/api/VirtualKeys/${sentinel.id}`, { isEnabled: sentinel.enabled });
+    }
+    const want = sentinel.enabled ? 200 : 401;
+    await waitFor(async () => {
+      const got = await Promise.all(cl.instances.map(async (g) => {
+        const r = await fetch(`${g.base}/v1/models`, { headers: { Authorization: `Bearer ${sentinel.key}` } });
+        await r.arrayBuffer();
+        return r.status;
+      }));
+      return got.every((s) => s === want);
+    }, 5000, 'the configuration on every instance');
+  };
+  return {
+    proc: first.proc,
+    port: cl.port,
+    base: cl.base,
+    dataDir: first.dataDir,
+    output: cl.output,
+    exited: first.exited,
+    cluster: cl,
+    async admin(method, route, body) {
+      const json = await call(cl.base, method, route, body);
+      if (method !== 'GET') await barrier();
+      return json;
+    },
+    async stop() {
+      const result = await first.stop();
+      await cl.stop();
+      return result;
     },
   };
 }

@@ -65,6 +65,11 @@ export async function startMock(extraArgs = []) {
 }
 
 export async function startGateway(extraArgs = [], opts = {}) {
+  if (process.env.CONDUIT_E2E_CLUSTER) {
+    // CONDUIT_E2E_CLUSTER=N: an N-instance cluster behind nginx (tests/e2e/cluster.mjs).
+    const cluster = await import('./cluster.mjs');
+    if (cluster.wantsCluster(extraArgs, opts)) return cluster.startClusterGateway(extraArgs, opts);
+  }
   const dataDir = opts.dataDir ?? mkdtempSync(path.join(tmpdir(), 'conduit-e2e-'));
   const env = opts.env ?? { CONDUIT_MASTER_KEY: MASTER_KEY };
   const masterKey = opts.masterKey ?? env.CONDUIT_MASTER_KEY ?? MASTER_KEY;
