@@ -1,5 +1,7 @@
 #include "domain/snapshot.hpp"
 
+#include "obs/cache_stats.hpp"
+
 #include <gtest/gtest.h>
 
 namespace conduit::domain {
@@ -91,6 +93,25 @@ TEST_F(SnapshotTest, AuthenticatesOnlyKnownEnabledUnexpiredKeys) {
         ASSERT_FALSE(r) << bad;
         EXPECT_EQ(r.error().code, core::ErrorCode::kUnauthorized);
     }
+}
+
+TEST_F(SnapshotTest, KeyLookupsAreCountedInTheCacheStatistics) {
+    auto& stats = obs::CacheStats::Global().Region(obs::CacheRegion::kVirtualKeys);
+    auto s = Snapshot::Build(Data(), box_, 1);
+    s->Authenticate(key_, 0);  // this thread's memo now belongs to `s` (earlier tests' dropped)
+    const auto before = stats.Snapshot();
+    ASSERT_TRUE(s->Authenticate(key_, 0));              // memo hit
+    ASSERT_FALSE(s->Authenticate("condt_unknown", 0));  // miss (hashed, not found)
+    ASSERT_FALSE(s->Authenticate(disabled_key_, 0));    // miss, memoised
+    ASSERT_FALSE(s->Authenticate(disabled_key_, 0));    // hit (refused after the lookup)
+    auto s2 = Snapshot::Build(Data(), box_, 2);
+    ASSERT_TRUE(s2->Authenticate(key_, 0));  // a new configuration: the memo's 2 entries go
+    const auto after = stats.Snapshot();
+    EXPECT_EQ(after.counts.hits - before.counts.hits, 2u);
+    EXPECT_EQ(after.counts.misses - before.counts.misses, 3u);
+    EXPECT_EQ(after.counts.sets - before.counts.sets, 2u);
+    EXPECT_EQ(after.counts.removes - before.counts.removes, 2u);
+    EXPECT_EQ(after.latency.Count() - before.latency.Count(), 5u);
 }
 
 TEST_F(SnapshotTest, ResolvesByPriorityCaseInsensitivelyWithPrimaryKeyAndCost) {
