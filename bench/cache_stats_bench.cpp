@@ -8,9 +8,10 @@
 //    region (cumulative counts, a latency histogram with --buckets non-empty buckets), each push
 //    one round trip (the Lua push script).
 // 2. Measures, alternating in the same run:
-//    - collect: CacheStatsSink::Collect(false) — the Lua collect script (prune + every record +
-//      the global hash in one round trip), parsing, histogram merge, percentiles and drift, i.e.
+//    - collect: CacheStatsSink::Collect(false) — MULTI/TIME/HGETALL records/HGETALL global/EXEC
+//      in one round trip, parsing, sums, percentiles of the merged histograms and drift, i.e.
 //      what the admin route and the cluster gauges cost;
+//    - hgetall records, parse+aggregate only: the two halves of a collection alone;
 //    - collect+instances: the same keeping per-instance views, plus the admin JSON rendering;
 //    - ping: one PING round trip on a separate connection (the reference: the floor of any
 //      Redis call from this process);
@@ -217,8 +218,10 @@ int main(int argc, char** argv) {
     }
     const std::string json = first->ToJson(true);
     uint64_t record_bytes = 0;
+    uint64_t lean_bytes = 0;
     for (const auto& s : snaps) {
         record_bytes += obs::EncodeRegions(s.regions).size();
+        lean_bytes += obs::EncodeRegions(s.regions, false).size();
     }
 
     // Reference 2: the raw read of every record (one HGETALL, no parsing).
@@ -301,10 +304,12 @@ int main(int argc, char** argv) {
 
     std::printf("instances %d, regions %zu, non-empty histogram buckets per region %zu, runs %d\n",
                 instances, obs::kCacheRegionCount, buckets, runs);
-    std::printf("stored records %.1f KB (%.0f B per instance), admin JSON with instances %.1f KB\n",
-                static_cast<double>(record_bytes) / 1024,
-                static_cast<double>(record_bytes) / instances,
-                static_cast<double>(json.size()) / 1024);
+    std::printf(
+        "records read per collection %.1f KB (%.0f B per instance); full histograms %.1f KB "
+        "(%.0f B per instance, read with ?instances=true); admin JSON with instances %.1f KB\n",
+        static_cast<double>(lean_bytes) / 1024, static_cast<double>(lean_bytes) / instances,
+        static_cast<double>(record_bytes) / 1024, static_cast<double>(record_bytes) / instances,
+        static_cast<double>(json.size()) / 1024);
     std::printf("fill (%d pipelined pushes) %.1f ms\n", instances, fill_ms);
     std::printf("%-22s %9s %9s %9s %9s %12s %9s\n", "measure (wall ms)", "median", "p90", "p99",
                 "max", "median/ping", "cpu ms");
