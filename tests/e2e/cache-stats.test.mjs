@@ -53,7 +53,7 @@ describe('cache statistics, embedded', () => {
 
   before(async () => {
     mock = await startMock();
-    gw = await startGateway(FAST);
+    gw = await startGateway(FAST, { single: true });  // one instance, also under CONDUIT_E2E_CLUSTER
     fx = await seed(gw, mock);
   });
 
@@ -123,10 +123,10 @@ describe('cache statistics, two instances on Redis', { skip: REDIS ? false : 'CO
   before(async () => {
     mock = await startMock();
     const args = [...FAST, '--cache-stats-stale-ms', '1500', '--redis-url', REDIS, '--redis-prefix', prefix];
-    a = await startGateway(args);
+    a = await startGateway(args, { single: true });
     fx = await seed(a, mock);
     // B has its own SQLite store (seeded the same way in the test); only Redis is shared.
-    b = await startGateway(args);
+    b = await startGateway(args, { single: true });
   });
 
   after(async () => {
