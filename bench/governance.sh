@@ -71,6 +71,13 @@ LAST_QUIET_PCT=0
 metric() { # BASE NAME → value (0 when absent)
     curl -fsS "$1/metrics" | awk -v n="$2" '$1 == n {print $2; found = 1} END {if (!found) print 0}'
 }
+metric_sum() { # BASE NAME → the sum over every series of NAME (labelled or not)
+    curl -fsS "$1/metrics" | awk -v n="$2" '
+        index($1, n) == 1 && (length($1) == length(n) || substr($1, length(n) + 1, 1) == "{") {
+            s += $NF
+        }
+        END {printf "%d\n", s}'
+}
 
 # The mock provider: instant answers, on the client core.
 MOCK_PORT="$(free_port)"
@@ -157,10 +164,11 @@ for mode in $MODES; do
                 model=priced-model
             fi
             trips0="$(metric "$BASE" conduit_counters_round_trips_total)"
-            reqs0="$(metric "$BASE" conduit_usage_tracking_requests_total)"
+            reqs0="$(metric_sum "$BASE" conduit_usage_tracking_requests_total)"
             load "$key" "$model" "$TMP/$mode-$rep-$gov-closed.json"
             load "$key" "$model" "$TMP/$mode-$rep-$gov-open.json" "$RATE"
             trips1="$(metric "$BASE" conduit_counters_round_trips_total)"
+            reqs1="$(metric_sum "$BASE" conduit_usage_tracking_requests_total)"
             sent="$(jq -r '.requests // .completed // 0' "$TMP/$mode-$rep-$gov-closed.json")"
             sent_open="$(jq -r '.requests // .completed // 0' "$TMP/$mode-$rep-$gov-open.json")"
             printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$rep" "$gov" \
@@ -169,8 +177,8 @@ for mode in $MODES; do
                 "$(jq -r .latency_us.p99 "$TMP/$mode-$rep-$gov-open.json")" \
                 "$(jq -r '.errors.total' "$TMP/$mode-$rep-$gov-closed.json")" \
                 "$(awk -v a="$trips0" -v b="$trips1" 'BEGIN {print b - a}')" \
-                "$((sent + sent_open))" >>"$RESULTS"
-            : "$reqs0"
+                "$((reqs1 - reqs0))" >>"$RESULTS"
+            : "$sent" "$sent_open"
         done
         stop_conduit
     done
@@ -193,7 +201,7 @@ mkdir -p "$OUT_DIR"
     echo "- Built from commit $COMMIT$( ((DIRTY > 0)) && echo " + uncommitted changes in $DIRTY tracked file(s)"); binaries from \`${BUILD#"$ROOT"/}\`"
     echo "- Pinning: $([[ ${#SERVER_PIN[@]} -gt 0 ]] && echo 'Conduit (--threads 1) alone on CPU 1; mock, load generator and redis-server on CPU 0' || echo 'none')"
     echo "- Load: \`POST /v1/chat/completions\` (max_tokens 64) to the mock provider (instant answers); closed loop with $CONNECTIONS connections for ${DURATION} s (+${WARMUP} s warm-up), then open loop at $RATE requests/s for latency."
-    echo "- **OFF**: a key without limits and a model without a price — no counters call at all. **ON**: a key with RPM 100,000,000 and RPD 1,000,000,000 (never reached) and a priced model — rate check, worst-case balance reservation and settlement for every request."
+    echo "- **OFF**: a key without limits and a model without a price — no counters call at all. **ON**: a key with RPM 100,000,000 and RPD 1,000,000,000 (never reached) and a priced model — rate check, worst-case balance reservation and settlement for every request. Round trips per request: the \`conduit_counters_round_trips_total\` delta over the gateway's own count of requests served (\`conduit_usage_tracking_requests_total\`, warm-up included on both sides)."
     echo "- Modes: embedded (in-process counters) and redis (a private \`redis-server\` on CPU 0, \`--redis-url\`)."
     echo "- $REPS repetitions, OFF and ON alternating within each; **medians**. Quiet-wait before each measurement (< 25 % of a core and the disk < 10 % busy, at most ${QUIET_WAIT} s): ${QUIET_WAITED} s waited, ${BUSY_RUNS} measurement(s) started on a busy machine."
     echo

@@ -451,6 +451,15 @@ core::Result<void> App::Impl::InitGovernance() {
             "Commands sent to the Redis counters (rate limits, balance reservations).",
             [rc] { return static_cast<double>(rc->Stats().round_trips); });
         registry.AddCallbackCounter(
+            "conduit_counters_admissions_total",
+            "Admissions (rate limits + reservations) decided by Redis; several share a script "
+            "under load.",
+            [rc] { return static_cast<double>(rc->Stats().admissions); });
+        registry.AddCallbackCounter(
+            "conduit_counters_deferred_total",
+            "Settlements and token charges deferred and merged into the next script.",
+            [rc] { return static_cast<double>(rc->Stats().deferred_ops); });
+        registry.AddCallbackCounter(
             "conduit_counters_local_decisions_total",
             "Rate-limit refusals decided without Redis (the local pre-check).",
             [rc] { return static_cast<double>(rc->Stats().local_decisions); });

@@ -26,6 +26,9 @@ struct RedisCountersOptions {
     /// How long Add and Charge calls (settlements, token charges) may wait to be merged and
     /// sent with the next call; 0 = send each at once. See Counters::Add.
     std::chrono::milliseconds batch_interval{20};
+    /// Scripts in flight at most; admissions issued meanwhile wait and go together in the next
+    /// script (one round trip for many requests under load; none waits at low load).
+    size_t max_in_flight = 2;
 };
 
 /// Counters of the adapter, readable from any thread.
@@ -37,15 +40,21 @@ struct RedisCountersStats {
     uint64_t errors = 0;            // calls that ended with an error
     uint64_t deferred_ops = 0;      // Add and Charge calls (deferred, merged)
     uint64_t deferred_flushes = 0;  // scripts sent only for deferred changes (no call took them)
+    uint64_t admissions = 0;        // Admit/Acquire/Reserve calls sent to Redis
+    uint64_t scripts = 0;           // scripts sent (each carries up to 64 admissions)
 };
 
-/// The Redis Counters adapter (DESIGN §1): one pipelined connection; every call is one Lua
-/// script (EVALSHA; on NOSCRIPT the script text is sent once more) or one MGET, so it is atomic
-/// across every instance and costs one round trip. Add and Charge are deferred up to
-/// `batch_interval`, merged per counter, and carried by the next call's script (or sent alone by
-/// a flusher thread when no call came): a request that is admitted, then settled and charged,
-/// costs one round trip under load. Rate limits use Redis server time (TIME
-/// inside the script), so instances need no clock agreement.
+/// The Redis Counters adapter (DESIGN §1): one pipelined connection; every decision is made by
+/// one Lua script (EVALSHA; on NOSCRIPT the script text is sent once more), so it is atomic
+/// across every instance and costs at most one round trip. Reads are one MGET.
+///  - Add and Charge are deferred up to `batch_interval`, merged per counter, and carried by the
+///    next script (or sent alone by a flusher thread when no script went).
+///  - At most `max_in_flight` scripts are outstanding; Admit/Acquire/Reserve calls made
+///    meanwhile queue and go together in the next script (up to 64 per script), each still
+///    decided atomically on its own, in order. At low load nothing waits; under load a request
+///    that is admitted, then settled and charged, costs a fraction of a round trip.
+/// Rate limits use Redis server time (TIME inside the script), so instances need no clock
+/// agreement.
 ///
 /// Local pre-check: after Redis refused cost c on a limit for d ms, the adapter knows the
 /// limit cannot fit cost >= c before d ms have passed (other instances can only take tokens, and
