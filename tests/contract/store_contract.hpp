@@ -2167,6 +2167,18 @@ TYPED_TEST_P(StoreContract, WebhookDeliveryUpsertInsertsThenReplaces) {
     ASSERT_EQ(all.size(), 1u);
     ExpectDeliveryEq(want, all[0]);
 
+    // A pending row older than the stored outcome (the publishing instance wrote it after
+    // another instance's worker recorded the delivery) is dropped; a newer one (an operator's
+    // redelivery) replaces it.
+    STORE_OK(this->S().UpsertWebhookDeliveries({d}));
+    ExpectDeliveryEq(want, *STORE_OK(this->S().GetWebhookDelivery("msg_1")));
+    WebhookDelivery again = d;
+    again.updated_at_ms = kT0 + 5'000;
+    STORE_OK(this->S().UpsertWebhookDeliveries({again}));
+    EXPECT_EQ(STORE_OK(this->S().GetWebhookDelivery("msg_1"))->status, "pending");
+    STORE_OK(this->S().UpsertWebhookDeliveries({done}));
+    ExpectDeliveryEq(want, *STORE_OK(this->S().GetWebhookDelivery("msg_1")));
+
     // Several rows with one id in one batch: the last one wins.
     WebhookDelivery a1 = NewDelivery("msg_2", "task_b", 4, "pending", kT0 + 10);
     WebhookDelivery a2 = a1;

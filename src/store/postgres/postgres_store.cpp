@@ -414,7 +414,9 @@ WebhookDelivery ReadDelivery(const Rows& r, int i) {
     return d;
 }
 
-// An update leaves the identity columns alone (id, task_id, virtual_key_id, created_at_ms).
+// An update leaves the identity columns alone (id, task_id, virtual_key_id, created_at_ms). A
+// pending row older than the stored one is dropped: the instance that published a delivery may
+// write its pending row after another instance's worker recorded the outcome.
 const std::string kUpsertDelivery =
     "INSERT INTO webhook_deliveries (" + kDeliveryCols +
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
@@ -422,7 +424,9 @@ const std::string kUpsertDelivery =
     "headers_json = excluded.headers_json, payload = excluded.payload, "
     "status = excluded.status, attempts = excluded.attempts, "
     "last_status_code = excluded.last_status_code, last_error = excluded.last_error, "
-    "updated_at_ms = excluded.updated_at_ms, delivered_at_ms = excluded.delivered_at_ms";
+    "updated_at_ms = excluded.updated_at_ms, delivered_at_ms = excluded.delivered_at_ms "
+    "WHERE excluded.status <> 'pending' OR "
+    "excluded.updated_at_ms >= webhook_deliveries.updated_at_ms";
 
 /// A list query: `SELECT ... FROM ...`, then optional filters numbered as their parameters are
 /// added, then order and paging. Each distinct set of present filters is one SQL text (prepared

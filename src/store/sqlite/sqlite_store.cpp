@@ -1527,6 +1527,7 @@ public:
         // One cached statement stepped once per row; text is bound without copies (the rows
         // outlive each step). An update leaves the identity columns alone (id, task_id,
         // virtual_key_id, created_at_ms), which also spares three of the four secondary indexes.
+        // A pending row older than the stored one is dropped (its outcome was recorded first).
         auto st = db_->Prepare(
             "INSERT INTO webhook_deliveries (" + kDeliveryCols +
             ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) "
@@ -1535,7 +1536,8 @@ public:
             "payload = excluded.payload, status = excluded.status, "
             "attempts = excluded.attempts, last_status_code = excluded.last_status_code, "
             "last_error = excluded.last_error, updated_at_ms = excluded.updated_at_ms, "
-            "delivered_at_ms = excluded.delivered_at_ms");
+            "delivered_at_ms = excluded.delivered_at_ms WHERE excluded.status <> 'pending' OR "
+            "excluded.updated_at_ms >= webhook_deliveries.updated_at_ms");
         if (!st) {
             return Err(st);
         }
