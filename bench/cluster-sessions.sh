@@ -13,7 +13,8 @@
 #                                            conduit-ws-ref-server)
 #
 # Knobs (environment): CS_SCENARIOS="ref one cluster" CS_REPS=3 CS_SESSIONS=100000
-# CS_INSTANCES=0 (0 = the fewest the open-files limit allows) CS_SMALL_SESSIONS=10000 (ref, one)
+# CS_INSTANCES=0 (0 = the fewest that both the open-files limit and the ephemeral ports of one
+# source address allow; see below) CS_SMALL_SESSIONS=10000 (ref, one) CS_CLIENT_TIMEOUT_MS=600000
 # CS_BROADCASTS=10 CS_INTERVAL_MS=3000 (cluster) CS_SMALL_INTERVAL_MS=1000 (ref, one)
 # CS_THREADS=1 (conduit --threads per instance) CS_MAX_PENDING=128 (connecting sessions per load
 # generator) CS_IDLE_S=15 (window with all sessions up and no broadcast: idle CPU, one keep-alive

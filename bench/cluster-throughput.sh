@@ -11,7 +11,10 @@
 #   bench/cluster-throughput.sh [BIN_DIR]   (default build/snap: conduit, conduit-loadgen,
 #                                            conduit-mock-provider)
 #
-# Knobs (environment): CT_TARGETS="direct1 nginx1 nginx3 nginxmock" CT_REPS=3 CT_DURATION=10
+# Targets: direct1, nginx1, nginx3 (a generated minimal nginx config: round robin, upstream
+# keep-alive), nginx3d (the deployment template deploy/nginx/conduit.conf rendered by its
+# render.sh, access log off), nginxmock.
+# Knobs (environment): CT_TARGETS="direct1 nginx1 nginx3 nginx3d nginxmock" CT_REPS=3 CT_DURATION=10
 # CT_WARMUP=2 CT_CONNECTIONS=64 CT_LG_THREADS=1 CT_THREADS=1 (conduit --threads per instance)
 # CT_NGINX_WORKERS=auto CT_MOCK_THREADS=1 CT_QUIET_WAIT=60 CT_QUIET_PCT=25 CT_OUT_DIR CT_OUT_NAME
 # CT_KEEP=0 CT_NGINX_CONF=<template> (use this nginx config instead of the generated one; see
@@ -28,7 +31,7 @@ if [[ "${CT_QUICK:-0}" == 1 ]]; then
 else
     D_REPS=3 D_DURATION=10 D_WARMUP=2
 fi
-TARGETS="${CT_TARGETS:-direct1 nginx1 nginx3 nginxmock}"
+TARGETS="${CT_TARGETS:-direct1 nginx1 nginx3 nginx3d nginxmock}"
 REPS="${CT_REPS:-$D_REPS}"
 DURATION="${CT_DURATION:-$D_DURATION}"
 WARMUP="${CT_WARMUP:-$D_WARMUP}"
@@ -113,6 +116,7 @@ rss_kb() { awk '$1 == "VmRSS:" {print $2}' "/proc/$1/status" 2>/dev/null || echo
 # ---------------------------------------------------------------------------------------------
 # Processes: mock, Redis, 3 Conduit instances, three nginx instances.
 # ---------------------------------------------------------------------------------------------
+run_all() {
 MOCK_PORT="$(free_port)"
 cmd=("$BIN/conduit-mock-provider" --listen "127.0.0.1:$MOCK_PORT" --threads "$MOCK_THREADS"
     --require-key "$UPSTREAM_KEY" --log-level warn)
@@ -185,9 +189,36 @@ chat_ok() { # URL KEY
 # nginx: the generated minimal reverse-proxy config (round robin over the upstreams, upstream
 # keep-alive, no buffering, access log off), or CT_NGINX_CONF with @UPSTREAMS@ / @LISTEN@ /
 # @DIR@ replaced.
-declare -A NGINX_PID NGINX_PORT
-render_nginx() { # DIR PORT SERVER-LINES
+declare -gA NGINX_PID NGINX_PORT
+render_nginx() { # DIR PORT SERVER-LINES [deploy ADDRESSES...]
     local dir="$1" port="$2" servers="$3"
+    if [[ "${4:-}" == deploy ]]; then
+        # The deployment template (deploy/nginx/conduit.conf, rendered by its render.sh for the
+        # http {} context) inside a minimal main config. render.sh --access-log off writes
+        # `access_log off conduit;`, which nginx refuses: the sed drops the format name.
+        shift 4
+        cat <<EOF
+worker_processes $NGINX_WORKERS;
+$([[ "$(id -u)" == 0 ]] && echo "user root;")
+daemon off;
+master_process on;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events {
+    worker_connections 8192;
+}
+http {
+    client_body_temp_path $dir/client_body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+$("$ROOT/deploy/nginx/render.sh" --listen "127.0.0.1:$port" --access-log off "$@" |
+    sed 's/access_log off conduit;/access_log off;/')
+}
+EOF
+        return
+    fi
     if [[ -n "${CT_NGINX_CONF:-}" ]]; then
         sed -e "s#@UPSTREAMS@#$servers#" -e "s#@LISTEN@#127.0.0.1:$port#" -e "s#@DIR@#$dir#g" \
             "$CT_NGINX_CONF"
@@ -233,13 +264,18 @@ $servers
 }
 EOF
 }
-start_nginx() { # NAME PORTS...
-    local name="$1" dir="$TMP/$1" port servers="" p
+start_nginx() { # NAME [--deploy] PORTS...
+    local name="$1" dir="$TMP/$1" port servers="" p deploy=()
     shift
+    if [[ "$1" == --deploy ]]; then
+        shift
+        deploy=(deploy)
+        for p in "$@"; do deploy+=("127.0.0.1:$p"); done
+    fi
     for p in "$@"; do servers+="        server 127.0.0.1:$p;"$'\n'; done
     port="$(free_port)"
     mkdir -p "$dir"
-    render_nginx "$dir" "$port" "$servers" >"$dir/nginx.conf"
+    render_nginx "$dir" "$port" "$servers" "${deploy[@]}" >"$dir/nginx.conf" || die "nginx config for $name failed"
     start_bg "$name" "$NGINX_BIN" -c "$dir/nginx.conf" -p "$dir" -e "$dir/error.log"
     NGINX_PID[$name]=$LAST_PID
     NGINX_PORT[$name]=$port
@@ -254,7 +290,7 @@ nginx_pids() { # NAME → master + workers
     pgrep -P "${NGINX_PID[$1]}" || true
 }
 
-declare -A URL
+declare -gA URL
 for t in $TARGETS; do
     case "$t" in
         direct1) URL[$t]="http://127.0.0.1:${CONDUIT_PORTS[0]}/v1/chat/completions" ;;
@@ -265,6 +301,11 @@ for t in $TARGETS; do
         nginx3)
             start_nginx nginx3 "${CONDUIT_PORTS[@]}"
             URL[$t]="http://127.0.0.1:${NGINX_PORT[nginx3]}/v1/chat/completions"
+            ;;
+        nginx3d)
+            [[ -x "$ROOT/deploy/nginx/render.sh" ]] || die "deploy/nginx/render.sh not found (target nginx3d)"
+            start_nginx nginx3d --deploy "${CONDUIT_PORTS[@]}"
+            URL[$t]="http://127.0.0.1:${NGINX_PORT[nginx3d]}/v1/chat/completions"
             ;;
         nginxmock)
             start_nginx nginxmock "$MOCK_PORT"
@@ -294,7 +335,7 @@ measure() { # TARGET REP
     [[ "$t" == nginxmock ]] && key_hdr=("-H" "Authorization: Bearer $UPSTREAM_KEY")
     case "$t" in
         direct1 | nginx1) inst=("${CONDUIT_PIDS[0]}") ;;
-        nginx3) inst=("${CONDUIT_PIDS[@]}") ;;
+        nginx3 | nginx3d) inst=("${CONDUIT_PIDS[@]}") ;;
     esac
     [[ "$t" == nginx* ]] && mapfile -t nginx < <(nginx_pids "$t")
     lg=("$BIN/conduit-loadgen" --url "${URL[$t]}" --body "$BODY" "${key_hdr[@]}"
@@ -345,6 +386,25 @@ done
 T_LOAD=$((SECONDS - T0))
 RUN_END="$(date -u '+%Y-%m-%d %H:%M:%S')"
 RSS_TEXT="Conduit instances $(for p in "${CONDUIT_PIDS[@]}"; do printf '%s ' "$(($(rss_kb "$p") / 1024)) MB"; done)"
+    declare -p T_LOAD RUN_END STARTED LOADAVG_START QUIET_WAITED BUSY_RUNS COMMIT RSS_TEXT NGINX_WORKER_COUNT >"$TMP/run-facts.sh"
+}
+
+if [[ -n "${CT_REPORT_ONLY:-}" ]]; then
+    # Re-render the report from a kept run (CT_KEEP=1): CT_REPORT_ONLY=<its tmp dir>.
+    cp "$CT_REPORT_ONLY/results.jsonl" "$RESULTS"
+    cp "$CT_REPORT_ONLY/commands.txt" "$COMMANDS"
+    declare -A NGINX_PID=()
+    for n in nginx3 nginx3d; do
+        [[ -f "$CT_REPORT_ONLY/$n/nginx.conf" ]] || continue
+        mkdir -p "$TMP/$n"
+        cp "$CT_REPORT_ONLY/$n/nginx.conf" "$TMP/$n/nginx.conf"
+        NGINX_PID[$n]=0
+    done
+    # shellcheck disable=SC1091
+    . "$CT_REPORT_ONLY/run-facts.sh"
+else
+    run_all
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Report.
@@ -363,6 +423,7 @@ name() {
         direct1) echo "1 instance, direct (no nginx)" ;;
         nginx1) echo "nginx → 1 instance" ;;
         nginx3) echo "nginx → 3 instances" ;;
+        nginx3d) echo "nginx with deploy/nginx/conduit.conf → 3 instances" ;;
         nginxmock) echo "nginx → mock (no Conduit)" ;;
     esac
 }
@@ -385,16 +446,20 @@ CPU_MODEL="$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
     echo
     echo "## Summary (medians of $REPS)"
     echo
-    row target "req/s" "× 1 instance direct" "p50 ms" "p99 ms" "errors (all runs)" "cores busy: Conduit / nginx / mock / Redis / loadgen / other = machine"
-    row --- ---: ---: ---: ---: ---: ---:
+    row target "req/s" "× 1 instance direct" "p50 ms" "p99 ms" "errors (all runs)" "cores busy: Conduit / nginx / mock / Redis / loadgen / other = machine" "stack CPU µs per request (all but other)" "req/s if the stack had the $(nproc) cores alone"
+    row --- ---: ---: ---: ---: ---: ---: ---: ---:
     base="$(med direct1 .rps)"
     for t in $TARGETS; do
         row "$(name "$t")" "$(f0 "$(med "$t" .rps)")" "$(ratio "$(med "$t" .rps)" "$base")" \
             "$(f2 "$(awk -v v="$(med "$t" .p50_us)" 'BEGIN { print v / 1000 }')")" \
             "$(f2 "$(awk -v v="$(med "$t" .p99_us)" 'BEGIN { print v / 1000 }')")" \
             "$(jq -s -r --arg t "$t" '[.[] | select(.target == $t) | .errors] | add' "$RESULTS")" \
-            "$(f2 "$(med "$t" .cores_busy.conduit)") / $(f2 "$(med "$t" .cores_busy.nginx)") / $(f2 "$(med "$t" .cores_busy.mock)") / $(f2 "$(med "$t" .cores_busy.redis)") / $(f2 "$(med "$t" .cores_busy.loadgen)") / $(f2 "$(med "$t" .cores_busy.other)") = $(f2 "$(med "$t" .cores_busy.machine)")"
+            "$(f2 "$(med "$t" .cores_busy.conduit)") / $(f2 "$(med "$t" .cores_busy.nginx)") / $(f2 "$(med "$t" .cores_busy.mock)") / $(f2 "$(med "$t" .cores_busy.redis)") / $(f2 "$(med "$t" .cores_busy.loadgen)") / $(f2 "$(med "$t" .cores_busy.other)") = $(f2 "$(med "$t" .cores_busy.machine)")" \
+            "$(f1 "$(med "$t" '(.cpu_us_per_req | .conduit + .nginx + .mock + .redis + .loadgen)')")" \
+            "$(f0 "$(awk -v u="$(med "$t" '(.cpu_us_per_req | .conduit + .nginx + .mock + .redis + .loadgen)')" -v c="$(nproc)" 'BEGIN { if (u == "nan") print "nan"; else print c * 1e6 / u }')")"
     done
+    echo
+    echo "\"stack CPU\" = the CPU all the processes of the set-up (Conduit, nginx, mock, Redis, load generator) spent per request; \"req/s if the stack had the cores alone\" = $(nproc) cores ÷ that: what this set-up would reach without the other helpers' work (\"other\"), which took a large share of the machine in this run. Under contention the scheduler shares the cores between runnable threads, so a set-up with more busy processes (3 instances) also gets a larger share of a contended machine."
     echo
     echo "## CPU per request (µs, medians)"
     echo
@@ -425,6 +490,14 @@ CPU_MODEL="$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
     cat "$COMMANDS"
     echo '```'
     for n in "${!NGINX_PID[@]}"; do
+        if [[ "$n" == nginx3d ]]; then
+            echo
+            echo "nginx configuration of nginx3d (deploy/nginx/conduit.conf rendered by deploy/nginx/render.sh inside a minimal main config):"
+            echo
+            echo '```nginx'
+            cat "$TMP/$n/nginx.conf"
+            echo '```'
+        fi
         if [[ "$n" == nginx3 ]]; then
             echo
             echo "nginx configuration (nginx → 3 instances; the others differ only in the upstream servers and the port):"
