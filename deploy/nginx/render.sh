@@ -5,8 +5,8 @@
 #   deploy/nginx/render.sh [options] HOST:PORT [HOST:PORT ...]
 #
 #   --listen ADDR        nginx listen address or port (default 8080)
-#   --max-body SIZE      client_max_body_size; keep it equal to the gateways' server.max_body_bytes
-#                        (default 32m = the gateway default 33554432 bytes)
+#   --max-body BYTES     client_max_body_size; keep it equal to the gateways' server.max_body_bytes
+#                        (CONDUIT_MAX_BODY_BYTES; default 33554432, the gateway default)
 #   --access-log PATH    access log (default /var/log/nginx/conduit.access.log; "off" disables it)
 #   --keepalive N        idle keep-alive connections per worker to each upstream (default 32)
 #   --template FILE      template to render (default: conduit.conf next to this script)
@@ -19,7 +19,7 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 template="$here/conduit.conf"
 listen=8080
-max_body=32m
+max_body=33554432
 access_log=/var/log/nginx/conduit.access.log
 keepalive=32
 
@@ -48,7 +48,7 @@ for node in "$@"; do
   esac
 done
 case "$keepalive" in ''|*[!0-9]*) die "--keepalive must be a number" ;; esac
-case "$max_body" in ''|*[!0-9kKmMgG]*) die "--max-body must be an nginx size (e.g. 32m)" ;; esac
+case "$max_body" in ''|*[!0-9]*) die "--max-body must be a number of bytes" ;; esac
 case "$listen" in ''|*[\;{}\ ]*) die "--listen must be an address or port" ;; esac
 case "$access_log" in ''|*[\;{}\ ]*) die "--access-log must be a path or off" ;; esac
 [ -r "$template" ] || die "template $template not readable"

@@ -161,10 +161,10 @@ describe('nginx in front of three instances', { skip }, () => {
     assert.ok(!cl.nginx.accessLog().some((e) => e.line.includes(fx.keys.main)), 'key in the access log');
   });
 
-  it('negotiate falls over to the next instance when one is down; skipNegotiation WebSockets go anywhere', async () => {
+  it('negotiate falls over to the next instance when one is down; skipNegotiation WebSockets go anywhere; a body over the limit is a JSON 413', async () => {
     // A second nginx whose first instance is a dead port (nothing listens there).
     const dead = await freePort();
-    const lb = await startNginx([`127.0.0.1:${dead}`, ...cl.instances.slice(1).map(addr)]);
+    const lb = await startNginx([`127.0.0.1:${dead}`, ...cl.instances.slice(1).map(addr)], { maxBody: 4096 });
     try {
       const tokens = [];
       for (let i = 0; i < 12; i++) {
@@ -198,6 +198,17 @@ describe('nginx in front of three instances', { skip }, () => {
       for (const g of cl.instances) assert.equal((await announce(g, `${message} ${g.port}`, 'info')).status, 202);
       await waitFor(() => got.length >= N, 5000, 'announcements on the skipNegotiation client');
       await ws.stop();
+      // A body over the limit is refused by nginx with the gateway's error shape.
+      const big = await apiCall(lb.base, fx.keys.main, 'POST', '/v1/chat/completions', {
+        body: { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x'.repeat(8192) }] },
+      });
+      assert.equal(big.status, 413, big.text);
+      assert.equal(big.json?.error?.code, 'request_too_large', big.text);
+      assert.equal(big.json.error.type, 'invalid_request_error');
+      const small = await apiCall(lb.base, fx.keys.main, 'POST', '/v1/chat/completions', {
+        body: { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'x'.repeat(1024) }] },
+      });
+      assert.equal(small.status, 200, small.text);
     } finally {
       await lb.stop();
     }

@@ -1,5 +1,5 @@
 // A Conduit cluster for the e2e suites: N gateway instances sharing PostgreSQL (a fresh database
-// per cluster), Redis (own key prefix) and RabbitMQ (own vhost per test process when rabbitmqctl is usable), behind
+// per cluster), Redis (own key prefix) and RabbitMQ (own vhost when rabbitmqctl is usable), behind
 // nginx rendered from deploy/nginx/conduit.conf (deploy/nginx/render.sh) and run unprivileged in
 // a temporary prefix directory. Engines come from scripts/engines.sh: CONDUIT_TEST_PG,
 // CONDUIT_TEST_REDIS and CONDUIT_TEST_AMQP.
@@ -42,28 +42,19 @@ function rabbitmqctl(args) {
   });
 }
 
-let vhost;
 /**
- * A RabbitMQ vhost of this test process (other runs on the same broker cannot take its tasks),
- * shared by its clusters and deleted when the process exits: creating and deleting a vhost of
- * quorum queues costs the broker seconds, too much for every cluster. Null (the default vhost)
- * when rabbitmqctl is unusable.
+ * Creates a RabbitMQ vhost for one cluster (other clusters and runs on the same broker cannot
+ * take its tasks); null (the default vhost) when rabbitmqctl is unusable.
  */
-function processVhost(user) {
-  if (vhost !== undefined) return vhost;
-  const name = `conduit_e2e_${process.pid}_${Date.now()}`;
+function createVhost(name, user) {
   try {
     rabbitmqctl(['add_vhost', name]);
     rabbitmqctl(['set_permissions', '-p', name, user, '.*', '.*', '.*']);
-    vhost = name;
-    process.once('exit', () => {
-      try { rabbitmqctl(['delete_vhost', name]); } catch { /* best effort */ }
-    });
+    return name;
   } catch (e) {
     console.log(`# rabbitmqctl unavailable (${String(e.message).split('\n')[0]}): using the default vhost`);
-    vhost = null;
+    return null;
   }
-  return vhost;
 }
 
 /**
@@ -71,7 +62,7 @@ function processVhost(user) {
  * 127.0.0.1:`port` as a foreground process with its own prefix directory (config, pid, temp
  * files, logs). Resolves once nginx accepts connections. `template`: another template to render.
  */
-export async function startNginx(nodes, { port, maxBody = '32m', template } = {}) {
+export async function startNginx(nodes, { port, maxBody = 33554432, template } = {}) {
   const listenPort = port ?? await freePort();
   const prefix = mkdtempSync(path.join(tmpdir(), 'conduit-nginx-'));
   // nginx started as root runs its workers as nobody: they must reach the temp directories.
@@ -79,7 +70,7 @@ export async function startNginx(nodes, { port, maxBody = '32m', template } = {}
   const accessLog = path.join(prefix, 'access.log');
   const errorLog = path.join(prefix, 'error.log');
   const conduitConf = execFileSync('sh', [RENDER, '--listen', `127.0.0.1:${listenPort}`,
-    '--max-body', maxBody, '--access-log', accessLog, ...(template ? ['--template', template] : []), ...nodes],
+    '--max-body', String(maxBody), '--access-log', accessLog, ...(template ? ['--template', template] : []), ...nodes],
   { encoding: 'utf8' });
   writeFileSync(path.join(prefix, 'conduit.conf'), conduitConf);
   writeFileSync(path.join(prefix, 'nginx.conf'), [
@@ -146,10 +137,10 @@ export async function startNginx(nodes, { port, maxBody = '32m', template } = {}
 
 /**
  * Starts `n` gateway instances on shared engines, then nginx in front of them. `args` are added
- * to every instance's command line. Each cluster has its own PostgreSQL database (dropped by
- * stop()) and Redis prefix; the clusters of one test process share its RabbitMQ vhost. Resolves
- * with {base (nginx), nginx, instances: [gateway as harness.startGateway returns], admin(...)
- * (via instance 0), database, redisPrefix, vhost, mediaDir, stop()}.
+ * to every instance's command line. Each cluster has its own PostgreSQL database, Redis prefix
+ * and RabbitMQ vhost (dropped by stop()). Resolves with
+ *   {base (nginx), nginx, instances: [gateway as harness.startGateway returns], admin(...) (via
+ *    instance 0), database, redisPrefix, vhost, mediaDir, stop()}.
  */
 export async function startCluster({ n = 3, args = [], env = {}, name = 'cluster' } = {}) {
   const reason = clusterSkipReason();
@@ -163,6 +154,9 @@ export async function startCluster({ n = 3, args = [], env = {}, name = 'cluster
     if (cluster.database) {
       try { psql(process.env.CONDUIT_TEST_PG, `DROP DATABASE IF EXISTS ${cluster.database} WITH (FORCE)`); } catch { /* best effort */ }
     }
+    if (cluster.vhost) {
+      try { rabbitmqctl(['delete_vhost', cluster.vhost]); } catch { /* best effort */ }
+    }
   };
   try {
     psql(process.env.CONDUIT_TEST_PG, `CREATE DATABASE ${tag}`);
@@ -171,7 +165,7 @@ export async function startCluster({ n = 3, args = [], env = {}, name = 'cluster
     dbUrl.pathname = `/${tag}`;
     const amqp = new URL(process.env.CONDUIT_TEST_AMQP);
     const user = decodeURIComponent(amqp.username || 'guest');
-    cluster.vhost = processVhost(user);
+    cluster.vhost = createVhost(tag, user);
     cluster.redisPrefix = `${tag}:`;
     cluster.mediaDir = mkdtempSync(path.join(tmpdir(), 'conduit-cluster-media-'));
     const nginxPort = await freePort();
@@ -200,7 +194,10 @@ export async function startCluster({ n = 3, args = [], env = {}, name = 'cluster
     for (const r of rest) if (r.status === 'fulfilled') cluster.instances.push(r.value);
     const failed = rest.find((r) => r.status === 'rejected');
     if (failed) throw failed.reason;
-    cluster.nginx = await startNginx(cluster.instances.map((g) => `127.0.0.1:${g.port}`), { port: nginxPort });
+    // nginx refuses what the instances would refuse (same body limit).
+    const bodyFlag = args.indexOf('--max-body-bytes');
+    const maxBody = bodyFlag >= 0 ? Number(args[bodyFlag + 1]) : undefined;
+    cluster.nginx = await startNginx(cluster.instances.map((g) => `127.0.0.1:${g.port}`), { port: nginxPort, maxBody });
   } catch (e) {
     await cleanup();
     throw e;
