@@ -32,7 +32,7 @@ using core::Fail;
 using core::Result;
 using SteadyClock = std::chrono::steady_clock;
 
-constexpr amqp_channel_t kMain = 1;     // publish (confirm mode), consume, ack
+constexpr amqp_channel_t kMain = 1;     // publish (confirm mode), topology
 constexpr amqp_channel_t kAdmin = 2;    // stats and dead-letter browsing (may be closed by errors)
 constexpr amqp_channel_t kMembers = 3;  // membership heartbeats (published and consumed, no acks)
 /// Partition consumers: one channel per (consumed topic, partition), kFirstSlot + slot index.
