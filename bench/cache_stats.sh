@@ -63,8 +63,14 @@ for rep in $(seq 1 "$REPS"); do
     wait_quiet
     echo
     echo "## repetition $rep (load average $(cut -d' ' -f1-3 /proc/loadavg); machine $LAST_QUIET_PCT % of a core busy before)"
+    redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
     "${BENCH_PIN[@]}" "$BUILD/conduit-cache-stats-bench" --redis "redis://127.0.0.1:$REDIS_PORT/0" \
         --instances "$INSTANCES" --runs "$RUNS" --buckets "$BUCKETS" --prefix "rep$rep:"
+    # Redis' own time per command in this repetition (the private server sees only the bench):
+    # evalsha = the push script (fill + steady pushes), hgetall = records/global reads.
+    redis-cli -p "$REDIS_PORT" info commandstats |
+        awk -F'[:,=]' '/^cmdstat_(evalsha|eval|hgetall|exec|multi|time|ping)/ {
+            printf "redis %s: %s calls, %s us per call\n", substr($1, 9), $3, $7 }'
 done
 echo
 echo "quiet waits: ${QUIET_WAITED} s; repetitions started on a busy machine: $BUSY_RUNS"

@@ -292,7 +292,7 @@ std::optional<InstanceSnapshot> DecodeInstance(std::string instance_id, std::str
         if (!line.empty()) {
             return std::nullopt;  // more than eight fields
         }
-        if (n == 2 && f[0] == "hb") {
+        if ((n == 2 || n == 3) && f[0] == "hb") {  // "hb <ms> [<push sequence>]"
             uint64_t hb = 0;
             if (!ParseU64(f[1], hb)) {
                 return std::nullopt;
@@ -404,8 +404,14 @@ bool CacheAggregator::AddRecord(std::string_view instance_id,
         if (!r.Eat(' ')) {
             return false;
         }
-        if (name == "hb") {
-            if (!r.Number(hb) || !(r.AtEnd() || r.Eat('\n'))) {
+        if (name == "hb") {  // "hb <ms> [<push sequence>]"
+            if (!r.Number(hb)) {
+                return false;
+            }
+            if (r.Eat(' ')) {
+                r.Until('\n');
+            }
+            if (!(r.AtEnd() || r.Eat('\n'))) {
                 return false;
             }
             continue;

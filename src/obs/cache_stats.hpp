@@ -218,8 +218,9 @@ struct ClusterCacheStats {
 /// LatencyHistogram::Encode). The Redis scripts parse the six counts. Pure.
 /// Without buckets, each histogram is only its "sum,max" head (the counts-only form).
 std::string EncodeRegions(const std::vector<RegionSnapshot>& regions, bool with_buckets = true);
-/// Parses a stored instance record: an optional first line "hb <unix ms>" then EncodeRegions'
-/// lines. Lines of regions this build does not know are skipped; nullopt on malformed text.
+/// Parses a stored instance record: an optional first line "hb <unix ms> [<push sequence>]" then
+/// EncodeRegions' lines. Lines of regions this build does not know are skipped; nullopt on
+/// malformed text.
 std::optional<InstanceSnapshot> DecodeInstance(std::string instance_id, std::string_view text);
 
 /// drift% = |expected − actual| / expected · 100 (100 when expected = 0 < actual). Pure.

@@ -7,6 +7,7 @@
 
 #include <array>
 #include <mutex>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -86,12 +87,24 @@ end
 )lua";
 
 // KEYS: registry, records (counts), histograms (full records), global. ARGV: instance id,
-// stale ms, keys' ttl ms, full regions (obs::EncodeRegions), counts only (without buckets).
+// stale ms, keys' ttl ms, full regions (obs::EncodeRegions), counts only (without buckets),
+// the push sequence the instance believes is stored ('' = unknown), this push's sequence, then
+// (field, difference) pairs against the believed one. When the stored sequence is the believed
+// one, the differences are applied as they are (no record parsed); otherwise (first push, a
+// lost or repeated push, pruned meanwhile) the difference is computed from the stored record.
 constexpr std::string_view kPush = R"lua(
 local now = now_ms()
 local pruned = prune(KEYS[1], KEYS[2], KEYS[3], KEYS[4], now - tonumber(ARGV[2]))
-move(KEYS[4], parse(ARGV[4]), parse(redis.call('HGET', KEYS[3], ARGV[1])))
-local hb = 'hb ' .. string.format('%d', now) .. '\n'
+local lean = redis.call('HGET', KEYS[2], ARGV[1])
+local stored_seq = lean and string.match(lean, '^hb %d+ (%w+)')
+if ARGV[6] ~= '' and stored_seq == ARGV[6] then
+  for i = 8, #ARGV, 2 do
+    add(KEYS[4], ARGV[i], tonumber(ARGV[i + 1]))
+  end
+else
+  move(KEYS[4], parse(ARGV[4]), parse(redis.call('HGET', KEYS[3], ARGV[1])))
+end
+local hb = 'hb ' .. string.format('%d', now) .. ' ' .. ARGV[7] .. '\n'
 redis.call('HSET', KEYS[2], ARGV[1], hb .. ARGV[5])
 redis.call('HSET', KEYS[3], ARGV[1], hb .. ARGV[4])
 redis.call('ZADD', KEYS[1], string.format('%d', now), ARGV[1])
@@ -119,6 +132,14 @@ struct Shared {
     std::recursive_mutex mu;          // guards client (a failing Command calls back inside)
     redis::Client* client = nullptr;  // null once the adapter is being destroyed
 
+    /// Per instance: the sequence and figures of its last push Redis confirmed.
+    struct Acked {
+        std::string seq;
+        std::vector<obs::RegionSnapshot> regions;
+    };
+    std::mutex acked_mu;  // guards acked
+    std::unordered_map<std::string, Acked> acked;
+
     static void Send(const std::shared_ptr<Shared>& s,
                      std::vector<std::string> args,
                      std::function<void(core::Result<redis::Reply>)> done) {
@@ -131,6 +152,48 @@ struct Shared {
         s->client->Command(std::span<const std::string_view>(views), std::move(done));
     }
 };
+
+/// (global hash field, difference) pairs from `before` to `after`, for the push's fast path.
+void AppendDifferences(const std::vector<obs::RegionSnapshot>& after,
+                       const std::vector<obs::RegionSnapshot>& before,
+                       std::vector<std::string>& out) {
+    auto find = [](const std::vector<obs::RegionSnapshot>& v, obs::CacheRegion r) {
+        for (const auto& x : v) {
+            if (x.region == r) {
+                return &x;
+            }
+        }
+        return static_cast<const obs::RegionSnapshot*>(nullptr);
+    };
+    auto diff = [&out](std::string field, uint64_t a, uint64_t b) {
+        if (a != b) {
+            out.push_back(std::move(field));
+            out.push_back(std::to_string(static_cast<int64_t>(a - b)));
+        }
+    };
+    static const obs::RegionSnapshot kEmpty;
+    for (size_t i = 0; i < obs::kCacheRegionCount; ++i) {
+        const auto region = static_cast<obs::CacheRegion>(i);
+        const auto* a = find(after, region);
+        const auto* b = find(before, region);
+        if (a == nullptr && b == nullptr) {
+            continue;
+        }
+        const auto& na = a != nullptr ? *a : kEmpty;
+        const auto& nb = b != nullptr ? *b : kEmpty;
+        const std::string name(obs::CacheRegionName(region));
+        diff(name + ":hits", na.counts.hits, nb.counts.hits);
+        diff(name + ":misses", na.counts.misses, nb.counts.misses);
+        diff(name + ":sets", na.counts.sets, nb.counts.sets);
+        diff(name + ":removes", na.counts.removes, nb.counts.removes);
+        diff(name + ":evictions", na.counts.evictions, nb.counts.evictions);
+        diff(name + ":errors", na.counts.errors, nb.counts.errors);
+        for (size_t k = 0; k < obs::kLatencyBuckets; ++k) {
+            diff(name + ":lat:" + std::to_string(k), na.latency.BucketCount(k),
+                 nb.latency.BucketCount(k));
+        }
+    }
+}
 
 /// The global hash: "{region}:{field}" counts and "{region}:lat:{bucket}" merged histograms.
 struct Global {
@@ -217,11 +280,26 @@ public:
             return;
         }
         const int64_t stale = options_.stats.stale_after.count();
-        Eval(push_, {registry_key_, records_key_, histograms_key_, global_key_},
-             {snapshot.instance_id, std::to_string(stale), std::to_string(stale * 3),
-              obs::EncodeRegions(snapshot.regions),
-              obs::EncodeRegions(snapshot.regions, /*with_buckets=*/false)},
-             [done = std::move(done)](core::Result<redis::Reply> r) {
+        // A fresh sequence per push (random: never reused, even by another process that gets
+        // the same instance id), and the differences to the last confirmed push.
+        std::string seq = core::HexEncode(core::RandomBytes(8));
+        std::vector<std::string> argv = {snapshot.instance_id,
+                                         std::to_string(stale),
+                                         std::to_string(stale * 3),
+                                         obs::EncodeRegions(snapshot.regions),
+                                         obs::EncodeRegions(snapshot.regions, false),
+                                         "",
+                                         seq};
+        {
+            std::lock_guard lock(shared_->acked_mu);
+            if (auto it = shared_->acked.find(snapshot.instance_id); it != shared_->acked.end()) {
+                argv[5] = it->second.seq;
+                AppendDifferences(snapshot.regions, it->second.regions, argv);
+            }
+        }
+        Eval(push_, {registry_key_, records_key_, histograms_key_, global_key_}, std::move(argv),
+             [s = shared_, id = snapshot.instance_id, regions = snapshot.regions,
+              seq = std::move(seq), done = std::move(done)](core::Result<redis::Reply> r) mutable {
                  if (!r) {
                      done(tl::unexpected(r.error()));
                      return;
@@ -229,6 +307,10 @@ public:
                  if (r->type != redis::Reply::Type::kArray) {
                      done(tl::unexpected(BadReply(*r)));
                      return;
+                 }
+                 {
+                     std::lock_guard lock(s->acked_mu);
+                     s->acked[id] = Shared::Acked{std::move(seq), std::move(regions)};
                  }
                  done({});
              });

@@ -29,7 +29,7 @@ struct RedisCacheStatsOptions {
 /// Keys (prefix P; all four expire after 3 × stale_after without any push, a bound on what a
 /// vanished deployment leaves behind):
 ///   P cache:stats:instances   sorted set: instance id → last push (Redis server time, ms)
-///   P cache:stats:records     hash: instance id → "hb <ms>\n" + counts-only regions
+///   P cache:stats:records     hash: instance id → "hb <ms> <push seq>\n" + counts-only regions
 ///                             (obs::EncodeRegions without buckets: counts, latency sum and max)
 ///   P cache:stats:histograms  hash: instance id → the same with every histogram bucket
 ///   P cache:stats:global      hash: "{region}:{hits|misses|sets|removes|evictions|errors}" and
@@ -37,7 +37,9 @@ struct RedisCacheStatsOptions {
 ///                             histograms, moved by each push's difference
 /// Push: one Lua script (EVALSHA; EVAL again after NOSCRIPT): prunes up to 100 stale instances
 /// (subtracting their counts and buckets from the global hash), adds (new − previous) of this
-/// instance to it, stores both records, heartbeats.
+/// instance to it — the differences computed here against the last confirmed push when the
+/// stored record carries that push's sequence, else from the stored record in Lua — stores both
+/// records, heartbeats.
 /// Collect: MULTI, TIME, HGETALL records (histograms when the per-instance views are asked
 /// for), HGETALL global, EXEC written back to back: one atomic read, about 100 bytes per
 /// instance; parsed here (obs::CacheAggregator). Every key is passed in KEYS (a Redis Cluster

@@ -129,6 +129,16 @@ TEST(RedisCacheStatsTest, ThreeInstancesAggregateAndDriftIsDetected) {
     ASSERT_TRUE(Push(*b, Snapshot("ib", 80, 20, 2'000)));
     ASSERT_TRUE(Push(*a, Snapshot("ia", 95, 10, 1'000)));
 
+    // A push whose confirmation was lost looks, to the next one, like an unknown stored
+    // sequence: another adapter (same instance id, no memory of it) pushes the same figures,
+    // then the first adapter pushes newer ones against a sequence that is no longer stored.
+    // Both take the slow path (difference to the stored record): nothing is counted twice.
+    {
+        auto again = MakeSink(*url, prefix);
+        ASSERT_TRUE(Push(*again, Snapshot("ia", 95, 10, 1'000)));
+    }
+    ASSERT_TRUE(Push(*a, Snapshot("ia", 95, 10, 1'000)));
+
     auto s = Collect(*c, true);
     EXPECT_EQ(s.mode, "redis");
     EXPECT_EQ(s.active_instances, 3u);

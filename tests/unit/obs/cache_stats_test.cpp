@@ -224,7 +224,7 @@ TEST(CacheWireTest, EncodeDecodeInstance) {
     EXPECT_EQ(lean->regions[0].counts, regions[0].counts);
     EXPECT_EQ(lean->regions[0].latency.Count(), 0u);
     EXPECT_EQ(lean->regions[0].latency.MaxNs(), 300u);
-    auto inst = DecodeInstance("i1", "hb 1234\n" + body + "future_region 1 2 3 4 5 6 0,0\n");
+    auto inst = DecodeInstance("i1", "hb 1234 9f0c\n" + body + "future_region 1 2 3 4 5 6 0,0\n");
     ASSERT_TRUE(inst);
     EXPECT_EQ(inst->instance_id, "i1");
     EXPECT_EQ(inst->heartbeat_ms, 1234);
@@ -257,7 +257,7 @@ TEST(CacheAggregatorTest, RecordsAggregateLikeDecodedSnapshots) {
     CacheAggregator keeping(true);
     int64_t hb = -1;
     for (const auto& inst : instances) {
-        const std::string record = "hb 77\n" + EncodeRegions(inst.regions);
+        const std::string record = "hb 77 a1b2\n" + EncodeRegions(inst.regions);
         ASSERT_TRUE(streaming.AddRecord(inst.instance_id, record, &hb));
         EXPECT_EQ(hb, 77);
         ASSERT_TRUE(keeping.AddRecord(inst.instance_id, record));
