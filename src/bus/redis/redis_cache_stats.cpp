@@ -189,8 +189,10 @@ void AppendDifferences(const std::vector<obs::RegionSnapshot>& after,
         diff(name + ":evictions", na.counts.evictions, nb.counts.evictions);
         diff(name + ":errors", na.counts.errors, nb.counts.errors);
         for (size_t k = 0; k < obs::kLatencyBuckets; ++k) {
-            diff(name + ":lat:" + std::to_string(k), na.latency.BucketCount(k),
-                 nb.latency.BucketCount(k));
+            if (na.latency.BucketCount(k) != nb.latency.BucketCount(k)) {  // name only then
+                diff(name + ":lat:" + std::to_string(k), na.latency.BucketCount(k),
+                     nb.latency.BucketCount(k));
+            }
         }
     }
 }
