@@ -145,6 +145,7 @@ load() { # KEY MODEL OUT [RATE]
         --warmup "$WARMUP" "${rate_args[@]}" >"$3" 2>"$3.err" || die "loadgen failed: $(cat "$3.err")"
 }
 
+CLK_TCK="$(getconf CLK_TCK)"
 RESULTS="$TMP/results.tsv"
 : >"$RESULTS"
 COMMIT="$(git -C "$ROOT" rev-parse --short HEAD)"
@@ -165,19 +166,29 @@ for mode in $MODES; do
             fi
             trips0="$(metric "$BASE" conduit_counters_round_trips_total)"
             reqs0="$(metric_sum "$BASE" conduit_usage_tracking_requests_total)"
+            gw_cpu0="$(cpu_ticks "$CONDUIT_PID")"
+            rd_cpu0="$(cpu_ticks "${REDIS_PID:-}")"
             load "$key" "$model" "$TMP/$mode-$rep-$gov-closed.json"
+            gw_cpu1="$(cpu_ticks "$CONDUIT_PID")"
+            rd_cpu1="$(cpu_ticks "${REDIS_PID:-}")"
+            reqs_closed="$(($(metric_sum "$BASE" conduit_usage_tracking_requests_total) - reqs0))"
             load "$key" "$model" "$TMP/$mode-$rep-$gov-open.json" "$RATE"
             trips1="$(metric "$BASE" conduit_counters_round_trips_total)"
             reqs1="$(metric_sum "$BASE" conduit_usage_tracking_requests_total)"
             sent="$(jq -r '.requests // .completed // 0' "$TMP/$mode-$rep-$gov-closed.json")"
             sent_open="$(jq -r '.requests // .completed // 0' "$TMP/$mode-$rep-$gov-open.json")"
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$rep" "$gov" \
+            # CPU time per request of the closed-loop run (warm-up included, like its count):
+            # what governance costs the gateway (and Redis), independent of what else runs.
+            cpu_us() { awk -v a="$1" -v b="$2" -v n="$reqs_closed" -v hz="$CLK_TCK" \
+                'BEGIN {if (n > 0) printf "%.2f", (b - a) * 1e6 / hz / n; else print "nan"}'; }
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$rep" "$gov" \
                 "$(jq -r .rps "$TMP/$mode-$rep-$gov-closed.json")" \
                 "$(jq -r .latency_us.p50 "$TMP/$mode-$rep-$gov-open.json")" \
                 "$(jq -r .latency_us.p99 "$TMP/$mode-$rep-$gov-open.json")" \
                 "$(jq -r '.errors.total' "$TMP/$mode-$rep-$gov-closed.json")" \
                 "$(awk -v a="$trips0" -v b="$trips1" 'BEGIN {print b - a}')" \
-                "$((reqs1 - reqs0))" >>"$RESULTS"
+                "$((reqs1 - reqs0))" "$(cpu_us "$gw_cpu0" "$gw_cpu1")" \
+                "$(cpu_us "$rd_cpu0" "$rd_cpu1")" >>"$RESULTS"
             : "$sent" "$sent_open"
         done
         stop_conduit
@@ -207,14 +218,17 @@ mkdir -p "$OUT_DIR"
     echo
     echo "## Summary"
     echo
-    echo "| mode | req/s OFF | req/s ON | ON ÷ OFF | p50 / p99 µs OFF (at $RATE/s) | p50 / p99 µs ON | Redis round trips per request (ON) |"
-    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    echo "| mode | req/s OFF | req/s ON | ON ÷ OFF | p50 / p99 µs OFF (at $RATE/s) | p50 / p99 µs ON | Redis round trips per request (ON) | gateway CPU µs/request OFF / ON (ON ÷ OFF) | Redis CPU µs/request (ON) |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     for mode in $MODES; do
         off="$(med "$mode" off 4)"
         on="$(med "$mode" on 4)"
         ratio="$(awk -v a="$on" -v b="$off" 'BEGIN {printf "%.3f", a / b}')"
         trips="$(awk -F'\t' -v m="$mode" '$1 == m && $3 == "on" {t += $8; n += $9} END {if (n) printf "%.2f", t / n; else print "–"}' "$RESULTS")"
-        echo "| $mode | $(printf '%.0f' "$off") | $(printf '%.0f' "$on") | $ratio | $(med "$mode" off 5) / $(med "$mode" off 6) | $(med "$mode" on 5) / $(med "$mode" on 6) | $trips |"
+        cpu_off="$(med "$mode" off 10)"
+        cpu_on="$(med "$mode" on 10)"
+        cpu_ratio="$(awk -v a="$cpu_on" -v b="$cpu_off" 'BEGIN {if (b > 0) printf "%.3f", a / b; else print "nan"}')"
+        echo "| $mode | $(printf '%.0f' "$off") | $(printf '%.0f' "$on") | $ratio | $(med "$mode" off 5) / $(med "$mode" off 6) | $(med "$mode" on 5) / $(med "$mode" on 6) | $trips | $cpu_off / $cpu_on ($cpu_ratio) | $(med "$mode" on 11) |"
     done
     echo
     echo "## Targets (issue 5)"
@@ -227,6 +241,9 @@ mkdir -p "$OUT_DIR"
         cost="$(awk -v a="$on" -v b="$off" 'BEGIN {printf "%.1f", 100 * (1 - a / b)}')"
         verdict="$(awk -v c="$cost" 'BEGIN {print (c <= 10) ? "**PASS**" : "**FAIL**"}')"
         echo "| throughput cost ≤ 10 % | $mode | $cost % | $verdict |"
+        cpu_cost="$(awk -v a="$(med "$mode" on 10)" -v b="$(med "$mode" off 10)" 'BEGIN {if (b > 0) printf "%.1f", 100 * (a / b - 1); else print "nan"}')"
+        verdict="$(awk -v c="$cpu_cost" 'BEGIN {print (c != "nan" && c <= 10) ? "**PASS**" : "**FAIL**"}')"
+        echo "| gateway CPU per request + ≤ 10 % (same target, measured as CPU time) | $mode | $cpu_cost % | $verdict |"
         if [[ "$mode" == redis ]]; then
             trips="$(awk -F'\t' '$1 == "redis" && $3 == "on" {t += $8; n += $9} END {if (n) printf "%.2f", t / n; else print "nan"}' "$RESULTS")"
             verdict="$(awk -v t="$trips" 'BEGIN {print (t != "nan" && t <= 1) ? "**PASS**" : "**FAIL**"}')"
@@ -236,9 +253,9 @@ mkdir -p "$OUT_DIR"
     echo
     echo "## Every run"
     echo
-    echo "| mode | rep | governance | req/s (closed) | p50 µs (open) | p99 µs (open) | errors | round trips | requests |"
-    echo "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
-    awk -F'\t' '{printf "| %s | %s | %s | %.0f | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9}' "$RESULTS"
+    echo "| mode | rep | governance | req/s (closed) | p50 µs (open) | p99 µs (open) | errors | round trips | requests | gateway CPU µs/request | Redis CPU µs/request |"
+    echo "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    awk -F'\t' '{printf "| %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11}' "$RESULTS"
     echo
     echo "## Command"
     echo

@@ -439,6 +439,11 @@ core::Result<void> App::Impl::InitGovernance() {
         bus::RedisCountersOptions ro;
         ro.url = cfg.redis.url;
         ro.key_prefix = cfg.redis.prefix;
+        // With one event loop, replies are delivered on it: one wake-up per script for all the
+        // decisions it carries (from the I/O thread, each decision would be posted on its own).
+        if (runtime->size() == 1) {
+            ro.loop = &runtime->loop(0);
+        }
         auto made = bus::MakeRedisCounters(std::move(ro));
         if (!made) {
             return tl::unexpected(made.error());

@@ -756,8 +756,7 @@ private:
             const bool was_empty = d.empty();
             merge(d);
             if (was_empty) {
-                d.since = std::chrono::steady_clock::now();
-                shared_->deferred_cv.notify_one();
+                d.since = std::chrono::steady_clock::now();  // the flusher looks every interval
             }
             now = now || shared_->stop || d.size() >= kMaxDeferred;
         }
@@ -766,33 +765,25 @@ private:
         }
     }
 
-    /// The flusher thread: sends deferred changes that no script carried within the batch
-    /// interval (none was in flight or queued).
+    /// The flusher thread: every batch interval, sends deferred changes that no script carried
+    /// within the interval (none was in flight or queued). It is never woken per change (that
+    /// would cost a context switch per request); it only wakes to stop.
     void FlushLoop() {
         auto& s = *shared_;
         std::unique_lock lock(s.deferred_mu);
         while (!s.stop) {
-            s.deferred_cv.wait(lock, [&s] { return s.stop || !s.deferred.empty(); });
+            s.deferred_cv.wait_for(lock, options_.batch_interval, [&s] { return s.stop; });
             if (s.stop) {
                 return;
             }
-            const auto deadline = s.deferred.since + options_.batch_interval;
-            const bool taken = s.deferred_cv.wait_until(
-                lock, deadline, [&s] { return s.stop || s.deferred.empty(); });
-            if (s.stop) {
-                return;
-            }
-            if (taken) {
-                continue;  // a script carried them
+            if (s.deferred.empty() ||
+                std::chrono::steady_clock::now() - s.deferred.since < options_.batch_interval) {
+                continue;
             }
             lock.unlock();
-            // Not while a script is in flight: the next one carries them (and then this waits
-            // for another interval at most).
+            // Not while a script is in flight: the next one carries them.
             Shared::Flush(shared_, /*force=*/false);
             lock.lock();
-            if (!s.deferred.empty() && std::chrono::steady_clock::now() >= deadline) {
-                s.deferred.since = std::chrono::steady_clock::now();
-            }
         }
     }
 

@@ -47,8 +47,8 @@ struct RedisCountersStats {
 /// The Redis Counters adapter (DESIGN §1): one pipelined connection; every decision is made by
 /// one Lua script (EVALSHA; on NOSCRIPT the script text is sent once more), so it is atomic
 /// across every instance and costs at most one round trip. Reads are one MGET.
-///  - Add and Charge are deferred up to `batch_interval`, merged per counter, and carried by the
-///    next script (or sent alone by a flusher thread when no script went).
+///  - Add and Charge are deferred for about `batch_interval` (two at most), merged per counter,
+///    and carried by the next script (or sent alone by a flusher thread when no script went).
 ///  - At most `max_in_flight` scripts are outstanding; Admit/Acquire/Reserve calls made
 ///    meanwhile queue and go together in the next script (up to 64 per script), each still
 ///    decided atomically on its own, in order. At low load nothing waits; under load a request
