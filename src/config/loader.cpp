@@ -376,7 +376,8 @@ const std::vector<Option>& Options() {
          {"CONDUIT_RATE_LIMIT_FAIL_POLICY"},
          "--rate-limit-fail-policy",
          CONDUIT_FIELD(governance.rate_limit_fail_policy),
-         "When the rate-limit engine (Redis) cannot answer: open (admit) or closed (503)"},
+         "When the counters engine (Redis) cannot answer — rate limits, balance and budget "
+         "reservations, hub method limits: open (admit) or closed (503)"},
         {"governance.default_max_tokens",
          {"CONDUIT_BUDGET_DEFAULT_MAX_TOKENS"},
          "--budget-default-max-tokens",
