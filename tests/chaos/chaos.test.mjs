@@ -4,9 +4,8 @@
 // model, funded group), async video tasks with signed webhooks and CHAOS_HUB_SESSIONS SignalR
 // sessions (held by tests/chaos/hub-clients.mjs in a process of its own, with automatic
 // reconnect), three faults are injected in sequence:
-//   1. `kill -9` of the instance running the task steps (the single active consumer of the work
-//      queue partitions; CHAOS_VICTIM=1..3 picks one), restarted on the same port
-//      CHAOS_KILL_DOWN_S later;
+//   1. `kill -9` of the instance that ran the most task steps so far (the one that sent the most
+//      webhooks; CHAOS_VICTIM=1..3 picks one), restarted on the same port CHAOS_KILL_DOWN_S later;
 //   2. Redis stopped for CHAOS_REDIS_DOWN_S seconds (restarted empty: no persistence);
 //   3. RabbitMQ restarted (stopped, CHAOS_RMQ_DOWN_S seconds, started again).
 // A poller reads /health/ready of every instance every CHAOS_HEALTH_MS. Afterwards:
@@ -488,9 +487,8 @@ test('chaos: kill -9 an instance, stop Redis, restart RabbitMQ under load', { sk
     log(`baseline announcement reached ${report.hubsBaselineAnnouncement}/${CFG.hubSessions} sessions`);
 
     // --- Fault 1: kill -9 of the instance running the task steps, restart on the same port ----
-    // RabbitMQ gives each partition queue a single active consumer: in practice one instance runs
-    // every task and webhook step (docs/operations.md). Killing it is what tests the tasks; it is
-    // the one that sent webhooks (CHAOS_VICTIM=1..3 picks an instance instead).
+    // Killing the instance that runs task steps is what tests the tasks: the one that sent the
+    // most webhooks so far (with a single active consumer per partition queue, the only one).
     const webhooksSent = await Promise.all(instances.map((x) => metricValue(x.base, 'conduit_webhook_requests_total')));
     const vi = process.env.CHAOS_VICTIM ? Number(process.env.CHAOS_VICTIM) - 1
       : webhooksSent.indexOf(Math.max(...webhooksSent));
