@@ -42,14 +42,21 @@ bool IsTokenChar(char c) {
     return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
 }
 
-/// Webhook ids known as delivered (id → delivered_at_ms), bounded, oldest forgotten first.
+/// What is known of a delivered webhook.
+struct KnownDelivery {
+    int64_t delivered_at_ms = 0;
+    int status_code = 0;
+    int attempts = 0;
+};
+
+/// Webhook ids known as delivered, bounded, oldest forgotten first.
 class RecentDelivered {
 public:
     explicit RecentDelivered(size_t capacity) : capacity_(std::max<size_t>(capacity, 1)) {}
 
-    void Put(const std::string& id, int64_t delivered_at_ms) {
+    void Put(const std::string& id, KnownDelivery known) {
         std::lock_guard lock(mu_);
-        auto [it, inserted] = at_.insert_or_assign(id, delivered_at_ms);
+        auto [it, inserted] = at_.insert_or_assign(id, known);
         if (inserted) {
             order_.push_back(id);
             while (order_.size() > capacity_) {
@@ -58,7 +65,7 @@ public:
             }
         }
     }
-    std::optional<int64_t> Get(const std::string& id) const {
+    std::optional<KnownDelivery> Get(const std::string& id) const {
         std::lock_guard lock(mu_);
         auto it = at_.find(id);
         if (it == at_.end()) {
@@ -70,7 +77,7 @@ public:
 private:
     size_t capacity_;
     mutable std::mutex mu_;  // guards at_, order_
-    std::unordered_map<std::string, int64_t> at_;
+    std::unordered_map<std::string, KnownDelivery> at_;
     std::deque<std::string> order_;
 };
 
@@ -210,8 +217,9 @@ struct DeliveryWorker::Impl : std::enable_shared_from_this<Impl> {
             Dead(job, "invalid webhook URL (an absolute http or https URL is required)", 0);
             return;
         }
-        if (auto at = recent.Get(job->msg.id); at && IsDuplicate(job->msg, *at)) {
-            Skip(job);
+        if (auto known = recent.Get(job->msg.id);
+            known && IsDuplicate(job->msg, known->delivered_at_ms)) {
+            Skip(job, *known);
             return;
         }
         if (job->delivery.attempt <= 1) {
@@ -222,7 +230,7 @@ struct DeliveryWorker::Impl : std::enable_shared_from_this<Impl> {
         // may have succeeded. The recorder holds the newest state of this instance's updates.
         if (auto row = deps.recorder.Peek(job->msg.id)) {
             if (row->status == kStatusDelivered && IsDuplicate(job->msg, row->delivered_at_ms)) {
-                Skip(job);
+                Skip(job, Known(*row));
             } else {
                 Sign(job);
             }
@@ -236,7 +244,7 @@ struct DeliveryWorker::Impl : std::enable_shared_from_this<Impl> {
                 // A failed lookup delivers (at-least-once beats at-most-once).
                 if (row && *row && (*row)->status == kStatusDelivered &&
                     IsDuplicate(job->msg, (*row)->delivered_at_ms)) {
-                    self->Skip(job);
+                    self->Skip(job, Known(**row));
                     return;
                 }
                 self->Sign(job);
@@ -382,7 +390,7 @@ struct DeliveryWorker::Impl : std::enable_shared_from_this<Impl> {
     void Delivered(const JobPtr& job, int status) {
         store::WebhookDelivery row = Row(job, kStatusDelivered, status, {});
         row.delivered_at_ms = row.updated_at_ms;
-        recent.Put(job->msg.id, row.delivered_at_ms);
+        recent.Put(job->msg.id, Known(row));
         deps.recorder.Record(std::move(row));
         delivered.Inc();
         Settle(job, [](bus::Settlement& s) { s.Ack(); });
@@ -416,8 +424,22 @@ struct DeliveryWorker::Impl : std::enable_shared_from_this<Impl> {
         });
     }
 
-    void Skip(const JobPtr& job) {
+    static KnownDelivery Known(const store::WebhookDelivery& row) {
+        return KnownDelivery{row.delivered_at_ms, row.last_status_code, row.attempts};
+    }
+
+    /// A duplicate of a delivered webhook (e.g. the final event re-sent by a redelivered task
+    /// step): not sent again. Its publisher recorded it as pending once more, possibly on another
+    /// instance, so the delivered state is recorded again, newer than that pending row.
+    void Skip(const JobPtr& job, const KnownDelivery& known) {
         skipped.Inc();
+        store::WebhookDelivery row = RowFor(job->msg);
+        row.status = std::string(kStatusDelivered);
+        row.attempts = known.attempts;
+        row.last_status_code = known.status_code;
+        row.delivered_at_ms = known.delivered_at_ms;
+        row.updated_at_ms = std::max(deps.clock.NowUnixMs(), known.delivered_at_ms);
+        deps.recorder.Record(std::move(row));
         Settle(job, [](bus::Settlement& s) { s.Ack(); });
     }
 

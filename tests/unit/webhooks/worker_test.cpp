@@ -360,13 +360,34 @@ TEST_F(DeliveryWorkerTest, AlreadyDeliveredIdsAreSkipped) {
     Respond(LastCall(), 200);
     ASSERT_EQ(s1->kind(), Kind::kAck);
 
-    // The same webhook-id published again (e.g. the task engine retried its publish).
+    auto delivered = Stored("msg_dup");
+    ASSERT_TRUE(delivered);
+    ASSERT_EQ(delivered->status, "delivered");
+
+    // The same webhook-id published again (e.g. a redelivered step of a finished task re-sent
+    // its final event): its publisher, maybe another instance, recorded it as pending again.
+    clock_.Advance(milliseconds(5));
+    store::WebhookDelivery pending = *delivered;
+    pending.status = "pending";
+    pending.attempts = 0;
+    pending.last_status_code = 0;
+    pending.delivered_at_ms = 0;
+    pending.updated_at_ms = clock_.NowUnixMs();
+    ASSERT_TRUE(store_->UpsertWebhookDeliveries({pending}).has_value());
+    clock_.Advance(milliseconds(5));
     Enqueue({Event("msg_dup")});
     auto s2 = Deliver();
     ASSERT_TRUE(s2);
     EXPECT_EQ(s2->kind(), Kind::kAck);
     EXPECT_EQ(client_.calls.size(), 1u);
     EXPECT_EQ(Outcome("skipped_duplicate"), 1u);
+    // Not sent again, and the row says delivered again (with the first delivery's facts).
+    auto row = Stored("msg_dup");
+    ASSERT_TRUE(row);
+    EXPECT_EQ(row->status, "delivered");
+    EXPECT_EQ(row->attempts, 1);
+    EXPECT_EQ(row->last_status_code, 200);
+    EXPECT_EQ(row->delivered_at_ms, delivered->delivered_at_ms);
 }
 
 TEST_F(DeliveryWorkerTest, RedeliveredMessageIsCheckedAgainstTheStore) {
