@@ -1,5 +1,5 @@
 // A Conduit cluster for the e2e suites: N gateway instances sharing PostgreSQL (a fresh database
-// per cluster), Redis (own key prefix) and RabbitMQ (own vhost when rabbitmqctl is usable), behind
+// per cluster), Redis (own key prefix) and RabbitMQ (the conduit_e2e_cluster vhost), behind
 // nginx rendered from deploy/nginx/conduit.conf (deploy/nginx/render.sh) and run unprivileged in
 // a temporary prefix directory. Engines come from scripts/engines.sh: CONDUIT_TEST_PG,
 // CONDUIT_TEST_REDIS and CONDUIT_TEST_AMQP.
@@ -42,14 +42,42 @@ function rabbitmqctl(args) {
   });
 }
 
+// Processes this module started and has not stopped yet: killed if the test process exits first
+// (a cancelled or timed-out suite), so no instance outlives its test holding queue partitions.
+const live = new Set();
+function killLive() {
+  for (const p of live) {
+    if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+  }
+}
+process.once('exit', killLive);
+for (const signal of ['SIGTERM', 'SIGINT']) {
+  process.once(signal, () => {
+    killLive();
+    process.kill(process.pid, signal);  // the default action, now that the listener is gone
+  });
+}
+function track(proc) {
+  live.add(proc);
+  proc.once('exit', () => live.delete(proc));
+}
+
 /**
- * Creates a RabbitMQ vhost for one cluster (other clusters and runs on the same broker cannot
- * take its tasks); null (the default vhost) when rabbitmqctl is unusable.
+ * The RabbitMQ vhost of the e2e clusters (CONDUIT_E2E_VHOST, default conduit_e2e_cluster),
+ * created when missing and never deleted: on RabbitMQ 3.10, deleting a vhost of quorum queues
+ * right after its consumers left has wedged the broker's vhost supervisor (new vhosts, then every
+ * login, hung). Clusters run one after the other, so they take turns on its queues; a message a
+ * stopped cluster left behind names a task or delivery the next cluster's database does not have.
+ * Null (the default vhost) when rabbitmqctl is unusable.
  */
-function createVhost(name, user) {
+function clusterVhost(user) {
+  const name = process.env.CONDUIT_E2E_VHOST ?? 'conduit_e2e_cluster';
   try {
-    rabbitmqctl(['add_vhost', name]);
-    rabbitmqctl(['set_permissions', '-p', name, user, '.*', '.*', '.*']);
+    const have = rabbitmqctl(['list_vhosts', '--no-table-headers']).split('\n').map((l) => l.trim());
+    if (!have.includes(name)) {
+      rabbitmqctl(['add_vhost', name]);
+      rabbitmqctl(['set_permissions', '-p', name, user, '.*', '.*', '.*']);
+    }
     return name;
   } catch (e) {
     console.log(`# rabbitmqctl unavailable (${String(e.message).split('\n')[0]}): using the default vhost`);
@@ -90,6 +118,7 @@ export async function startNginx(nodes, { port, maxBody = 33554432, template } =
   ].join('\n'));
   const proc = spawn(NGINX_BIN, ['-p', prefix, '-e', errorLog, '-c', path.join(prefix, 'nginx.conf'),
     '-g', 'daemon off;'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  track(proc);
   let out = '';
   proc.stdout.on('data', (d) => { out += d; });
   proc.stderr.on('data', (d) => { out += d; });
@@ -137,8 +166,8 @@ export async function startNginx(nodes, { port, maxBody = 33554432, template } =
 
 /**
  * Starts `n` gateway instances on shared engines, then nginx in front of them. `args` are added
- * to every instance's command line. Each cluster has its own PostgreSQL database, Redis prefix
- * and RabbitMQ vhost (dropped by stop()). Resolves with
+ * to every instance's command line. Each cluster has its own PostgreSQL database (dropped by
+ * stop()) and Redis prefix; RabbitMQ: see clusterVhost(). Resolves with
  *   {base (nginx), nginx, instances: [gateway as harness.startGateway returns], admin(...) (via
  *    instance 0), database, redisPrefix, vhost, mediaDir, stop()}.
  */
@@ -154,9 +183,6 @@ export async function startCluster({ n = 3, args = [], env = {}, name = 'cluster
     if (cluster.database) {
       try { psql(process.env.CONDUIT_TEST_PG, `DROP DATABASE IF EXISTS ${cluster.database} WITH (FORCE)`); } catch { /* best effort */ }
     }
-    if (cluster.vhost) {
-      try { rabbitmqctl(['delete_vhost', cluster.vhost]); } catch { /* best effort */ }
-    }
   };
   try {
     psql(process.env.CONDUIT_TEST_PG, `CREATE DATABASE ${tag}`);
@@ -165,7 +191,7 @@ export async function startCluster({ n = 3, args = [], env = {}, name = 'cluster
     dbUrl.pathname = `/${tag}`;
     const amqp = new URL(process.env.CONDUIT_TEST_AMQP);
     const user = decodeURIComponent(amqp.username || 'guest');
-    cluster.vhost = createVhost(tag, user);
+    cluster.vhost = clusterVhost(user);
     cluster.redisPrefix = `${tag}:`;
     cluster.mediaDir = mkdtempSync(path.join(tmpdir(), 'conduit-cluster-media-'));
     const nginxPort = await freePort();
@@ -189,9 +215,15 @@ export async function startCluster({ n = 3, args = [], env = {}, name = 'cluster
     // Instance 0 first (it applies the migrations), then the others together: the advisory lock
     // makes concurrent start-ups safe too, but a failure is easier to read this way.
     cluster.instances.push(await startGateway(common, { env: instanceEnv, single: true }));
+    track(cluster.instances[0].proc);
     const rest = await Promise.allSettled(
       Array.from({ length: n - 1 }, () => startGateway(common, { env: instanceEnv, single: true })));
-    for (const r of rest) if (r.status === 'fulfilled') cluster.instances.push(r.value);
+    for (const r of rest) {
+      if (r.status === 'fulfilled') {
+        cluster.instances.push(r.value);
+        track(r.value.proc);
+      }
+    }
     const failed = rest.find((r) => r.status === 'rejected');
     if (failed) throw failed.reason;
     // nginx refuses what the instances would refuse (same body limit).
