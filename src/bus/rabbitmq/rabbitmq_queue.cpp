@@ -436,7 +436,8 @@ public:
     }
 
     Result<TopicStats> Stats(std::string_view topic) override {
-        return RunJob<TopicStats>([this, t = std::string(topic)] { return StatsOnThread(t); });
+        return RunJob<TopicStats>(
+            [this, t = std::string(topic)] { return CachedStatsOnThread(t); });
     }
 
     Result<std::vector<DeadMessage>> ListDead(std::string_view topic, int limit) override {
@@ -1665,6 +1666,28 @@ private:
         return Fail(ErrorCode::kUnavailable, "RabbitMQ queue.declare " + queue + ": " + text);
     }
 
+    /// StatsOnThread, answered from the last success for a second: readiness probes and
+    /// metrics ask often, and one answer costs a queue.declare per queue of the topic (about
+    /// 60; a missing delay queue also closes the admin channel). A lost connection still fails
+    /// at once.
+    Result<TopicStats> CachedStatsOnThread(const std::string& topic) {
+        if (!conn_.is_open()) {
+            return Fail(ErrorCode::kUnavailable, "not connected to RabbitMQ: " + LastError());
+        }
+        const auto now = std::chrono::steady_clock::now();
+        if (auto it = stats_cache_.find(topic);
+            it != stats_cache_.end() && now - it->second.first < std::chrono::seconds(1)) {
+            return it->second.second;
+        }
+        auto fresh = StatsOnThread(topic);
+        if (fresh) {
+            stats_cache_[topic] = {now, *fresh};
+        } else {
+            stats_cache_.erase(topic);
+        }
+        return fresh;
+    }
+
     Result<TopicStats> StatsOnThread(const std::string& topic) {
         if (!conn_.is_open()) {
             return Fail(ErrorCode::kUnavailable, "not connected to RabbitMQ: " + LastError());
@@ -1892,6 +1915,9 @@ private:
     bool admin_open_ = false;
     std::optional<std::string> broken_;  // the connection failed inside a callback or job
     std::map<std::string, std::unique_ptr<TopicRt>, std::less<>> topics_;
+    /// CachedStatsOnThread's last success per topic (I/O thread only).
+    std::map<std::string, std::pair<std::chrono::steady_clock::time_point, TopicStats>>
+        stats_cache_;
     std::vector<TopicRt*> consumed_;
     std::unordered_map<uint64_t, Handed> handed_;
     uint64_t next_token_ = 0;
