@@ -327,14 +327,14 @@ TEST_F(RealtimeServerTest, InvocationGateRunsFirstKeepsOrderAndRefusesWithAHubEx
     });
     auto ws = Connect();
     ws->ClientSend(
-        R("{" target ":" Echo "," arguments ":[" a "]," invocationId ":" 1 "," type ":1}") +
-        R("{" target ":" Echo "," arguments ":[" b "]," invocationId ":" 2 "," type ":1}"));
+        R("{\"target\":\"Echo\",\"arguments\":[\"a\"],\"invocationId\":\"1\",\"type\":1}") +
+        R("{\"target\":\"Echo\",\"arguments\":[\"b\"],\"invocationId\":\"2\",\"type\":1}"));
     // The first waits in the gate; the second waits behind it (order is kept).
     ASSERT_EQ(waiting.size(), 1u);
     EXPECT_TRUE(ws->sent.empty());
     waiting[0](std::nullopt);
     ASSERT_EQ(ws->sent.size(), 1u);
-    EXPECT_EQ(ws->sent[0], R("{" type ":3," invocationId ":" 1 "," result ":" a "}"));
+    EXPECT_EQ(ws->sent[0], R("{\"type\":3,\"invocationId\":\"1\",\"result\":\"a\"}"));
     ASSERT_EQ(waiting.size(), 2u);
     waiting[0](std::string("again"));  // a second answer is ignored
     EXPECT_EQ(ws->sent.size(), 1u);
@@ -342,29 +342,28 @@ TEST_F(RealtimeServerTest, InvocationGateRunsFirstKeepsOrderAndRefusesWithAHubEx
     std::thread([go = waiting[1]] { go(std::string("Rate limit exceeded: slow down")); }).join();
     loop.RunPending();
     ASSERT_EQ(ws->sent.size(), 2u);
-    EXPECT_EQ(ws->sent[1], R("{"type":3,"invocationId":"2","error":"An unexpected error "
+    EXPECT_EQ(ws->sent[1], R("{\"type\":3,\"invocationId\":\"2\",\"error\":\"An unexpected error "
                              "occurred invoking 'Echo' on the server. HubException: Rate limit "
-                             "exceeded: slow down"
-}
-"));
+                             "exceeded: slow down\"}"));
     // Inline answers, several in one frame; unknown methods never reach the gate.
-    ws->ClientSend(R("{" target ":" Oops "," arguments ":[]," invocationId ":" 3 "," type ":1}") +
-                   R("{" target ":" Nope "," arguments ":[]," invocationId ":" 4 "," type ":1}") +
-                   R("{" target ":" Oops "," arguments ":[]," invocationId ":" 5 "," type ":1}"));
-ASSERT_EQ(ws->sent.size(), 5u);
-EXPECT_NE(ws->sent[2].find("\"invocationId\":\"3\""), std::string::npos);
-EXPECT_NE(ws->sent[3].find("Unknown hub method 'Nope'"), std::string::npos);
-EXPECT_NE(ws->sent[4].find("\"invocationId\":\"5\""), std::string::npos);
-EXPECT_EQ(gated, (std::vector<std::string>{"Echo", "Echo", "Oops", "Oops"}));
-// A gate answering after the connection closed does nothing.
-ws->ClientSend(R("{" target ":" Echo "," arguments ":[" c "]," invocationId ":" 6 "," type ":1}"));
-ASSERT_EQ(waiting.size(), 3u);
-ws->Gone(1001);  // the client went away
-loop.RunPending();
-const size_t before = ws->sent.size();
-waiting[2](std::nullopt);
-loop.RunPending();
-EXPECT_EQ(ws->sent.size(), before);
+    ws->ClientSend(R("{\"target\":\"Oops\",\"arguments\":[],\"invocationId\":\"3\",\"type\":1}") +
+                   R("{\"target\":\"Nope\",\"arguments\":[],\"invocationId\":\"4\",\"type\":1}") +
+                   R("{\"target\":\"Oops\",\"arguments\":[],\"invocationId\":\"5\",\"type\":1}"));
+    ASSERT_EQ(ws->sent.size(), 5u);
+    EXPECT_NE(ws->sent[2].find("\"invocationId\":\"3\""), std::string::npos);
+    EXPECT_NE(ws->sent[3].find("Unknown hub method 'Nope'"), std::string::npos);
+    EXPECT_NE(ws->sent[4].find("\"invocationId\":\"5\""), std::string::npos);
+    EXPECT_EQ(gated, (std::vector<std::string>{"Echo", "Echo", "Oops", "Oops"}));
+    // A gate answering after the connection closed does nothing.
+    ws->ClientSend(
+        R("{\"target\":\"Echo\",\"arguments\":[\"c\"],\"invocationId\":\"6\",\"type\":1}"));
+    ASSERT_EQ(waiting.size(), 3u);
+    ws->Gone(1001);  // the client went away
+    loop.RunPending();
+    const size_t before = ws->sent.size();
+    waiting[2](std::nullopt);
+    loop.RunPending();
+    EXPECT_EQ(ws->sent.size(), before);
 }
 
 TEST_F(RealtimeServerTest, StreamsBothWays) {
