@@ -53,6 +53,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <cstdio>
 #include <fcntl.h>
 #include <filesystem>
@@ -101,6 +102,11 @@ core::Result<std::string> LoadOrCreateSecretFile(const std::string& path, bool* 
     }
     return value;
 }
+
+namespace {
+/// Backplane channel: a webhook signing secret was created or rotated (payload: the key id).
+constexpr std::string_view kSecretRotatedChannel = "conduit.webhooks.secret_rotated";
+}  // namespace
 
 namespace {
 
@@ -212,6 +218,7 @@ struct App::Impl {
     std::string config_version_seen;  // store executor thread only
     core::TimerPtr config_check_timer;
     uint64_t config_subscription = 0;
+    uint64_t secret_subscription = 0;  // webhook secret rotations on other instances
     // Distributed cache statistics (issue 6 item 3): pushed every interval, aggregated across
     // instances for /api/cache/statistics, /metrics and the health check.
     std::unique_ptr<bus::CacheStatsSink> cache_stats_sink;
@@ -403,9 +410,9 @@ core::Result<void> App::Impl::Init() {
             static constexpr std::string_view kAdmittedByProxy[] = {
                 "/v1/chat/completions", "/v1/completions", "/v1/embeddings",
                 "/v1/images/generations"};
-            if (method == "POST" && std::find(std::begin(kAdmittedByProxy),
-                                              std::end(kAdmittedByProxy),
-                                              pattern) != std::end(kAdmittedByProxy)) {
+            if (method == "POST" &&
+                std::find(std::begin(kAdmittedByProxy), std::end(kAdmittedByProxy), pattern) !=
+                    std::end(kAdmittedByProxy)) {
                 return false;
             }
             return pattern.starts_with("/v1/") && !pattern.starts_with("/v1/media/");
@@ -753,7 +760,21 @@ core::Result<void> App::Impl::InitTasks(const std::string& host, uint16_t port) 
                                           task_engine, *config_state, book, *media, clock, base}));
     webhooks::RegisterWebhookAdminRoutes(
         router, std::make_shared<webhooks::WebhookAdminDeps>(webhooks::WebhookAdminDeps{
-                    *store, *executor, *secrets, *publisher, *recorder, clock, master_key}));
+                    *store, *executor, *secrets, *publisher, *recorder, clock, master_key,
+                    // Other instances drop their cached copy of the key's signing secrets.
+                    [bp = backplane.get()](int64_t key_id) {
+                        bp->Publish(std::string(kSecretRotatedChannel), std::to_string(key_id));
+                    }}));
+    secret_subscription =
+        backplane->Subscribe(std::string(kSecretRotatedChannel),
+                             [sv = secrets.get()](std::string_view, std::string_view payload) {
+                                 int64_t key_id = 0;
+                                 auto [end, ec] = std::from_chars(
+                                     payload.data(), payload.data() + payload.size(), key_id);
+                                 if (ec == std::errc() && end == payload.data() + payload.size()) {
+                                     sv->Invalidate(key_id);
+                                 }
+                             });
 
     if (auto started = queue->Start(); !started) {
         return core::Fail(started.error().code, std::string("work queue (") +

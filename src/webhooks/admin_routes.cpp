@@ -219,6 +219,9 @@ void RotateSecret(const net::ExchangePtr& ex, const DepsPtr& deps) {
             return tl::unexpected(
                 NotFound("Virtual key " + std::to_string(id) + " was not found."));
         }
+        if (d.on_secret_rotated) {
+            d.on_secret_rotated(id);
+        }
         const Rotation& r = **rotated;
         admin::JsonWriter w;
         w.BeginObject();

@@ -8,6 +8,7 @@
 #include "webhooks/recorder.hpp"
 #include "webhooks/secrets.hpp"
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -26,6 +27,9 @@ struct WebhookAdminDeps {
     const core::Clock& clock;
     /// The operator's master key (admin::HasMasterKey). Empty = every request is refused.
     std::string master_key;
+    /// After a secret was created or rotated (this instance's cache is already refreshed): tells
+    /// the other instances to drop their cached copy. Store executor thread; may be empty.
+    std::function<void(int64_t virtual_key_id)> on_secret_rotated;
 };
 
 /// Registers (master key required, 401 otherwise):

@@ -173,6 +173,17 @@ TEST_F(WebhookAdminTest, GracePeriodCanBeChosenPerRotation) {
     EXPECT_EQ(Call("POST", target, "not json").status, 400);
 }
 
+TEST_F(WebhookAdminTest, CreationsAndRotationsAreAnnouncedToOtherInstances) {
+    std::vector<int64_t> announced;
+    deps_->on_secret_rotated = [&announced](int64_t id) { announced.push_back(id); };
+    auto target = "/api/VirtualKeys/" + std::to_string(key_id_) + "/webhook-secret";
+    ASSERT_EQ(Call("POST", target).status, 200);
+    ASSERT_EQ(Call("POST", target, R"({"gracePeriodSeconds":0})").status, 200);
+    EXPECT_EQ(Call("POST", "/api/VirtualKeys/9999/webhook-secret").status, 404);
+    EXPECT_EQ(Call("POST", target, R"({"gracePeriodSeconds":-1})").status, 400);
+    EXPECT_EQ(announced, (std::vector<int64_t>{key_id_, key_id_}));
+}
+
 TEST_F(WebhookAdminTest, UnknownKeyIs404) {
     auto r = Call("POST", "/api/VirtualKeys/9999/webhook-secret");
     EXPECT_EQ(r.status, 404);
