@@ -8,8 +8,8 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import OpenAI from 'openai';
-import { startMock, seed, waitFor, apiCall, freePort, MASTER_KEY, UPSTREAM_KEY } from './harness.mjs';
-import { startCluster, startNginx, startTap, clusterSkipReason } from './cluster.mjs';
+import { startMock, seed, waitFor, apiCall, freePort, MASTER_KEY } from './harness.mjs';
+import { startCluster, startNginx, addTappedImageModel, clusterSkipReason } from './cluster.mjs';
 
 const require = createRequire(import.meta.url);
 const signalR = require('@microsoft/signalr');
@@ -31,19 +31,7 @@ before(async () => {
   });
   fx = await seed(cl.instances[0], mock);
   // Image tasks through a relay that tells which instance's worker called the provider.
-  tap = await startTap(mock.port, () => cl.instances.map((g) => g.proc.pid));
-  const tapped = await cl.admin('POST', '/api/ProviderCredentials', {
-    providerType: 'openai-compatible', providerName: 'mock-tap', baseUrl: `${tap.base}/v1`, apiKey: UPSTREAM_KEY,
-  });
-  await cl.admin('POST', '/api/ModelProviderMapping', {
-    modelAlias: 'dall-e-tap', providerModelId: 'mock-image', providerId: tapped.id,
-    supportsChat: false, supportsImageGeneration: true,
-  });
-  // The configuration written through instance 0 has reached every instance.
-  await cl.onAll(async (g) => {
-    const r = await apiCall(g.base, fx.keys.main, 'GET', '/v1/models');
-    return r.status === 200 && r.json.data.some((m) => m.id === 'dall-e-tap');
-  }, 5000, 'the seeded configuration on every instance');
+  tap = await addTappedImageModel(cl, mock.port, fx.keys.main);
 });
 
 after(async () => {

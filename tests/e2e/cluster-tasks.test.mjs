@@ -7,8 +7,8 @@
 // nginx; skipped otherwise.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startMock, seed, waitFor, apiCall, UPSTREAM_KEY } from './harness.mjs';
-import { startCluster, startTap, clusterSkipReason } from './cluster.mjs';
+import { startMock, seed, waitFor, apiCall } from './harness.mjs';
+import { startCluster, addTappedImageModel, clusterSkipReason } from './cluster.mjs';
 
 const skip = clusterSkipReason();
 const N = 3;
@@ -26,18 +26,7 @@ before(async () => {
     n: N, name: 'tasks', args: ['--task-poll-interval-ms', '100', '--task-sweep-interval-ms', '200'],
   });
   fx = await seed(cl.instances[0], mock);
-  tap = await startTap(mock.port, () => cl.instances.map((g) => g.proc.pid));
-  const tapped = await cl.admin('POST', '/api/ProviderCredentials', {
-    providerType: 'openai-compatible', providerName: 'mock-tap', baseUrl: `${tap.base}/v1`, apiKey: UPSTREAM_KEY,
-  });
-  await cl.admin('POST', '/api/ModelProviderMapping', {
-    modelAlias: 'dall-e-tap', providerModelId: 'mock-image', providerId: tapped.id,
-    supportsChat: false, supportsImageGeneration: true,
-  });
-  await cl.onAll(async (g) => {
-    const r = await apiCall(g.base, fx.keys.main, 'GET', '/v1/models');
-    return r.status === 200 && r.json.data.some((m) => m.id === 'dall-e-tap');
-  }, 5000, 'the seeded configuration on every instance');
+  tap = await addTappedImageModel(cl, mock.port, fx.keys.main);
 });
 
 after(async () => {

@@ -11,7 +11,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startGateway, freePort, waitFor, MASTER_KEY } from './harness.mjs';
+import { startGateway, freePort, waitFor, apiCall, MASTER_KEY, UPSTREAM_KEY } from './harness.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const RENDER = path.resolve(HERE, '../../deploy/nginx/render.sh');
@@ -317,6 +317,28 @@ export async function startTap(targetPort, pids, count = /^(GET|POST|PUT|DELETE)
       return new Promise((r) => { server.close(() => r()); for (const s of sockets) s.destroy(); });
     },
   };
+}
+
+/**
+ * Adds an image model `dall-e-tap` served by the mock through a tap (startTap on `mockPort`), so
+ * a test can tell which instance's worker called the provider, and waits until every instance of
+ * `cl` lists it for `key`. Returns the tap.
+ */
+export async function addTappedImageModel(cl, mockPort, key) {
+  const tap = await startTap(mockPort, () => cl.instances.map((g) => g.proc.pid));
+  const tapped = await cl.admin('POST', '/api/ProviderCredentials', {
+    providerType: 'openai-compatible', providerName: 'mock-tap', baseUrl: `${tap.base}/v1`, apiKey: UPSTREAM_KEY,
+  });
+  await cl.admin('POST', '/api/ModelProviderMapping', {
+    modelAlias: 'dall-e-tap', providerModelId: 'mock-image', providerId: tapped.id,
+    supportsChat: false, supportsImageGeneration: true,
+  });
+  // The configuration written through instance 0 has reached every instance.
+  await cl.onAll(async (g) => {
+    const r = await apiCall(g.base, key, 'GET', '/v1/models');
+    return r.status === 200 && r.json.data.some((m) => m.id === 'dall-e-tap');
+  }, 5000, 'the seeded configuration on every instance');
+  return tap;
 }
 
 // ---------------------------------------------------------------------------------------------
