@@ -217,26 +217,18 @@ stop_redis() {
 }
 
 start_conduit() { # NAME DATA_DIR [extra serve args...] → appends to SERVER_PIDS/SERVER_URLS
-    local name="$1" data="$2" port url cmd attempt
+    local name="$1" data="$2"
     shift 2
-    for attempt in 1 2 3 4 5; do
-        port="$(free_port)"
-        url="http://127.0.0.1:$port"
-        cmd=(env CONDUIT_MASTER_KEY="$MASTER_KEY" CONDUIT_HUB_MAX_CONNECTIONS_PER_KEY=1000000
-            "$BIN/conduit" serve --listen "127.0.0.1:$port" --threads "$THREADS"
-            --data-dir "$data" --log-level warn "$@")
-        start_bg "$name" "${cmd[@]}"
-        if wait_http "$url/health/live" 30; then
-            break
-        fi
-        stop_pid "$LAST_PID"
-        forget_pid "$LAST_PID"
-        grep -q 'Address already in use' "$TMP/$name.err" && ((attempt < 5)) && continue
-        die "conduit did not start: $(tail -20 "$TMP/$name.err")"
-    done
-    note_cmd "conduit ($name)" "${cmd[@]}"
+    local extra=("$@")
+    conduit_cmd() { # PORT → STARTED_CMD (sees data and extra: bash scopes are dynamic)
+        STARTED_CMD=(env CONDUIT_MASTER_KEY="$MASTER_KEY" CONDUIT_HUB_MAX_CONNECTIONS_PER_KEY=1000000
+            "$BIN/conduit" serve --listen "127.0.0.1:$1" --threads "$THREADS"
+            --data-dir "$data" --log-level warn "${extra[@]}")
+    }
+    start_on_free_port "$name" conduit_cmd
+    note_cmd "conduit ($name)" "${STARTED_CMD[@]}"
     SERVER_PIDS+=("$LAST_PID")
-    SERVER_URLS+=("$url")
+    SERVER_URLS+=("$STARTED_URL")
 }
 
 seed_key() { # URL → KEY (one virtual key; the per-key hub limit is raised instead of many keys)

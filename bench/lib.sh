@@ -121,3 +121,24 @@ row() {
     local IFS='|'
     printf '| %s |\n' "$*" | sed 's/|/ | /g; s/^ | /| /; s/  *|$/ |/'
 }
+
+# start_on_free_port NAME BUILD → LAST_PID, STARTED_URL; the started command in STARTED_CMD.
+# Picks a free port, calls BUILD PORT (a function that sets the array STARTED_CMD), starts it with
+# start_bg and waits for /health/live; tries another port when one was taken meanwhile (free_port
+# only probes). Dies with the server's last output otherwise.
+start_on_free_port() {
+    local name="$1" build="$2" port attempt
+    for attempt in 1 2 3 4 5; do
+        port="$(free_port)"
+        STARTED_URL="http://127.0.0.1:$port"
+        "$build" "$port"
+        start_bg "$name" "${STARTED_CMD[@]}"
+        if wait_http "$STARTED_URL/health/live" 30; then
+            return 0
+        fi
+        stop_pid "$LAST_PID"
+        forget_pid "$LAST_PID"
+        grep -q 'Address already in use' "$TMP/$name.err" && ((attempt < 5)) && continue
+        die "$name did not start: $(tail -20 "$TMP/$name.err")"
+    done
+}
