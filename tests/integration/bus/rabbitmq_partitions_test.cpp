@@ -164,6 +164,9 @@ protected:
         o.member_heartbeat = 100ms;
         o.member_timeout = 600ms;
         o.publish_timeout = 20s;
+        // A broker busy with the previous tests' queue churn (CI runs tests in parallel) has
+        // stalled new connections for ~10 s: the first connection may take longer than usual.
+        o.start_timeout = 60s;
         return o;
     }
 
