@@ -11,7 +11,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startGateway, freePort, waitFor, apiCall, MASTER_KEY, UPSTREAM_KEY } from './harness.mjs';
+import { startGateway, freePort, waitFor, apiCall, adminCall, MASTER_KEY, UPSTREAM_KEY } from './harness.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const RENDER = path.resolve(HERE, '../../deploy/nginx/render.sh');
@@ -370,23 +370,7 @@ export async function startClusterGateway(extraArgs, opts) {
   });
   const masterKey = opts.masterKey ?? opts.env?.CONDUIT_MASTER_KEY ?? MASTER_KEY;
   const [first] = cl.instances;
-  const call = async (base, method, route, body) => {
-    const res = await fetch(`${base}${route}`, {
-      method,
-      headers: { 'X-API-Key': masterKey, 'Content-Type': 'application/json' },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const text = await res.text();
-    let json = null;
-    try { json = text ? JSON.parse(text) : null; } catch { /* not JSON */ }
-    if (!res.ok) {
-      const err = new Error(`admin ${method} ${route} → ${res.status}: ${text}`);
-      err.status = res.status;
-      err.body = json;
-      throw err;
-    }
-    return json;
-  };
+  const call = (base, method, route, body) => adminCall(base, masterKey, method, route, body);
   let sentinel = null;
   const barrier = async () => {
     if (!sentinel) {

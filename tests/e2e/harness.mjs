@@ -64,6 +64,28 @@ export async function startMock(extraArgs = []) {
   };
 }
 
+/**
+ * One admin API call with the master key: the parsed JSON answer (null when empty); throws an
+ * Error carrying `status` and `body` on a non-2xx answer.
+ */
+export async function adminCall(base, masterKey, method, route, body) {
+  const res = await fetch(`${base}${route}`, {
+    method,
+    headers: { 'X-API-Key': masterKey, 'Content-Type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  let json = null;
+  try { json = text ? JSON.parse(text) : null; } catch { /* not JSON */ }
+  if (!res.ok) {
+    const err = new Error(`admin ${method} ${route} → ${res.status}: ${text}`);
+    err.status = res.status;
+    err.body = json;
+    throw err;
+  }
+  return json;
+}
+
 export async function startGateway(extraArgs = [], opts = {}) {
   if (process.env.CONDUIT_E2E_CLUSTER) {
     // CONDUIT_E2E_CLUSTER=N: an N-instance cluster behind nginx (tests/e2e/cluster.mjs).
@@ -89,22 +111,8 @@ export async function startGateway(extraArgs = [], opts = {}) {
     dataDir,
     output,
     exited,
-    async admin(method, route, body) {
-      const res = await fetch(`${base}${route}`, {
-        method,
-        headers: { 'X-API-Key': masterKey, 'Content-Type': 'application/json' },
-        body: body === undefined ? undefined : JSON.stringify(body),
-      });
-      const text = await res.text();
-      let json = null;
-      try { json = text ? JSON.parse(text) : null; } catch { /* not JSON */ }
-      if (!res.ok) {
-        const err = new Error(`admin ${method} ${route} → ${res.status}: ${text}`);
-        err.status = res.status;
-        err.body = json;
-        throw err;
-      }
-      return json;
+    admin(method, route, body) {
+      return adminCall(base, masterKey, method, route, body);
     },
     /** SIGTERM, wait for exit; removes the data directory unless `keepData`. */
     async stop({ keepData = opts.keepData ?? false } = {}) {
